@@ -1,0 +1,45 @@
+"""The one place that connects for Alembic: it takes the migration lock, then migrates."""
+import logging
+from logging.config import fileConfig
+
+from alembic import context
+from sqlalchemy import create_engine
+from sqlalchemy.pool import NullPool
+
+from runner.db import connect, sqlalchemy_url
+from runner.migrate import MIGRATION_LOCK_KEY, VERSION_TABLE_SCHEMA, database_url
+
+config = context.config
+if config.config_file_name and not config.attributes.get("skip_logging_config"):
+    fileConfig(config.config_file_name, disable_existing_loggers=False)
+log = logging.getLogger("alembic.env")
+
+
+def run_migrations_online() -> None:
+    url = database_url(config)
+    # A session-level advisory lock on its own connection: per-migration commits on the
+    # migrating connection would release a transaction-level one. A second runner waits
+    # here, then reads the version table only once it holds the lock.
+    with connect(url, autocommit=True) as lock_conn:
+        got = lock_conn.execute("select pg_try_advisory_lock(%s)", (MIGRATION_LOCK_KEY,)).fetchone()[0]
+        if not got:
+            log.warning("another runner is migrating this database; waiting for it to finish")
+            lock_conn.execute("select pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
+        engine = create_engine(sqlalchemy_url(url), poolclass=NullPool)
+        with engine.connect() as connection:
+            # Alembic's bookkeeping stays out of the API schema (PostgREST exposes public).
+            connection.exec_driver_sql(f"create schema if not exists {VERSION_TABLE_SCHEMA}")
+            connection.commit()
+            context.configure(
+                connection=connection,
+                version_table_schema=VERSION_TABLE_SCHEMA,
+                transaction_per_migration=True,
+            )
+            with context.begin_transaction():
+                context.run_migrations()
+        engine.dispose()
+
+
+if context.is_offline_mode():
+    raise SystemExit("offline (--sql) mode is not supported: migrations run PL/pgSQL against a live database")
+run_migrations_online()

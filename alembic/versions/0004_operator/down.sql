@@ -1,0 +1,2 @@
+-- Placeholder until this revision is written.
+select;

@@ -1,0 +1,56 @@
+"""Alembic, driven from Python: the runner's `migrate` command and the tests use this."""
+from __future__ import annotations
+
+import os
+
+from alembic import command
+from alembic.config import Config
+from alembic.script.revision import RevisionError
+from alembic.util import CommandError
+
+from runner import PROJECT_DIR
+from runner.errors import UserError
+from runner.sqlsource import frozen_sql
+
+MIGRATION_LOCK_KEY = 7_411_220_001  # arbitrary, constant: "smsao-db migrations"
+VERSION_TABLE_SCHEMA = "smsao_migrations"
+
+
+def alembic_config(url: str) -> Config:
+    cfg = Config(str(PROJECT_DIR / "alembic.ini"))
+    cfg.attributes["database_url"] = url
+    return cfg
+
+
+def database_url(cfg: Config) -> str:
+    url = cfg.attributes.get("database_url") or os.environ.get("DATABASE_URL")
+    if not url:
+        raise UserError("no database URL given to Alembic: set DATABASE_URL")
+    return url
+
+
+def apply_frozen_sql(op, name: str) -> None:
+    """Run a migration's pinned SQL file on the migration's own transaction.
+
+    It goes to psycopg directly, without parameters, so `%` and `:name` in PL/pgSQL
+    are left alone and several statements run in one call."""
+    op.get_bind().connection.driver_connection.execute(frozen_sql(name))
+
+
+def run(action: str, url: str, revision: str | None = None) -> None:
+    cfg = alembic_config(url)
+    try:
+        if action == "upgrade":
+            command.upgrade(cfg, revision or "head")
+        elif action == "downgrade":
+            if not revision:
+                raise UserError("downgrade needs a revision: e.g. `smsao-db migrate downgrade -1` or `base`")
+            command.downgrade(cfg, revision)
+        elif action == "current":
+            command.current(cfg, verbose=False)
+        elif action == "history":
+            command.history(cfg, indicate_current=False)
+        else:
+            raise UserError(f"unknown migrate action '{action}': use upgrade, downgrade, current or history")
+    except (CommandError, RevisionError) as exc:
+        raise UserError(f"migration failed: {exc}. See `smsao-db migrate history` for known revisions") from None

@@ -1,0 +1,17 @@
+-- Every auth.users row has a profile and the 'user' role. SECURITY DEFINER because
+-- the auth service inserting users has no rights on public tables.
+create function smsao.handle_new_user() returns trigger
+  language plpgsql security definer
+  set search_path = ''
+as $$
+begin
+  insert into public.profiles (user_id, email, full_name)
+  values (new.id, new.email, nullif(new.raw_user_meta_data ->> 'full_name', ''))
+  on conflict (user_id) do nothing;
+  insert into public.user_roles (user_id, role)
+  values (new.id, 'user')
+  on conflict (user_id, role) do nothing;
+  return new;
+end
+$$;
+revoke all on function smsao.handle_new_user() from public;

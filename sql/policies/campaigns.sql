@@ -1,0 +1,14 @@
+alter table public.campaigns enable row level security;
+revoke all on table public.campaigns from anon, authenticated, service_role;
+grant select, insert, update, delete on table public.campaigns to service_role;
+grant select, insert, update, delete on table public.campaigns to authenticated;
+
+create policy campaigns_select on public.campaigns for select to authenticated
+  using (user_id = (select auth.uid()) or (select smsao.is_admin()));
+create policy campaigns_insert_own on public.campaigns for insert to authenticated
+  with check (user_id = (select auth.uid()));
+create policy campaigns_update_own on public.campaigns for update to authenticated
+  using (user_id = (select auth.uid()))
+  with check (user_id = (select auth.uid()));
+create policy campaigns_delete_own on public.campaigns for delete to authenticated
+  using (user_id = (select auth.uid()));

@@ -1,0 +1,12 @@
+alter table public.profiles enable row level security;
+revoke all on table public.profiles from anon, authenticated, service_role;
+grant select, insert, update, delete on table public.profiles to service_role;
+grant select on table public.profiles to authenticated;
+-- Users edit their own name and phone only: credits, status and email are not theirs to set.
+grant update (full_name, phone) on table public.profiles to authenticated;
+
+create policy profiles_select on public.profiles for select to authenticated
+  using (user_id = (select auth.uid()) or (select smsao.is_admin()));
+create policy profiles_update_own on public.profiles for update to authenticated
+  using (user_id = (select auth.uid()))
+  with check (user_id = (select auth.uid()));
