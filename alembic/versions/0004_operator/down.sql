@@ -1,2 +1,22 @@
--- Placeholder until this revision is written.
-select;
+-- Removes exactly what 0004_operator added: the cache invalidation triggers and their function.
+drop trigger if exists profiles_cache_insert on public.profiles;
+drop trigger if exists profiles_cache_update on public.profiles;
+drop trigger if exists profiles_cache_delete on public.profiles;
+drop trigger if exists profiles_cache_truncate on public.profiles;
+drop trigger if exists credit_transactions_cache_insert on public.credit_transactions;
+drop trigger if exists credit_transactions_cache_update on public.credit_transactions;
+drop trigger if exists credit_transactions_cache_delete on public.credit_transactions;
+drop trigger if exists credit_transactions_cache_truncate on public.credit_transactions;
+drop trigger if exists contacts_cache_insert on public.contacts;
+drop trigger if exists contacts_cache_update on public.contacts;
+drop trigger if exists contacts_cache_delete on public.contacts;
+drop trigger if exists contacts_cache_truncate on public.contacts;
+drop trigger if exists campaigns_cache_insert on public.campaigns;
+drop trigger if exists campaigns_cache_update on public.campaigns;
+drop trigger if exists campaigns_cache_delete on public.campaigns;
+drop trigger if exists campaigns_cache_truncate on public.campaigns;
+drop trigger if exists sms_logs_cache_insert on public.sms_logs;
+drop trigger if exists sms_logs_cache_update on public.sms_logs;
+drop trigger if exists sms_logs_cache_delete on public.sms_logs;
+drop trigger if exists sms_logs_cache_truncate on public.sms_logs;
+drop function if exists smsao.notify_cache_invalidation();
