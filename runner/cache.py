@@ -121,8 +121,9 @@ class Cache:
     # -- reading -------------------------------------------------------------------------
     def get(self, key: Hashable, default: Any = None) -> Any:
         with self._lock:
-            entry = self._data.get(key, _MISSING)
-            if entry is _MISSING:
+            try:
+                entry = self._data[key]  # one lookup; Mapping.get would do two
+            except KeyError:
                 self._misses += 1
                 return default
             self._hits += 1
@@ -135,8 +136,11 @@ class Cache:
         gets the exception and nothing is cached. A value whose key was invalidated while
         it was being fetched is returned but not cached: it may predate the change."""
         with self._lock:
-            entry = self._data.get(key, _MISSING)
-            if entry is not _MISSING:
+            try:
+                entry = self._data[key]
+            except KeyError:
+                pass
+            else:
                 self._hits += 1
                 return entry[0]
             self._misses += 1
