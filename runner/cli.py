@@ -18,7 +18,7 @@ from runner.errors import UserError
 app = typer.Typer(help="SMS AO production database runner.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # an error stays one line, whatever the width
 
 DatabaseUrl = Annotated[Optional[str], typer.Option(
     "--database-url", envvar="DATABASE_URL", show_envvar=True,
@@ -72,6 +72,29 @@ def migrate(
     """Apply or inspect migrations (Alembic), one runner at a time."""
     url = None if action == "history" else resolve_url(database_url)
     migrations.run(action, url or "", revision)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to bind; anything but loopback needs --token.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port (0: any free port).")] = 8765,
+    token: Annotated[Optional[str], typer.Option(
+        envvar="SMSAO_DASHBOARD_TOKEN", show_envvar=True,
+        help="Require this token on every request (Authorization: Bearer, ?token=, or the cookie).")] = None,
+    refresh: Annotated[int, typer.Option(help="Seconds between automatic page refreshes (0: off).")] = 30,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Admin web dashboard, /api/health and Prometheus /metrics (localhost by default)."""
+    from runner import web
+
+    url = resolve_url(database_url)
+
+    def ready(server) -> None:
+        hint = " (send the token: Authorization: Bearer ... or ?token=...)" if token else ""
+        console.print(f"dashboard on [bold]{server.url}/[/bold], metrics on {server.url}/metrics{hint}; "
+                      "Ctrl-C stops", highlight=False)
+
+    web.serve(url, host=host, port=port, token=token, refresh_seconds=refresh, on_ready=ready)
 
 
 def main() -> None:

@@ -1,0 +1,336 @@
+"""`smsao-db serve`: HTTP API, Prometheus /metrics, access control, and the page in a real browser."""
+from __future__ import annotations
+
+import http.client
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from runner import PROJECT_DIR
+from runner.errors import UserError
+from runner.web import DashboardServer, DashboardStore
+
+ARTIFACTS = PROJECT_DIR / "test-artifacts"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def report(status: str, **metrics) -> dict:
+    base = {"total_users": 3, "active_sms_configs": 1, "pending_credit_requests": 0,
+            "failed_sms_24h": 0, "orphaned_data": 0}
+    recs = {"healthy": [], "warning": ["review_pending_credit_requests"],
+            "critical": ["configure_sms_gateway"]}[status]
+    return {"timestamp": "2026-01-01T00:00:00Z", "system_status": status,
+            "metrics": {**base, **metrics}, "recommendations": recs}
+
+
+def seed_snapshot(db, status: str, ago: str = "0 minutes", **metrics) -> int:
+    return db.one("insert into public.system_health_snapshots (checked_at, system_status, report) "
+                  "values (now() - %s::interval, %s, %s) returning id",
+                  [ago, status, json.dumps(report(status, **metrics))])
+
+
+def seed_alert(db, severity: str, message: str, ago: str = "1 minute") -> int:
+    return db.one("insert into public.system_alerts (created_at, severity, message) "
+                  "values (now() - %s::interval, %s, %s) returning id", [ago, severity, message])
+
+
+def seed_samples(db) -> None:
+    """A day of one-minute samples with a slow spell and a gap, as pg_cron would leave them."""
+    db.sql("""insert into public.performance_samples (sampled_at, response_time_ms, error_rate)
+              select now() - make_interval(mins => g), 4 + 3 * sin(g / 60.0) + case when g between 300 and 330
+                     then 25 else 0 end, case when g between 300 and 310 then 0.05 else 0 end
+                from generate_series(1, 1439) g where g not between 700 and 760""")
+
+
+class Client:
+    def __init__(self, server: DashboardServer):
+        self.host, self.port = "127.0.0.1", server.server_address[1]
+
+    def request(self, method: str, path: str, headers: dict | None = None):
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=10)
+        try:
+            conn.request(method, path, headers=headers or {})
+            resp = conn.getresponse()
+            return resp.status, dict(resp.getheaders()), resp.read().decode()
+        finally:
+            conn.close()
+
+    def json(self, method: str, path: str, headers: dict | None = None):
+        status, _, body = self.request(method, path, headers)
+        return status, json.loads(body)
+
+
+@pytest.fixture
+def store(db):
+    s = DashboardStore(db.url, pool_size=3).open()
+    yield s
+    s.close()
+
+
+def start(store, host="127.0.0.1", **kw) -> DashboardServer:
+    server = DashboardServer(host, 0, store, **kw)
+    server.serve_in_thread()
+    return server
+
+
+@pytest.fixture
+def server(store):
+    srv = start(store)
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+@pytest.fixture
+def client(server):
+    return Client(server)
+
+
+# -- /api/health ----------------------------------------------------------------------------
+def test_api_health_serves_the_latest_stored_snapshot(db, client):
+    status, body = client.json("GET", "/api/health")
+    assert status == 503 and body["system_status"] == "unknown"
+    seed_snapshot(db, "critical", ago="10 minutes", active_sms_configs=0)
+    latest = seed_snapshot(db, "warning", ago="1 minute", pending_credit_requests=4)
+    status, body = client.json("GET", "/api/health")
+    assert status == 200
+    assert body["system_status"] == "warning" and body["snapshot_id"] == latest
+    assert body["metrics"]["pending_credit_requests"] == 4
+    assert body["recommendations"] == ["review_pending_credit_requests"]
+    assert 50 <= body["age_seconds"] <= 120
+    # Reading the snapshot never runs (or stores) a new check.
+    assert db.one("select count(*) from public.system_health_snapshots") == 2
+
+
+def test_unknown_paths_and_actions_are_404(client):
+    assert client.request("GET", "/nope")[0] == 404
+    assert client.request("POST", "/api/alerts/abc/acknowledge")[0] == 404
+    assert client.request("GET", "/healthz")[2] == "ok\n"
+
+
+def test_acknowledge_persists_once(db, client):
+    alert = seed_alert(db, "critical", "no active SMS configuration")
+    assert client.json("POST", f"/api/alerts/{alert}/acknowledge") == (200, {"id": alert, "outcome": "acknowledged"})
+    first = db.one("select acknowledged_at from public.system_alerts where id = %s", [alert])
+    assert first is not None
+    assert client.json("POST", f"/api/alerts/{alert}/acknowledge")[0] == 409
+    assert db.one("select acknowledged_at from public.system_alerts where id = %s", [alert]) == first
+    assert client.json("POST", "/api/alerts/999999/acknowledge")[0] == 404
+
+
+def test_a_dropped_database_connection_is_replaced_transparently(db, store, client):
+    seed_snapshot(db, "healthy")
+    assert client.json("GET", "/api/health")[0] == 200
+    db.sql("select pg_terminate_backend(pid) from pg_stat_activity "
+           "where datname = current_database() and pid <> pg_backend_pid()")
+    assert client.json("GET", "/api/health")[0] == 200
+
+
+# -- /metrics -------------------------------------------------------------------------------
+def scrape(client) -> dict:
+    status, headers, body = client.request("GET", "/metrics")
+    assert status == 200 and headers["Content-Type"].startswith("text/plain; version=")
+    samples = {}
+    for family in text_string_to_metric_families(body):
+        for s in family.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return samples
+
+
+def test_metrics_expose_every_health_metric_status_response_time_and_error_rate(db, client):
+    seed_snapshot(db, "warning", pending_credit_requests=7, failed_sms_24h=2)
+    seed_alert(db, "warning", "pending requests")
+    seed_alert(db, "critical", "gateway down")
+    db.sql("insert into public.performance_samples (response_time_ms, error_rate) values (12.5, 0.25)")
+    m = scrape(client)
+    assert m[("smsao_up", ())] == 1
+    assert {s: m[("smsao_system_status", (("status", s),))] for s in ("healthy", "warning", "critical", "unknown")} \
+        == {"healthy": 0, "warning": 1, "critical": 0, "unknown": 0}
+    assert m[("smsao_system_status_code", ())] == 1
+    assert m[("smsao_total_users", ())] == 3
+    assert m[("smsao_active_sms_configs", ())] == 1
+    assert m[("smsao_pending_credit_requests", ())] == 7
+    assert m[("smsao_failed_sms_24h", ())] == 2
+    assert m[("smsao_orphaned_data", ())] == 0
+    assert m[("smsao_response_time_seconds", ())] == pytest.approx(0.0125)
+    assert m[("smsao_error_rate", ())] == 0.25
+    assert m[("smsao_open_alerts", (("severity", "critical"),))] == 1
+    assert m[("smsao_open_alerts", (("severity", "warning"),))] == 1
+    assert abs(m[("smsao_health_check_timestamp_seconds", ())] - time.time()) < 60
+
+
+def test_metrics_follow_the_newest_snapshot_at_scrape_time(db, client):
+    assert scrape(client)[("smsao_system_status_code", ())] == 3  # nothing stored: unknown
+    seed_snapshot(db, "critical", active_sms_configs=0)
+    m = scrape(client)
+    assert m[("smsao_system_status", (("status", "critical"),))] == 1
+    assert m[("smsao_system_status_code", ())] == 2
+    assert m[("smsao_active_sms_configs", ())] == 0
+
+
+def test_metrics_report_the_database_down_instead_of_failing(db):
+    broken = DashboardStore(db.url.replace(str(db.url.split(":")[-1].split("/")[0]), "1"))
+    srv = start(broken)  # never opened: every read fails
+    try:
+        m = scrape(Client(srv))
+        assert m[("smsao_up", ())] == 0
+        assert m[("smsao_system_status_code", ())] == 3
+        status, body = Client(srv).json("GET", "/api/health")
+        assert status == 503 and body["system_status"] == "unknown"
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        broken.close()
+
+
+# -- access control -------------------------------------------------------------------------
+def test_a_non_loopback_address_needs_a_token(store):
+    with pytest.raises(UserError, match="needs a token"):
+        DashboardServer("0.0.0.0", 0, store)
+
+
+def test_the_cli_refuses_a_public_bind_without_a_token_in_one_line(db):
+    proc = subprocess.run([sys.executable, "-c", "from runner.cli import main; main()", "serve",
+                           "--host", "0.0.0.0", "--port", "0", "--database-url", db.url],
+                          capture_output=True, text=True, timeout=60, cwd=PROJECT_DIR,
+                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(PROJECT_DIR)})
+    assert proc.returncode == 1
+    assert "needs a token" in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_with_a_token_every_request_must_carry_it(db, store):
+    seed_snapshot(db, "healthy")
+    srv = start(store, host="0.0.0.0", token="s3cret-token")
+    c = Client(srv)
+    try:
+        for path in ("/", "/api/health", "/metrics", "/healthz"):
+            status, headers, _ = c.request("GET", path)
+            assert status == 401 and headers["WWW-Authenticate"].startswith("Bearer")
+        assert c.request("GET", "/api/health", {"Authorization": "Bearer wrong"})[0] == 401
+        assert c.request("POST", "/api/refresh")[0] == 401
+        assert c.request("GET", "/api/health", {"Authorization": "Bearer s3cret-token"})[0] == 200
+        assert c.request("GET", "/metrics", {"Authorization": "Bearer s3cret-token"})[0] == 200
+        status, headers, _ = c.request("GET", "/?token=s3cret-token")
+        assert status == 200 and "HttpOnly" in headers["Set-Cookie"] and "SameSite=Strict" in headers["Set-Cookie"]
+        cookie = headers["Set-Cookie"].split(";")[0]
+        assert c.request("GET", "/api/health", {"Cookie": cookie})[0] == 200
+        # Any Host is fine once the token is checked.
+        assert c.request("GET", "/api/health", {"Authorization": "Bearer s3cret-token",
+                                                "Host": "dash.example.org"})[0] == 200
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_without_a_token_only_loopback_hosts_and_same_origin_posts_are_served(db, client):
+    alert = seed_alert(db, "warning", "x")
+    assert client.request("GET", "/api/health", {"Host": "rebind.example.com"})[0] == 403
+    assert client.request("GET", "/healthz", {"Host": f"localhost:{client.port}"})[0] == 200
+    evil = {"Origin": "http://evil.example.com"}
+    assert client.request("POST", f"/api/alerts/{alert}/acknowledge", evil)[0] == 403
+    assert db.one("select acknowledged_at from public.system_alerts where id = %s", [alert]) is None
+    same = {"Origin": f"http://127.0.0.1:{client.port}"}
+    assert client.request("POST", f"/api/alerts/{alert}/acknowledge", same)[0] == 200
+
+
+# -- the page in a real browser -------------------------------------------------------------
+@pytest.fixture(scope="module")
+def browser():
+    playwright = pytest.importorskip("playwright.sync_api")
+    if not Path("/usr/bin/chromium").exists():
+        pytest.skip("Debian chromium is not installed (./dev test installs it)")
+    with playwright.sync_playwright() as p:
+        b = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1200, "height": 1000})
+    pg = context.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    pg.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    pg.console_errors = errors  # a test that provokes an error on purpose clears it
+    yield pg
+    context.close()
+    assert errors == []
+
+
+def test_the_page_shows_status_metrics_alerts_chart_and_acknowledges_in_the_database(db, store, page):
+    seed_samples(db)
+    seed_snapshot(db, "warning", ago="2 minutes", pending_credit_requests=4, failed_sms_24h=12)
+    alert = seed_alert(db, "warning", "System status changed to warning: 4 pending credit requests")
+    seed_alert(db, "critical", "System status changed to critical: no active SMS configuration", ago="3 hours")
+    srv = start(store, refresh_seconds=0)
+    try:
+        page.goto(srv.url + "/")
+        badge = page.locator("#status")
+        assert badge.inner_text().lower() == "warning"
+        assert "status-warning" in badge.get_attribute("class")
+        assert page.title().startswith("warning")
+        assert page.locator('[data-metric="pending_credit_requests"] .value').inner_text() == "4"
+        assert page.locator('[data-metric="failed_sms_24h"] .value').inner_text() == "12"
+        assert page.locator('[data-metric="response_time_ms"] .value').inner_text().endswith("ms")
+        assert "Last check:" in page.locator(".times").inner_text()
+        assert page.locator('#recommendations li[data-code="review_pending_credit_requests"]').count() == 1
+        assert page.locator("#alerts tr").count() == 2
+        assert page.locator("svg.chart path.line-avg").count() == 1
+        # The gap in sampling splits the line into two runs.
+        assert page.locator("svg.chart path.line-avg").get_attribute("d").count("M") == 2
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+
+        page.locator(f'tr[data-alert-id="{alert}"] button').click()
+        page.wait_for_selector(f'tr[data-alert-id="{alert}"]', state="detached")
+        assert page.locator("#alerts tr").count() == 1
+        assert "acknowledged" in page.locator("#flash").inner_text()
+        assert db.one("select acknowledged_at is not null from public.system_alerts where id = %s", [alert])
+        page.reload()
+        assert page.locator(f'tr[data-alert-id="{alert}"]').count() == 0
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_the_page_refreshes_itself(db, store, page):
+    seed_snapshot(db, "healthy", ago="5 minutes")
+    srv = start(store, refresh_seconds=1)
+    try:
+        page.goto(srv.url + "/")
+        assert page.locator("#status").inner_text().lower() == "healthy"
+        assert page.locator("#alerts").inner_text().endswith("No open alerts.")
+        seed_snapshot(db, "critical", active_sms_configs=0)
+        seed_alert(db, "critical", "no gateway")
+        page.wait_for_selector("#status.status-critical", timeout=5000)
+        assert page.locator("#alerts tr").count() == 1
+        assert page.locator('[data-metric="active_sms_configs"]').get_attribute("class") == "card alerting"
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_the_page_works_with_a_token_from_the_address_bar(db, store, page):
+    alert = seed_alert(db, "critical", "no gateway")
+    seed_snapshot(db, "critical", active_sms_configs=0)
+    srv = start(store, host="0.0.0.0", token="tok-123", refresh_seconds=0)
+    try:
+        port = srv.server_address[1]
+        assert page.goto(f"http://127.0.0.1:{port}/").status == 401
+        page.console_errors.clear()
+        page.goto(f"http://127.0.0.1:{port}/?token=tok-123")
+        assert page.locator("#status").inner_text().lower() == "critical"
+        page.locator(f'tr[data-alert-id="{alert}"] button').click()  # the cookie carries the token
+        page.wait_for_selector(f'tr[data-alert-id="{alert}"]', state="detached")
+        assert db.one("select acknowledged_at is not null from public.system_alerts where id = %s", [alert])
+    finally:
+        srv.shutdown()
+        srv.server_close()
