@@ -1,2 +1,20 @@
--- Placeholder until this revision is written.
-select;
+-- Removes everything 0002_security created.
+drop trigger if exists profiles_guard_update on public.profiles;
+drop trigger if exists contacts_guard_write on public.contacts;
+drop function if exists smsao.guard_app_write();
+drop function if exists public.admin_get_user_details(uuid);
+drop function if exists public.admin_set_user_status(uuid, text);
+drop function if exists public.reject_credit_request(uuid, text);
+drop function if exists public.approve_credit_request(uuid);
+drop function if exists smsao.guard_admin(text, jsonb);
+drop function if exists smsao.decide_credit_request(uuid, text, text);
+drop function if exists public.request_credits(integer);
+drop function if exists smsao.guard_critical(text, text, jsonb);
+drop function if exists public.validate_user_session();
+drop function if exists smsao.prune_rate_limit_state();
+drop function if exists public.enhanced_security_rate_limit(text, integer, integer);
+drop function if exists smsao.rate_limit_key();
+drop function if exists smsao.refuse(text, jsonb, text, text, text);
+drop function if exists smsao.audit_call(text, jsonb, text, timestamptz);
+drop table if exists smsao.operation_limits;
+drop table if exists smsao.rate_limit_windows;

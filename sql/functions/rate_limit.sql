@@ -1,0 +1,97 @@
+-- The rate-limit key of the caller: the user id, or for anon the first address of
+-- x-forwarded-for (the client, as the proxy saw it).
+create function smsao.rate_limit_key() returns text
+  language plpgsql stable
+  set search_path = ''
+as $$
+declare
+  uid uuid := smsao.caller_id();
+  forwarded text;
+begin
+  if uid is not null then
+    return 'user:' || uid::text;
+  end if;
+  if smsao.caller_role() = 'service_role' then
+    return 'service:' || session_user;
+  end if;
+  begin
+    forwarded := nullif(pg_catalog.current_setting('request.headers', true), '')::jsonb ->> 'x-forwarded-for';
+  exception when invalid_text_representation then
+    forwarded := null;
+  end;
+  return 'ip:' || coalesce(nullif(pg_catalog.btrim(pg_catalog.split_part(forwarded, ',', 1)), ''), 'unknown');
+end
+$$;
+revoke all on function smsao.rate_limit_key() from public;
+
+-- Exact sliding window: admits when fewer than max_attempts attempts were admitted in the
+-- last window_minutes. One upsert per call: ON CONFLICT locks the caller's row and
+-- recomputes from its latest version, so concurrent calls never admit more than the limit.
+-- A refusal counts nothing and is recorded in function_call_audit as 'rate_limited'.
+create function public.enhanced_security_rate_limit(
+  operation_type text,
+  max_attempts integer default 5,
+  window_minutes integer default 15
+) returns boolean
+  language plpgsql security definer
+  set search_path = ''
+as $$
+declare
+  started  timestamptz := pg_catalog.clock_timestamp();
+  win      interval;
+  key      text;
+  ok       boolean;
+begin
+  if operation_type is null or operation_type !~ '^[a-z][a-z0-9_]{0,62}$' then
+    raise exception 'operation_type must be a lowercase identifier such as ''admin_access'', got %',
+      coalesce(pg_catalog.quote_literal(operation_type), 'NULL') using errcode = '22023';
+  end if;
+  if max_attempts is null or max_attempts not between 1 and 10000 then
+    raise exception 'max_attempts must be between 1 and 10000, got %', coalesce(max_attempts::text, 'NULL')
+      using errcode = '22023';
+  end if;
+  if window_minutes is null or window_minutes not between 1 and 10080 then
+    raise exception 'window_minutes must be between 1 and 10080 (one week), got %',
+      coalesce(window_minutes::text, 'NULL') using errcode = '22023';
+  end if;
+
+  win := pg_catalog.make_interval(mins => window_minutes);
+  key := smsao.rate_limit_key();
+
+  insert into smsao.rate_limit_windows as w (caller_key, operation_type, hits, window_ends)
+  values (key, enhanced_security_rate_limit.operation_type, array[started], started + win)
+  on conflict on constraint rate_limit_windows_pkey do update
+    set (hits, admitted) = (
+          select case when pg_catalog.count(*) < max_attempts
+                      then coalesce(pg_catalog.array_agg(h), '{}') || started
+                      else coalesce(pg_catalog.array_agg(h), '{}') end,
+                 pg_catalog.count(*) < max_attempts
+          from pg_catalog.unnest(w.hits) as h
+          where h > started - win),
+        window_ends = greatest(w.window_ends, started + win)
+  returning w.admitted into ok;
+
+  if not ok then
+    perform smsao.audit_call('enhanced_security_rate_limit',
+      pg_catalog.jsonb_build_object('operation_type', operation_type, 'max_attempts', max_attempts,
+                                    'window_minutes', window_minutes, 'caller_key', key),
+      'rate_limited', started);
+  end if;
+  return ok;
+end
+$$;
+revoke all on function public.enhanced_security_rate_limit(text, integer, integer) from public;
+grant execute on function public.enhanced_security_rate_limit(text, integer, integer)
+  to anon, authenticated, service_role;
+
+-- Rate-limit state past its window (run by the daily housekeeping job).
+create function smsao.prune_rate_limit_state() returns integer
+  language sql
+  set search_path = ''
+as $$
+  with gone as (
+    delete from smsao.rate_limit_windows where window_ends < pg_catalog.clock_timestamp() returning 1
+  )
+  select pg_catalog.count(*)::integer from gone
+$$;
+revoke all on function smsao.prune_rate_limit_state() from public;

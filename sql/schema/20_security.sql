@@ -1,0 +1,28 @@
+-- Rate-limit state: one row per (caller, operation) holding the admitted attempts still
+-- inside the window, so an exact sliding window costs one row lock per call.
+-- UNLOGGED: it is hot, and losing it in a crash only forgets recent attempts.
+-- fillfactor leaves room for HOT updates (no indexed column changes).
+create unlogged table smsao.rate_limit_windows (
+  caller_key     text not null,
+  operation_type text not null,
+  hits           timestamptz[] not null,
+  admitted       boolean not null default true,
+  -- Past this instant every hit has left its window: the row can be pruned.
+  window_ends    timestamptz not null,
+  primary key (caller_key, operation_type)
+) with (fillfactor = 70);
+revoke all on table smsao.rate_limit_windows from public, anon, authenticated, service_role;
+
+-- Rate limits of the critical operations (CONTRACT section 3). A table, so an operator
+-- can tighten a limit without a migration.
+create table smsao.operation_limits (
+  operation_type text primary key,
+  max_attempts   integer not null check (max_attempts between 1 and 10000),
+  window_minutes integer not null check (window_minutes between 1 and 10080)
+);
+insert into smsao.operation_limits values
+  ('financial_transaction', 5, 60),
+  ('admin_access', 60, 1),
+  ('profile_update', 10, 1),
+  ('contact_operation', 60, 1);
+revoke all on table smsao.operation_limits from public, anon, authenticated, service_role;

@@ -1,0 +1,7 @@
+create trigger profiles_guard_update
+  before update on public.profiles
+  for each statement execute function smsao.guard_app_write('profile_update');
+
+create trigger contacts_guard_write
+  before insert or update or delete on public.contacts
+  for each statement execute function smsao.guard_app_write('contact_operation');
