@@ -97,6 +97,27 @@ def serve(
     web.serve(url, host=host, port=port, token=token, refresh_seconds=refresh, on_ready=ready)
 
 
+@app.command()
+def verify(
+    only: Annotated[Optional[str], typer.Option(
+        help="Run only these areas, comma-separated: identity, rls, grants, rate limit, session, audit, "
+             "health, cleanup.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Assert the contract against a database in one transaction that is rolled back (exit 0: all pass)."""
+    import json as json_module
+
+    from runner import verify as verifier
+
+    results = verifier.verify(resolve_url(database_url), only)
+    if as_json:
+        print(json_module.dumps([r.__dict__ for r in results], indent=2))
+    else:
+        verifier.render(results, Console(width=max(console.width, 140)))
+    raise typer.Exit(0 if all(r.passed for r in results) else 1)
+
+
 def main() -> None:
     """Console entry point: errors a user can cause print one line and exit non-zero."""
     try:
