@@ -1,6 +1,7 @@
 """`smsao-db`: a thin runner over what the database exposes."""
 from __future__ import annotations
 
+import json
 import os
 import sys
 from typing import Annotated, Optional
@@ -10,7 +11,7 @@ import sqlalchemy.exc
 import typer
 from rich.console import Console
 
-from runner import demo, migrate as migrations
+from runner import cleanup as retention, demo, health as healthcheck, migrate as migrations, schedule as cron
 from runner.db import connect, explain_connection_error
 from runner.embedded import Cluster
 from runner.errors import UserError
@@ -53,6 +54,12 @@ def up(demo_data: Annotated[bool, typer.Option("--demo", help="Load demo data.")
     if demo_data:
         loaded = demo.load(url)
         console.print("demo data loaded" if loaded else "demo data already present")
+    try:
+        applied = cron.apply(url)
+        changed = sum(1 for _, action, _ in applied if action != "unchanged")
+        console.print(f"pg_cron: {len(applied)} jobs scheduled ({changed} created or updated)")
+    except UserError as exc:
+        err_console.print(f"[yellow]warning:[/yellow] {exc}", highlight=False)
     console.print(f"[green]embedded database ready[/green]: {url}")
 
 
@@ -116,6 +123,68 @@ def verify(
     else:
         verifier.render(results, Console(width=max(console.width, 140)))
     raise typer.Exit(0 if all(r.passed for r in results) else 1)
+
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+@app.command()
+def health(json_output: JsonFlag = False, database_url: DatabaseUrl = None) -> None:
+    """Run the health check. Exit 0 healthy, 1 warning, 2 critical, 3 unknown (Nagios)."""
+    try:
+        report = healthcheck.fetch(resolve_url(database_url))
+    except UserError as exc:
+        if json_output:
+            print(json.dumps({"system_status": "unknown", "error": str(exc)}))
+        raise healthcheck.HealthUnknown(str(exc)) from None
+    if json_output:
+        print(json.dumps(report, indent=2, sort_keys=True))
+    else:
+        healthcheck.render(report, console)
+    raise typer.Exit(healthcheck.exit_code(report))
+
+
+@app.command()
+def cleanup(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only count what would be deleted.")] = False,
+    json_output: JsonFlag = False,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Rows per committed batch.")] = 5000,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Retention cleanup: expired OTPs, old audit rows, finished import jobs (per-category counts)."""
+    url = resolve_url(database_url)
+    result = retention.report(url) if dry_run else retention.run(url, batch_size)
+    if json_output:
+        print(json.dumps(result, indent=2, sort_keys=True))
+    else:
+        retention.render(result, console)
+
+
+@app.command()
+def schedule(
+    action: Annotated[str, typer.Argument(help="apply | list | status | remove")] = "list",
+    database_url: DatabaseUrl = None,
+) -> None:
+    """The pg_cron jobs: apply them (idempotent), list, show last runs and failures, remove."""
+    if action not in ("apply", "list", "status", "remove"):
+        raise UserError(f"unknown schedule action '{action}': use apply, list, status or remove")
+    url = resolve_url(database_url)
+    try:
+        if action == "apply":
+            for name, what, database in cron.apply(url):
+                console.print(f"{name}: {what} (runs in database '{database}')", highlight=False)
+        elif action == "remove":
+            removed = cron.remove(url)
+            console.print(f"removed {len(removed)} jobs" + (f": {', '.join(removed)}" if removed else ""))
+        else:
+            jobs = cron.status(url)
+            cron.render_jobs(jobs, console, with_runs=action == "status")
+            if action == "status" and any(j.problem for j in jobs):
+                raise typer.Exit(1)
+    except cron.NoCron as exc:
+        if action in ("apply", "status"):
+            raise
+        console.print(str(exc), highlight=False)
 
 
 def main() -> None:

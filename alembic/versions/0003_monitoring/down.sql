@@ -1,2 +1,54 @@
--- Placeholder until this revision is written.
-select;
+-- Removes everything 0003_monitoring created (see up.sql), newest first.
+drop trigger if exists profiles_count_insert on public.profiles;
+drop trigger if exists profiles_count_delete on public.profiles;
+drop trigger if exists profiles_recount_on_truncate on public.profiles;
+drop trigger if exists profiles_recount_on_rekey on public.profiles;
+drop trigger if exists credit_requests_count_insert on public.credit_requests;
+drop trigger if exists credit_requests_count_update on public.credit_requests;
+drop trigger if exists credit_requests_count_delete on public.credit_requests;
+drop trigger if exists credit_requests_recount_on_truncate on public.credit_requests;
+drop trigger if exists sms_logs_count_insert on public.sms_logs;
+drop trigger if exists sms_logs_count_update on public.sms_logs;
+drop trigger if exists sms_logs_count_delete on public.sms_logs;
+drop trigger if exists sms_logs_recount_on_truncate on public.sms_logs;
+drop trigger if exists otp_codes_count_insert on public.otp_codes;
+drop trigger if exists otp_codes_count_update on public.otp_codes;
+drop trigger if exists otp_codes_count_delete on public.otp_codes;
+drop trigger if exists otp_codes_recount_on_truncate on public.otp_codes;
+
+drop function if exists public.production_system_health_check();
+drop function if exists smsao.health_report();
+drop function if exists public.record_health_snapshot();
+drop function if exists public.record_performance_sample();
+drop function if exists public.production_data_cleanup();
+drop function if exists public.production_data_cleanup_report();
+drop procedure if exists smsao.run_daily_maintenance();
+drop procedure if exists smsao.run_data_cleanup(integer, jsonb);
+drop function if exists smsao.prune_housekeeping();
+drop function if exists smsao.data_cleanup_step(jsonb, integer);
+drop function if exists smsao.cleanup_batch(text, timestamptz, timestamptz, integer);
+drop function if exists smsao.retention_cutoffs(timestamptz);
+drop function if exists smsao.require_operator(text);
+drop function if exists smsao.cron_jobs();
+drop function if exists smsao.compact_health_counters();
+drop function if exists smsao.recount_health_counters_trigger();
+drop function if exists smsao.recount_health_counters();
+drop function if exists smsao.count_otp_codes_insert();
+drop function if exists smsao.count_otp_codes_update();
+drop function if exists smsao.count_otp_codes_delete();
+drop function if exists smsao.count_sms_logs_insert();
+drop function if exists smsao.count_sms_logs_update();
+drop function if exists smsao.count_sms_logs_delete();
+drop function if exists smsao.count_credit_requests_insert();
+drop function if exists smsao.count_credit_requests_update();
+drop function if exists smsao.count_credit_requests_delete();
+drop function if exists smsao.count_profiles_insert();
+drop function if exists smsao.count_profiles_delete();
+drop function if exists smsao.ownerless_rows(uuid[], bigint[], boolean);
+drop function if exists smsao.hour_bucket(timestamptz);
+drop function if exists smsao.bump_counter(text, timestamptz, bigint);
+
+drop index if exists public.otp_codes_user_idx;
+drop index if exists public.sms_logs_failed_created_idx;
+drop table if exists smsao.health_counters;
+drop table if exists smsao.health_thresholds;

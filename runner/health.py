@@ -1,0 +1,121 @@
+"""`smsao-db health`: runs public.production_system_health_check() and reports it for
+people (a coloured summary) or machines (--json), with Nagios exit codes."""
+from __future__ import annotations
+
+import psycopg
+from psycopg import errors
+from rich.console import Console
+from rich.table import Table
+
+from runner.db import connect
+from runner.errors import UserError
+
+# Nagios plugin convention.
+EXIT_CODES = {"healthy": 0, "warning": 1, "critical": 2}
+UNKNOWN = 3
+COLOURS = {"healthy": "green", "ok": "green", "warning": "yellow", "critical": "red"}
+
+# Metric key -> (label, threshold key in the report's "checks"/"thresholds").
+METRICS = {
+    "total_users": ("Users", None),
+    "active_sms_configs": ("Active SMS gateways", "active_sms_configs"),
+    "pending_credit_requests": ("Pending credit requests", "pending_credit_requests"),
+    "failed_sms_24h": ("Failed SMS (24 h)", "failed_sms_24h"),
+    "sms_failure_rate": ("SMS failure rate", "sms_failure_rate"),
+    "orphaned_data": ("Orphaned rows", "orphaned_data"),
+}
+
+RECOMMENDATIONS = {
+    "configure_sms_gateway": "no active SMS gateway: activate one in sms_configurations, nothing can be sent",
+    "investigate_failed_sms": "many SMS are failing: check the gateway and sms_logs.error_message",
+    "review_pending_credit_requests": "credit requests are waiting for an admin",
+    "cleanup_orphaned_data": "sms_logs / otp_codes rows belong to deleted users: review and archive them",
+}
+
+
+class HealthUnknown(UserError):
+    """The health could not be determined (Nagios UNKNOWN)."""
+
+    def __init__(self, message: str):
+        super().__init__(message, exit_code=UNKNOWN)
+
+
+def fetch(url: str) -> dict:
+    """The health report, or HealthUnknown saying why there is none."""
+    try:
+        conn = connect(url)
+    except UserError as exc:
+        raise HealthUnknown(str(exc)) from None
+    with conn:
+        try:
+            return conn.execute("select public.production_system_health_check()").fetchone()[0]
+        except errors.UndefinedFunction:
+            raise HealthUnknown("the health check is not installed in this database: "
+                                "run `smsao-db migrate upgrade`") from None
+        except errors.InsufficientPrivilege as exc:
+            raise HealthUnknown(f"not allowed to run the health check: {first_line(exc)}") from None
+        except psycopg.Error as exc:
+            raise HealthUnknown(f"the health check failed: {first_line(exc)}") from None
+
+
+def first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def exit_code(report: dict) -> int:
+    return EXIT_CODES.get(report.get("system_status"), UNKNOWN)
+
+
+def format_value(key: str, value) -> str:
+    if value is None:
+        return "-"
+    if key == "sms_failure_rate":
+        return f"{float(value):.2%}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def format_threshold(key: str, limits: dict | None) -> str:
+    if key == "active_sms_configs":
+        return "critical below 1"
+    if not limits:
+        return ""
+    parts = []
+    for level in ("warning_at", "critical_at"):
+        if limits.get(level) is not None:
+            parts.append(f"{level.split('_')[0]} ≥ {format_value(key, limits[level])}")
+    if limits.get("min_sample"):
+        parts.append(f"from {limits['min_sample']:,} SMS")
+    return ", ".join(parts)
+
+
+def render(report: dict, console: Console) -> None:
+    status = report.get("system_status", "unknown")
+    colour = COLOURS.get(status, "magenta")
+    console.print(f"SMS AO health: [bold {colour}]{status.upper()}[/]  "
+                  f"[dim]({report.get('timestamp', '')})[/]")
+    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_column("check")
+    table.add_column("thresholds", style="dim")
+    metrics = report.get("metrics", {})
+    checks = report.get("checks", {})
+    thresholds = report.get("thresholds", {})
+    for key, (label, check_key) in METRICS.items():
+        level = checks.get(check_key, "") if check_key else ""
+        table.add_row(label, format_value(key, metrics.get(key)),
+                      f"[{COLOURS.get(level, 'white')}]{level}[/]" if level else "",
+                      format_threshold(key, thresholds.get(check_key)) if check_key else "")
+    console.print(table)
+    orphans = report.get("details", {}).get("orphaned_data")
+    if orphans and metrics.get("orphaned_data"):
+        console.print(f"[dim]orphaned rows: {orphans.get('sms_logs', 0):,} sms_logs, "
+                      f"{orphans.get('otp_codes', 0):,} otp_codes (owner profile gone)[/]")
+    recommendations = report.get("recommendations") or []
+    if recommendations:
+        console.print("[bold]Recommendations[/]")
+        for code in recommendations:
+            console.print(f"  • [bold]{code}[/]: {RECOMMENDATIONS.get(code, '')}")
+    else:
+        console.print("[dim]no recommendations[/]")

@@ -1,0 +1,207 @@
+"""`smsao-db schedule`: the pg_cron jobs of CONTRACT section 4.
+
+The job definitions live in the database (smsao.cron_jobs(), sql/functions/cron_jobs.sql),
+next to the functions they call; this module only applies them. pg_cron lives in one
+database per cluster (`cron.database_name`), so the jobs are written there with
+cron.schedule_in_database / cron.alter_job, by name, for the connected user: applying
+twice changes nothing."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import errors
+from psycopg.conninfo import make_conninfo
+from rich.console import Console
+from rich.table import Table
+
+from runner.db import connect, libpq_url
+from runner.errors import UserError
+from runner.health import first_line
+
+NOTHING_SCHEDULED = "nothing is scheduled"
+
+
+class NoCron(UserError):
+    """pg_cron is not usable on this server: nothing is (or can be) scheduled."""
+
+
+@dataclass(frozen=True)
+class Job:
+    jobname: str
+    schedule: str
+    command: str
+    database: str  # where the command runs
+
+
+@dataclass(frozen=True)
+class CronSetup:
+    target_db: str
+    cron_db: str
+    cron_url: str
+    jobs: tuple[Job, ...]
+
+
+def locate(url: str) -> CronSetup:
+    """Which jobs this database wants, and where pg_cron is. NoCron when it is not usable."""
+    with connect(url) as conn:
+        cron_db = conn.execute("select nullif(current_setting('cron.database_name', true), '')").fetchone()[0]
+        if not cron_db:
+            raise NoCron("pg_cron is not loaded on this server (it must be in shared_preload_libraries): "
+                         + NOTHING_SCHEDULED)
+        target_db = conn.info.dbname
+        try:
+            rows = conn.execute("select jobname, schedule, command, runs_in from smsao.cron_jobs()").fetchall()
+        except errors.UndefinedFunction:
+            raise UserError("the job definitions (smsao.cron_jobs) are not installed in this database: "
+                            "run `smsao-db migrate upgrade`") from None
+    jobs = tuple(Job(name, sched, cmd, target_db if runs_in == "target" else cron_db)
+                 for name, sched, cmd, runs_in in rows)
+    cron_url = url if cron_db == target_db else make_conninfo(libpq_url(url), dbname=cron_db)
+    return CronSetup(target_db, cron_db, cron_url, jobs)
+
+
+def cron_connection(setup: CronSetup, **kwargs) -> psycopg.Connection:
+    try:
+        conn = connect(setup.cron_url, **kwargs)
+    except UserError as exc:
+        raise NoCron(f"cannot reach pg_cron's database '{setup.cron_db}': {exc}; {NOTHING_SCHEDULED} by this run") from None
+    if not conn.execute("select exists (select from pg_extension where extname = 'pg_cron')").fetchone()[0]:
+        conn.close()
+        raise NoCron(f"pg_cron is loaded but not created in database '{setup.cron_db}' "
+                     f"(run `create extension pg_cron` there): {NOTHING_SCHEDULED}")
+    return conn
+
+
+def _existing(conn: psycopg.Connection, names: list[str]) -> dict[str, tuple]:
+    rows = conn.execute(
+        "select jobname, jobid, schedule, command, database, active from cron.job "
+        "where jobname = any(%s) and username = current_user", [names]).fetchall()
+    return {r[0]: r[1:] for r in rows}
+
+
+def apply(url: str) -> list[tuple[str, str, str]]:
+    """Create or update every job; returns (jobname, action, database) per job."""
+    setup = locate(url)
+    results = []
+    with cron_connection(setup) as conn:
+        try:
+            existing = _existing(conn, [j.jobname for j in setup.jobs])
+            for job in setup.jobs:
+                found = existing.get(job.jobname)
+                if found is None:
+                    conn.execute("select cron.schedule_in_database(%s, %s, %s, %s)",
+                                 [job.jobname, job.schedule, job.command, job.database])
+                    results.append((job.jobname, "created", job.database))
+                    continue
+                jobid, schedule, command, database, active = found
+                if (schedule, command, database, active) == (job.schedule, job.command, job.database, True):
+                    results.append((job.jobname, "unchanged", job.database))
+                    continue
+                conn.execute("select cron.alter_job(%s, %s, %s, %s, null, true)",
+                             [jobid, job.schedule, job.command, job.database])
+                moved = f" (was in database '{database}')" if database != job.database else ""
+                results.append((job.jobname, "updated" + moved, job.database))
+        except errors.InsufficientPrivilege as exc:
+            raise UserError(f"not allowed to schedule pg_cron jobs in '{setup.cron_db}': {first_line(exc)}") from None
+        conn.commit()
+    return results
+
+
+def remove(url: str) -> list[str]:
+    """Unschedule this database's jobs (and the shared cron-history job once none is left)."""
+    setup = locate(url)
+    removed = []
+    with cron_connection(setup) as conn:
+        existing = _existing(conn, [j.jobname for j in setup.jobs])
+        own = [j for j in setup.jobs if j.database == setup.target_db]
+        shared = [j for j in setup.jobs if j.database != setup.target_db]
+        for job in own:
+            found = existing.get(job.jobname)
+            if found and found[3] == setup.target_db:
+                conn.execute("select cron.unschedule(%s::bigint)", [found[0]])
+                removed.append(job.jobname)
+        still_used = conn.execute(
+            "select exists (select from cron.job where jobname = any(%s) and username = current_user)",
+            [[j.jobname for j in own]]).fetchone()[0]
+        if not still_used:
+            for job in shared:
+                if job.jobname in existing:
+                    conn.execute("select cron.unschedule(%s::bigint)", [existing[job.jobname][0]])
+                    removed.append(job.jobname)
+        conn.commit()
+    return removed
+
+
+@dataclass
+class JobStatus:
+    job: Job
+    jobid: int | None
+    scheduled_in: str | None
+    active: bool | None
+    last_start: object = None
+    last_status: str | None = None
+    last_message: str | None = None
+    failures_24h: int = 0
+    runs_24h: int = 0
+
+    @property
+    def problem(self) -> str | None:
+        if self.jobid is None:
+            return "not scheduled"
+        if self.scheduled_in != self.job.database:
+            return f"runs in database '{self.scheduled_in}'"
+        if not self.active:
+            return "inactive"
+        if self.last_status == "failed":
+            return "last run failed"
+        return None
+
+
+def status(url: str) -> list[JobStatus]:
+    """Each job with its last run and the failures of the last 24 hours."""
+    setup = locate(url)
+    with cron_connection(setup) as conn:
+        existing = _existing(conn, [j.jobname for j in setup.jobs])
+        result = []
+        for job in setup.jobs:
+            found = existing.get(job.jobname)
+            if found is None:
+                result.append(JobStatus(job, None, None, None))
+                continue
+            jobid, _, _, database, active = found
+            st = JobStatus(job, jobid, database, active)
+            last = conn.execute(
+                "select start_time, status, return_message from cron.job_run_details "
+                "where jobid = %s order by runid desc limit 1", [jobid]).fetchone()
+            if last:
+                st.last_start, st.last_status, st.last_message = last
+            st.runs_24h, st.failures_24h = conn.execute(
+                "select count(*), count(*) filter (where status = 'failed') from cron.job_run_details "
+                "where jobid = %s and start_time > now() - interval '24 hours'", [jobid]).fetchone()
+            result.append(st)
+    return result
+
+
+def render_jobs(setup_jobs: list[JobStatus], console: Console, with_runs: bool) -> None:
+    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    for col in ("job", "schedule", "database", "state"):
+        table.add_column(col)
+    if with_runs:
+        for col in ("last run", "result", "failed/runs 24 h"):
+            table.add_column(col)
+    for st in setup_jobs:
+        problem = st.problem
+        state = f"[red]{problem}[/]" if problem else "[green]scheduled[/]"
+        row = [st.job.jobname, st.job.schedule, st.scheduled_in or st.job.database, state]
+        if with_runs:
+            if st.last_status is None:
+                row += ["-", "[dim]no run yet[/]", "0/0"]
+            else:
+                colour = "green" if st.last_status == "succeeded" else ("red" if st.last_status == "failed" else "yellow")
+                message = (st.last_message or "").strip().splitlines()
+                detail = f": {message[0][:60]}" if st.last_status == "failed" and message else ""
+                row += [f"{st.last_start:%Y-%m-%d %H:%M:%S}", f"[{colour}]{st.last_status}[/]{detail}",
+                        f"{st.failures_24h}/{st.runs_24h}"]
+        table.add_row(*row)
+    console.print(table)

@@ -1,0 +1,23 @@
+-- The pg_cron jobs of CONTRACT section 4, defined once, here. `smsao-db schedule apply`
+-- (runner/schedule.py) reads this and applies it by job name, with
+-- cron.schedule_in_database, into whichever database of the cluster holds pg_cron.
+-- The definitions live in the database because the commands call functions of this
+-- schema version: a migration that changes a job's function changes its definition in
+-- the same revision, and every tool (runner, verify, a DBA in psql) reads the same list.
+-- Migrations never schedule anything, so they apply where pg_cron is absent.
+--   runs_in: 'target' = the database this function lives in; 'cron' = pg_cron's own
+--   database (cron.job_run_details lives there).
+create function smsao.cron_jobs()
+  returns table (jobname text, schedule text, command text, runs_in text)
+  language sql immutable
+  set search_path = ''
+as $$
+  values
+    ('smsao-health-check', '*/5 * * * *', 'select public.record_health_snapshot()', 'target'),
+    ('smsao-performance-check', '* * * * *', 'select public.record_performance_sample()', 'target'),
+    ('smsao-data-cleanup', '0 3 * * *', 'call smsao.run_daily_maintenance()', 'target'),
+    ('smsao-cron-history-cleanup', '30 3 * * *',
+     'delete from cron.job_run_details where end_time < now() - interval ''7 days''', 'cron')
+$$;
+revoke all on function smsao.cron_jobs() from public;
+grant execute on function smsao.cron_jobs() to service_role;

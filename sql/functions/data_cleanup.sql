@@ -1,0 +1,253 @@
+-- Retention cleanup (CONTRACT section 3). Exactly three rules, nothing else is deleted:
+--   otp_codes            expires_at more than 2 hours ago
+--   admin_audit_logs, pii_access_audit, function_call_audit
+--                        created_at more than 2 years ago
+--   contact_import_jobs  status completed or failed, completed_at more than 30 days ago
+--
+-- Rows go in batches of a few thousand, each found through the index on the rule's
+-- column and deleted by ctid, so no statement runs long or locks much. Two entry points
+-- share the same steps:
+--   public.production_data_cleanup()  the contract's function: one transaction (a function
+--                                     cannot commit), batches bound each statement;
+--   call smsao.run_data_cleanup()     the procedure pg_cron and `smsao-db cleanup` use:
+--                                     commits after every batch, so row locks, the
+--                                     transaction's snapshot and an interruption all
+--                                     cover one batch at most.
+-- This is the only code that can delete audit rows: cleanup_batch runs as the owner with
+-- smsao.audit_retention = on for its own duration (see smsao.forbid_audit_change).
+
+-- The retention rules' categories, in cleanup order, with their cutoffs at time `at`.
+create function smsao.retention_cutoffs(at timestamptz) returns table (category text, cutoff timestamptz, rule text)
+  language sql stable
+  set search_path = ''
+as $$
+  select v.category, v.cutoff, v.rule
+  from (values
+    (1, 'otp_codes', at - interval '2 hours', 'expires_at more than 2 hours ago'),
+    (2, 'contact_import_jobs', at - interval '30 days',
+        'completed or failed, completed_at more than 30 days ago'),
+    (3, 'admin_audit_logs', at - interval '2 years', 'created_at more than 2 years ago'),
+    (4, 'pii_access_audit', at - interval '2 years', 'created_at more than 2 years ago'),
+    (5, 'function_call_audit', at - interval '2 years', 'created_at more than 2 years ago')
+  ) as v(ord, category, cutoff, rule)
+  order by v.ord
+$$;
+revoke all on function smsao.retention_cutoffs(timestamptz) from public;
+
+-- One batch of one category: up to batch_size rows whose key (the rule's column) is
+-- >= resume_at and before the cutoff, oldest first. Keyset pagination: the next batch
+-- starts at last_key, so no batch wades through the index entries of rows an earlier
+-- batch already deleted. The DELETE repeats the rule, so a row changed since it was
+-- picked is left alone. scanned < batch_size means the category is done.
+create function smsao.cleanup_batch(category text, cutoff timestamptz, resume_at timestamptz,
+                                    batch_size integer,
+                                    out deleted integer, out scanned integer, out last_key timestamptz)
+  language plpgsql security definer
+  set search_path = ''
+  set smsao.audit_retention = 'on'
+as $$
+declare
+  tids tid[];
+begin
+  if batch_size is null or batch_size < 1 then
+    raise exception 'batch_size must be a positive integer' using errcode = '22023';
+  end if;
+  if cutoff is null or resume_at is null then
+    raise exception 'cutoff and resume_at must not be null' using errcode = '22023';
+  end if;
+  case category
+  when 'otp_codes' then
+    select pg_catalog.array_agg(b.ctid), max(b.k), count(*) into tids, last_key, scanned
+    from (select o.ctid, o.expires_at as k from public.otp_codes o
+          where o.expires_at >= resume_at and o.expires_at < cutoff
+          order by o.expires_at limit batch_size) b;
+    delete from public.otp_codes o where o.ctid = any (tids) and o.expires_at < cutoff;
+  when 'contact_import_jobs' then
+    select pg_catalog.array_agg(b.ctid), max(b.k), count(*) into tids, last_key, scanned
+    from (select j.ctid, j.completed_at as k from public.contact_import_jobs j
+          where j.status in ('completed', 'failed')
+            and j.completed_at >= resume_at and j.completed_at < cutoff
+          order by j.completed_at limit batch_size) b;
+    delete from public.contact_import_jobs j
+    where j.ctid = any (tids) and j.status in ('completed', 'failed') and j.completed_at < cutoff;
+  when 'admin_audit_logs' then
+    select pg_catalog.array_agg(b.ctid), max(b.k), count(*) into tids, last_key, scanned
+    from (select a.ctid, a.created_at as k from public.admin_audit_logs a
+          where a.created_at >= resume_at and a.created_at < cutoff
+          order by a.created_at limit batch_size) b;
+    delete from public.admin_audit_logs a where a.ctid = any (tids) and a.created_at < cutoff;
+  when 'pii_access_audit' then
+    select pg_catalog.array_agg(b.ctid), max(b.k), count(*) into tids, last_key, scanned
+    from (select a.ctid, a.created_at as k from public.pii_access_audit a
+          where a.created_at >= resume_at and a.created_at < cutoff
+          order by a.created_at limit batch_size) b;
+    delete from public.pii_access_audit a where a.ctid = any (tids) and a.created_at < cutoff;
+  when 'function_call_audit' then
+    select pg_catalog.array_agg(b.ctid), max(b.k), count(*) into tids, last_key, scanned
+    from (select a.ctid, a.created_at as k from public.function_call_audit a
+          where a.created_at >= resume_at and a.created_at < cutoff
+          order by a.created_at limit batch_size) b;
+    delete from public.function_call_audit a where a.ctid = any (tids) and a.created_at < cutoff;
+  else
+    raise exception 'category must be one of the retention categories, got %', category
+      using errcode = '22023';
+  end case;
+  get diagnostics deleted = row_count;
+end
+$$;
+revoke all on function smsao.cleanup_batch(text, timestamptz, timestamptz, integer) from public;
+
+-- One step of a cleanup run: the next batch of the current category. `progress` is NULL
+-- to start and then what the previous step returned; it carries the cutoffs (fixed when
+-- the run starts), the position and the counts, and is the final report once done:
+--   {"started_at", "cutoffs": {category: ts}, "categories": {category: deleted},
+--    "total", "batches", "dry_run": false, "position": {"index", "resume_at"}}
+-- Kept apart from the procedure so that the procedure body holds no expression at all
+-- (it cannot pin search_path, see smsao.run_data_cleanup).
+create function smsao.data_cleanup_step(progress jsonb, batch_size integer,
+                                        out next_progress jsonb, out done boolean)
+  language plpgsql security definer
+  set search_path = ''
+as $$
+declare
+  cats text[];
+  idx integer;
+  cat text;
+  resume timestamptz;
+  b record;
+begin
+  if batch_size is null or batch_size < 1 then
+    raise exception 'batch_size must be a positive integer' using errcode = '22023';
+  end if;
+  if progress is null then
+    select pg_catalog.jsonb_build_object(
+             'started_at', pg_catalog.now(),
+             'cutoffs', pg_catalog.jsonb_object_agg(c.category, c.cutoff),
+             'categories', pg_catalog.jsonb_object_agg(c.category, 0),
+             'rules', pg_catalog.jsonb_object_agg(c.category, c.rule),
+             'total', 0, 'batches', 0, 'dry_run', false,
+             'position', pg_catalog.jsonb_build_object('index', 1, 'resume_at', '-infinity'::timestamptz))
+      into progress
+      from smsao.retention_cutoffs(pg_catalog.now()) c;
+  end if;
+  cats := array(select c.category from smsao.retention_cutoffs(pg_catalog.now()) c);
+  idx := (progress #>> '{position,index}')::integer;
+  if idx > cardinality(cats) then
+    next_progress := progress - 'position';
+    done := true;
+    return;
+  end if;
+  cat := cats[idx];
+  resume := (progress #>> '{position,resume_at}')::timestamptz;
+
+  select * into b
+  from smsao.cleanup_batch(cat, (progress #>> array['cutoffs', cat])::timestamptz, resume, batch_size);
+
+  progress := pg_catalog.jsonb_set(progress, array['categories', cat],
+                pg_catalog.to_jsonb((progress #>> array['categories', cat])::bigint + b.deleted));
+  progress := progress || pg_catalog.jsonb_build_object(
+                'total', (progress ->> 'total')::bigint + b.deleted,
+                'batches', (progress ->> 'batches')::bigint + 1);
+  if b.scanned < batch_size or b.deleted = 0 then
+    -- Category done (a batch that could delete nothing stops it too: the next run
+    -- retries whatever a concurrent writer was changing).
+    idx := idx + 1;
+    resume := '-infinity';
+  else
+    resume := b.last_key;
+  end if;
+  progress := progress || pg_catalog.jsonb_build_object('position',
+                pg_catalog.jsonb_build_object('index', idx, 'resume_at', resume));
+  done := idx > cardinality(cats);
+  next_progress := case when done then progress - 'position' else progress end;
+end
+$$;
+revoke all on function smsao.data_cleanup_step(jsonb, integer) from public;
+
+-- The committing path: pg_cron's daily job and `smsao-db cleanup` call this.
+-- PostgreSQL lets a procedure COMMIT only when it is neither SECURITY DEFINER nor has a
+-- SET clause, so this one cannot pin search_path. Its body therefore evaluates no
+-- expression of its own (no operator or unqualified name a search_path could redirect):
+-- it calls the schema-qualified, search_path-pinned step function and commits. EXECUTE
+-- is revoked from PUBLIC: the owner (pg_cron, a DBA) runs it; the app uses
+-- public.production_data_cleanup().
+create procedure smsao.run_data_cleanup(batch_size integer default 5000, inout report jsonb default null)
+  language plpgsql
+as $$
+declare
+  progress jsonb;
+  finished boolean;
+begin
+  loop
+    select s.next_progress, s.done into progress, finished
+    from smsao.data_cleanup_step(progress, batch_size) s;
+    commit;
+    exit when finished;
+  end loop;
+  report := progress;
+end
+$$;
+revoke all on procedure smsao.run_data_cleanup(integer, jsonb) from public;
+
+create function public.production_data_cleanup() returns integer
+  language plpgsql security definer
+  set search_path = ''
+as $$
+declare
+  progress jsonb;
+  finished boolean := false;
+begin
+  perform smsao.require_operator('production_data_cleanup');
+  while not finished loop
+    select s.next_progress, s.done into progress, finished
+    from smsao.data_cleanup_step(progress, 5000) s;
+  end loop;
+  return (progress ->> 'total')::integer;
+end
+$$;
+comment on function public.production_data_cleanup() is
+  'Retention: deletes OTPs expired more than 2 hours ago, audit rows older than 2 years and '
+  'completed/failed import jobs finished more than 30 days ago, in batches; returns the total.';
+revoke all on function public.production_data_cleanup() from public;
+grant execute on function public.production_data_cleanup() to authenticated, service_role;
+
+-- What a cleanup would delete now, per category; deletes nothing. Same shape as the
+-- procedure's report, with "dry_run": true.
+create function public.production_data_cleanup_report() returns jsonb
+  language plpgsql stable security definer
+  set search_path = ''
+as $$
+declare
+  c record;
+  n bigint;
+  counts jsonb := '{}'::jsonb;
+  cutoffs jsonb := '{}'::jsonb;
+  rules jsonb := '{}'::jsonb;
+  total bigint := 0;
+begin
+  perform smsao.require_operator('production_data_cleanup_report');
+  for c in select * from smsao.retention_cutoffs(pg_catalog.now()) loop
+    n := case c.category
+      when 'otp_codes' then
+        (select count(*) from public.otp_codes o where o.expires_at < c.cutoff)
+      when 'contact_import_jobs' then
+        (select count(*) from public.contact_import_jobs j
+         where j.status in ('completed', 'failed') and j.completed_at < c.cutoff)
+      when 'admin_audit_logs' then
+        (select count(*) from public.admin_audit_logs a where a.created_at < c.cutoff)
+      when 'pii_access_audit' then
+        (select count(*) from public.pii_access_audit a where a.created_at < c.cutoff)
+      when 'function_call_audit' then
+        (select count(*) from public.function_call_audit a where a.created_at < c.cutoff)
+    end;
+    counts := counts || pg_catalog.jsonb_build_object(c.category, n);
+    cutoffs := cutoffs || pg_catalog.jsonb_build_object(c.category, c.cutoff);
+    rules := rules || pg_catalog.jsonb_build_object(c.category, c.rule);
+    total := total + n;
+  end loop;
+  return pg_catalog.jsonb_build_object('started_at', pg_catalog.now(), 'cutoffs', cutoffs,
+    'categories', counts, 'rules', rules, 'total', total, 'dry_run', true);
+end
+$$;
+revoke all on function public.production_data_cleanup_report() from public;
+grant execute on function public.production_data_cleanup_report() to authenticated, service_role;

@@ -1,0 +1,49 @@
+-- Housekeeping, separate from the retention rules: monitoring history older than 30 days,
+-- counter rows no reader needs, and (when revision 0002_security provides it) rate-limit
+-- state past its window. Run by the daily job (smsao.run_daily_maintenance).
+--
+-- Hook for other revisions: a function `smsao.prune_rate_limit_state() returns integer`
+-- (rows removed), when it exists, is called here; nothing here depends on its tables.
+create function smsao.prune_housekeeping() returns jsonb
+  language plpgsql security definer
+  set search_path = ''
+as $$
+declare
+  snapshots integer;
+  samples integer;
+  counters integer;
+  rate_limit integer;
+  hook regprocedure := pg_catalog.to_regprocedure('smsao.prune_rate_limit_state()');
+begin
+  perform smsao.require_operator('prune_housekeeping');
+  delete from public.system_health_snapshots s where s.checked_at < pg_catalog.now() - interval '30 days';
+  get diagnostics snapshots = row_count;
+  delete from public.performance_samples p where p.sampled_at < pg_catalog.now() - interval '30 days';
+  get diagnostics samples = row_count;
+  counters := smsao.compact_health_counters();
+  if hook is not null then
+    execute pg_catalog.format('select %s', hook) into rate_limit;
+  end if;
+  return pg_catalog.jsonb_build_object(
+    'system_health_snapshots', snapshots,
+    'performance_samples', samples,
+    'health_counters', counters,
+    'rate_limit_state', rate_limit);
+end
+$$;
+revoke all on function smsao.prune_housekeeping() from public;
+
+-- The daily pg_cron job: the retention cleanup (committing per batch), then housekeeping.
+-- Like smsao.run_data_cleanup it cannot pin search_path (it commits), so it only calls
+-- schema-qualified routines.
+create procedure smsao.run_daily_maintenance()
+  language plpgsql
+as $$
+declare
+  report jsonb;
+begin
+  call smsao.run_data_cleanup(5000, report);
+  perform smsao.prune_housekeeping();
+end
+$$;
+revoke all on procedure smsao.run_daily_maintenance() from public;
