@@ -367,7 +367,8 @@ def _append_only(v: Verifier):
 @check("grants", "EXECUTE is not granted to PUBLIC")
 def _no_public_execute(v: Verifier):
     rows = v.sql("""
-        select p.oid::regprocedure::text
+        select format('%%I.%%I(%%s)', p.pronamespace::regnamespace, p.proname,
+                      pg_get_function_identity_arguments(p.oid))
           from pg_proc p
          where (p.pronamespace = 'smsao'::regnamespace
                 or p.oid = any(%s::regprocedure[])
@@ -397,11 +398,15 @@ def _contract_grants(v: Verifier):
     return f"{len(CONTRACT_GRANTS)} functions"
 
 
-@check("grants", "every contract function pins search_path; SECURITY DEFINER ones too")
+@check("grants", "every contract and internal function pins search_path")
 def _search_path(v: Verifier):
+    # Functions only: a procedure that commits cannot carry a SET clause (it qualifies names instead).
     rows = v.sql("""
-        select p.oid::regprocedure::text from pg_proc p
+        select format('%%I.%%I(%%s)', p.pronamespace::regnamespace, p.proname,
+                      pg_get_function_identity_arguments(p.oid))
+          from pg_proc p
          where (p.pronamespace = 'smsao'::regnamespace or p.oid = any(%s::regprocedure[]))
+           and p.prokind = 'f'
            and not exists (select from unnest(coalesce(p.proconfig, '{}')) c where c like 'search_path=%%')
          order by 1""", [[s for s in CONTRACT_GRANTS if v.function_exists(s)]])
     ensure(not rows, f"no pinned search_path: {', '.join(r[0] for r in rows)}")
