@@ -41,6 +41,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from runner import health
 from runner.db import connect, libpq_url
 from runner.errors import UserError
 
@@ -50,15 +51,6 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
 TOKEN_COOKIE = "smsao_dashboard_token"
 STATUSES = ("healthy", "warning", "critical", "unknown")
-CONTRACT_METRICS = ("total_users", "active_sms_configs", "pending_credit_requests", "failed_sms_24h",
-                    "orphaned_data")
-EXIT_CODES = {"healthy": 0, "warning": 1, "critical": 2, "unknown": 3}
-RECOMMENDATION_TEXT = {
-    "cleanup_orphaned_data": "Orphaned rows found: run `smsao-db cleanup` or review the owners that are gone.",
-    "review_pending_credit_requests": "Credit requests are waiting: review and approve or reject them.",
-    "investigate_failed_sms": "Many SMS failed in the last 24 hours: check the gateway and its error messages.",
-    "configure_sms_gateway": "No active SMS configuration: nothing can be sent until one is activated.",
-}
 
 
 def is_loopback(host: str) -> bool:
@@ -246,7 +238,7 @@ class HealthCollector:
             onehot.add_metric([s], 1 if s == status else 0)
         code = GaugeMetricFamily("smsao_system_status_code",
                                  "System status as the health exit code: 0 healthy, 1 warning, 2 critical, 3 unknown")
-        code.add_metric([], EXIT_CODES.get(status, EXIT_CODES["unknown"]))
+        code.add_metric([], health.exit_code({"system_status": status}))
         return onehot, code
 
     @staticmethod
@@ -290,13 +282,10 @@ def _when(ts: datetime | None, now: datetime) -> str:
     return f'<time datetime="{ts.isoformat()}">{stamp}</time> <span class="ago">({ago})</span>'
 
 
-def _recommendation(item: Any) -> tuple[str, str]:
-    if isinstance(item, dict):
-        code = str(item.get("code") or item.get("id") or "")
-        text = str(item.get("message") or item.get("text") or RECOMMENDATION_TEXT.get(code, code))
-        return code, text
-    code = str(item)
-    return code, RECOMMENDATION_TEXT.get(code, code.replace("_", " "))
+def _recommendation(code: Any) -> tuple[str, str]:
+    code = str(code)
+    text = health.RECOMMENDATIONS.get(code, code.replace("_", " "))
+    return code, text[:1].upper() + text[1:]
 
 
 def response_chart(series: list[dict], now: datetime, hours: int = 24, bucket_minutes: int = 5) -> str:
@@ -373,7 +362,8 @@ main { padding:20px 24px; max-width:1100px; margin:0 auto; }
 .card { background:var(--card); border:1px solid var(--line); border-radius:8px; padding:12px 14px; }
 .card .label { font-size:12px; text-transform:uppercase; letter-spacing:.04em; color:var(--muted); }
 .card .value { font-size:26px; font-weight:600; font-variant-numeric:tabular-nums; }
-.card.alerting { border-color:var(--crit); } .card.alerting .value { color:var(--crit); }
+.card.level-warning { border-color:var(--warn); box-shadow:inset 4px 0 0 var(--warn); } .card.level-warning .value { color:var(--warn); }
+.card.level-critical { border-color:var(--crit); box-shadow:inset 4px 0 0 var(--crit); } .card.level-critical .value { color:var(--crit); }
 section { background:var(--card); border:1px solid var(--line); border-radius:8px; padding:14px 16px; margin-bottom:20px; }
 section h2 { font-size:15px; margin:0 0 10px; }
 ul.recs { margin:0; padding-left:20px; } ul.recs code { font-size:12px; color:var(--muted); }
@@ -482,25 +472,22 @@ def render_page(data: PageData, refresh_seconds: int) -> str:
                 f'<span>Page rendered: {now:%Y-%m-%d %H:%M:%S} UTC</span></p>')
 
     cards = []
-    # The contract's metrics first, in its order; any others after them.
-    order = {k: i for i, k in enumerate(CONTRACT_METRICS)}
+    # The health command's metrics first, in its order (and with its labels); others after.
+    order = {k: i for i, k in enumerate(health.METRICS)}
+    levels = report.get("checks") or {}
     for key, value in sorted(metrics.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])):
-        number = _number(value)
-        shown = value if number is None else (int(number) if number == int(number) else round(number, 3))
-        if isinstance(value, dict):
-            shown = sum(v for v in value.values() if _number(v) is not None)
-        alerting = key in ("failed_sms_24h", "orphaned_data", "pending_credit_requests") and _number(shown) \
-            or (key == "active_sms_configs" and _number(shown) == 0)
-        cards.append(f'<div class="card{" alerting" if alerting else ""}" data-metric="{_esc(key)}">'
-                     f'<div class="label">{_esc(key.replace("_", " "))}</div>'
-                     f'<div class="value">{_esc(shown)}</div></div>')
+        label = health.METRICS.get(key, (key.replace("_", " "),))[0]
+        level = levels.get(key, "ok")
+        cards.append(f'<div class="card level-{_esc(level)}" data-metric="{_esc(key)}" data-level="{_esc(level)}">'
+                     f'<div class="label">{_esc(label)}</div>'
+                     f'<div class="value">{_esc(health.format_value(key, value))}</div></div>')
     if data.sample:
         cards.append('<div class="card" data-metric="response_time_ms"><div class="label">response time</div>'
                      f'<div class="value">{data.sample["response_time_ms"]:.1f} ms</div></div>')
-        cards.append(f'<div class="card{" alerting" if data.sample["error_rate"] else ""}" data-metric="error_rate">'
+        cards.append(f'<div class="card{" level-warning" if data.sample["error_rate"] else ""}" data-metric="error_rate">'
                      '<div class="label">error rate</div>'
                      f'<div class="value">{data.sample["error_rate"] * 100:.2f} %</div></div>')
-    cards.append(f'<div class="card{" alerting" if data.alerts else ""}" data-metric="open_alerts">'
+    cards.append(f'<div class="card{" level-warning" if data.alerts else ""}" data-metric="open_alerts">'
                  f'<div class="label">open alerts</div><div class="value">{len(data.alerts)}</div></div>')
     body.append(f'<div class="cards">{"".join(cards)}</div>')
 

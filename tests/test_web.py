@@ -25,8 +25,10 @@ def report(status: str, **metrics) -> dict:
             "failed_sms_24h": 0, "orphaned_data": 0}
     recs = {"healthy": [], "warning": ["review_pending_credit_requests"],
             "critical": ["configure_sms_gateway"]}[status]
+    checks = {"healthy": {}, "warning": {"pending_credit_requests": "warning"},
+              "critical": {"active_sms_configs": "critical"}}[status]
     return {"timestamp": "2026-01-01T00:00:00Z", "system_status": status,
-            "metrics": {**base, **metrics}, "recommendations": recs}
+            "metrics": {**base, **metrics}, "recommendations": recs, "checks": checks}
 
 
 def seed_snapshot(db, status: str, ago: str = "0 minutes", **metrics) -> int:
@@ -281,7 +283,9 @@ def test_the_page_shows_status_metrics_alerts_chart_and_acknowledges_in_the_data
         assert page.locator('[data-metric="failed_sms_24h"] .value').inner_text() == "12"
         assert page.locator('[data-metric="response_time_ms"] .value').inner_text().endswith("ms")
         assert "Last check:" in page.locator(".times").inner_text()
-        assert page.locator('#recommendations li[data-code="review_pending_credit_requests"]').count() == 1
+        rec = page.locator('#recommendations li[data-code="review_pending_credit_requests"]')
+        assert "waiting for an admin" in rec.inner_text()
+        assert page.locator('[data-metric="pending_credit_requests"]').get_attribute("data-level") == "warning"
         assert page.locator("#alerts tr").count() == 2
         assert page.locator("svg.chart path.line-avg").count() == 1
         # The gap in sampling splits the line into two runs.
@@ -312,7 +316,7 @@ def test_the_page_refreshes_itself(db, store, page):
         seed_alert(db, "critical", "no gateway")
         page.wait_for_selector("#status.status-critical", timeout=5000)
         assert page.locator("#alerts tr").count() == 1
-        assert page.locator('[data-metric="active_sms_configs"]').get_attribute("class") == "card alerting"
+        assert page.locator('[data-metric="active_sms_configs"]').get_attribute("data-level") == "critical"
     finally:
         srv.shutdown()
         srv.server_close()
@@ -334,3 +338,50 @@ def test_the_page_works_with_a_token_from_the_address_bar(db, store, page):
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_the_refresh_button_runs_the_health_check_and_shows_its_result(db, store, page):
+    seed_snapshot(db, "healthy", ago="1 hour")  # stale and wrong: there is no active gateway
+    srv = start(store, refresh_seconds=0)
+    try:
+        page.goto(srv.url + "/")
+        assert page.locator("#status").inner_text().lower() == "healthy"
+        page.get_by_role("button", name="Run health check now").click()
+        page.wait_for_selector("#status.status-critical", timeout=10000)
+        assert db.one("select count(*) from public.system_health_snapshots") == 2
+        assert db.one("select system_status from public.system_health_snapshots order by id desc limit 1") == "critical"
+        # The change of status raised an alert, and the refreshed page lists it.
+        assert page.locator("#alerts tr").count() == 1
+        assert "healthy to critical" in page.locator("#alerts tr").inner_text()
+        assert page.locator('#recommendations li[data-code="configure_sms_gateway"]').count() == 1
+        assert "s ago" in page.locator(".times").inner_text()
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_refresh_api_records_a_snapshot_that_api_health_then_serves(db, client):
+    db.sql("insert into public.sms_configurations (gateway_name, sender_id, is_active) values ('gw', 'SMSAO', true)")
+    status, body = client.json("POST", "/api/refresh")
+    assert status == 200 and body["system_status"] == "healthy"
+    status, served = client.json("GET", "/api/health")
+    assert status == 200 and served["snapshot_id"] == body["snapshot_id"]
+    assert served["metrics"] == body["metrics"]
+
+
+def test_metrics_have_a_gauge_for_every_metric_of_a_real_health_report(db, client):
+    db.sql("insert into public.sms_configurations (gateway_name, sender_id, is_active) values ('gw', 'SMSAO', true)")
+    uid = db.create_user()
+    db.sql("insert into public.sms_logs (user_id, recipient, status) values (%s, '+244900000001', 'failed')", [uid])
+    db.sql("select public.record_health_snapshot()")
+    db.sql("select public.record_performance_sample()")
+    stored = db.one("select report from public.system_health_snapshots order by id desc limit 1")
+    m = scrape(client)
+    assert stored["metrics"], "the health report has metrics"
+    for key, value in stored["metrics"].items():
+        assert m[(f"smsao_{key}", ())] == pytest.approx(float(value)), key
+    assert m[("smsao_failed_sms_24h", ())] == 1
+    status_code = {"healthy": 0, "warning": 1, "critical": 2}[stored["system_status"]]
+    assert m[("smsao_system_status_code", ())] == status_code
+    assert m[("smsao_response_time_seconds", ())] > 0
+    assert m[("smsao_error_rate", ())] == 0
