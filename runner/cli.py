@@ -105,6 +105,23 @@ def serve(
 
 
 @app.command()
+def monitor(
+    once: Annotated[bool, typer.Option("--once", help="Print one frame and exit with the health exit code.")] = False,
+    interval: Annotated[float, typer.Option(help="Seconds between refreshes (an alert redraws at once).")] = 5.0,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Live terminal view: status, metrics, alerts, response time. Exit 0/1/2/3 with --once."""
+    from runner import monitor as live_view
+
+    url = resolve_url(database_url)
+    if once:
+        raise typer.Exit(live_view.once(url, console))
+    if interval <= 0:
+        raise UserError("--interval must be a positive number of seconds")
+    live_view.run(url, console, interval)
+
+
+@app.command()
 def verify(
     only: Annotated[Optional[str], typer.Option(
         help="Run only these areas, comma-separated: identity, rls, grants, rate limit, session, audit, "
