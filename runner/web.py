@@ -583,6 +583,9 @@ class DashboardServer(ThreadingHTTPServer):
 class DashboardHandler(BaseHTTPRequestHandler):
     server: DashboardServer
     protocol_version = "HTTP/1.1"  # keep-alive: scrapers and the page reuse connections
+    # Headers and body go out in two writes; with Nagle on, the second waits for the
+    # client's delayed ACK (~40 ms per response on a kept-alive connection).
+    disable_nagle_algorithm = True
     server_version = "smsao-dashboard"
 
     # -- plumbing --------------------------------------------------------------------------
