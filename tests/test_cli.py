@@ -42,6 +42,11 @@ def test_unreachable_database():
         assert "unreachable" in line and url in line
 
 
+def test_invalid_database_url():
+    line = one_line_error(smsao_db("migrate", "current", "--database-url", "mysql://u:Secret-9@h/x"))
+    assert "invalid database URL" in line and "Secret-9" not in line
+
+
 @pytest.fixture
 def password_role(cluster):
     """A role that must log in with a password: pg_hba says scram for it, ahead of `trust`."""
