@@ -28,7 +28,12 @@ def run_migrations_online() -> None:
         engine = create_engine(sqlalchemy_url(url), poolclass=NullPool)
         with engine.connect() as connection:
             # Alembic's bookkeeping stays out of the API schema (PostgREST exposes public).
-            connection.exec_driver_sql(f"create schema if not exists {VERSION_TABLE_SCHEMA}")
+            # Created only when a migration will write to it: `current` changes nothing and
+            # works for a role without CREATE on the database (even IF NOT EXISTS needs it).
+            missing = connection.exec_driver_sql(
+                f"select to_regnamespace('{VERSION_TABLE_SCHEMA}') is null").scalar()
+            if missing and not config.attributes.get("read_only"):
+                connection.exec_driver_sql(f"create schema {VERSION_TABLE_SCHEMA}")
             connection.commit()
             context.configure(
                 connection=connection,

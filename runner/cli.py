@@ -18,8 +18,10 @@ from runner.errors import UserError
 
 app = typer.Typer(help="SMS AO production database runner.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
-console = Console()
-err_console = Console(stderr=True, soft_wrap=True)  # an error stays one line, whatever the width
+# soft_wrap: Rich would otherwise break lines at the terminal width (80 columns when
+# piped), turning a one-line error into several and splitting URLs.
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 DatabaseUrl = Annotated[Optional[str], typer.Option(
     "--database-url", envvar="DATABASE_URL", show_envvar=True,

@@ -41,3 +41,7 @@ def connect(url: str, **kwargs) -> psycopg.Connection:
         return psycopg.connect(libpq_url(url), **kwargs)
     except psycopg.OperationalError as exc:
         raise explain_connection_error(url, exc) from None
+    except psycopg.ProgrammingError:
+        # libpq could not parse the URL at all; its message would echo the password.
+        raise UserError(f"invalid database URL {redact(url)}: "
+                        "expected postgresql://user:password@host:port/dbname") from None

@@ -30,10 +30,16 @@ def find_bindir() -> Path:
     for bindir in candidates:
         if not (bindir / "postgres").exists():
             continue
-        libdir = subprocess.run([bindir / "pg_config", "--pkglibdir"], capture_output=True, text=True).stdout.strip()
+        try:
+            libdir = subprocess.run([bindir / "pg_config", "--pkglibdir"], capture_output=True, text=True).stdout.strip()
+        except OSError as exc:
+            raise UserError(f"cannot run {bindir / 'pg_config'} ({exc.strerror}): {INSTALL_HINT}") from None
         if not (Path(libdir) / "pg_cron.so").exists():
             raise UserError(f"pg_cron is not installed for {bindir}: {INSTALL_HINT}")
         return bindir
+    if os.environ.get("PG_BINDIR"):
+        raise UserError(f"no PostgreSQL server in PG_BINDIR={os.environ['PG_BINDIR']}: "
+                        "point it at a bin directory holding `postgres`, or unset it")
     raise UserError(f"PostgreSQL 15 binaries not found: {INSTALL_HINT}")
 
 

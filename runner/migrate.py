@@ -39,6 +39,7 @@ def apply_frozen_sql(op, name: str) -> None:
 
 def run(action: str, url: str, revision: str | None = None) -> None:
     cfg = alembic_config(url)
+    cfg.attributes["read_only"] = action in ("current", "history")
     try:
         if action == "upgrade":
             command.upgrade(cfg, revision or "head")

@@ -14,9 +14,11 @@ branch_labels = None
 depends_on = None
 
 BACKFILL_PROFILES = """
--- Users who existed before this migration get their profile and role now.
+-- Users who existed before this migration get their profile and role now, named as
+-- smsao.handle_new_user() names new ones (to_jsonb: the column may not exist).
 insert into public.profiles (user_id, email, full_name)
-select u.id, u.email, null from auth.users u
+select u.id, u.email, nullif(pg_catalog.to_jsonb(u) #>> '{raw_user_meta_data,full_name}', '')
+from auth.users u
 on conflict (user_id) do nothing;
 insert into public.user_roles (user_id, role)
 select u.id, 'user' from auth.users u

@@ -363,14 +363,18 @@ grant execute on function smsao.caller_id() to anon, authenticated, service_role
 --  * a trusted writer (service_role, DBA, loader) that sets profiles.credits directly
 --    gets the difference recorded as an 'adjustment' ledger row (record_credit_adjustment).
 -- A transaction-local marker tells each trigger that the other one is the writer, so
--- the amount is applied once. App users hold no privilege on credits or the ledger.
+-- the amount is applied once. It counts only inside a nested trigger (depth > 1): any
+-- session may set a custom setting, and a marker set by hand before a plain statement
+-- would otherwise skip a balance change or its ledger row.
+-- App users hold no privilege on credits or the ledger.
 
 create function smsao.apply_credit_transaction() returns trigger
   language plpgsql security definer
   set search_path = ''
 as $$
 begin
-  if pg_catalog.current_setting('smsao.credit_writer', true) = 'profile' then
+  if pg_catalog.pg_trigger_depth() > 1
+     and pg_catalog.current_setting('smsao.credit_writer', true) = 'profile' then
     return null;  -- the profile row already carries this amount
   end if;
   perform pg_catalog.set_config('smsao.credit_writer', 'ledger', true);
@@ -388,7 +392,8 @@ as $$
 declare
   delta integer := new.credits - case when tg_op = 'UPDATE' then old.credits else 0 end;
 begin
-  if delta = 0 or pg_catalog.current_setting('smsao.credit_writer', true) = 'ledger' then
+  if delta = 0 or (pg_catalog.pg_trigger_depth() > 1
+                   and pg_catalog.current_setting('smsao.credit_writer', true) = 'ledger') then
     return null;
   end if;
   perform pg_catalog.set_config('smsao.credit_writer', 'profile', true);
@@ -425,13 +430,16 @@ revoke all on function smsao.forbid_audit_change() from public;
 -- ==== sql/functions/handle_new_user.sql ====
 -- Every auth.users row has a profile and the 'user' role. SECURITY DEFINER because
 -- the auth service inserting users has no rights on public tables.
+-- The name is read through to_jsonb(new): the contract promises only (id, email,
+-- created_at) of an existing auth.users, and `new.raw_user_meta_data` on a table
+-- without that column would make every sign-up fail.
 create function smsao.handle_new_user() returns trigger
   language plpgsql security definer
   set search_path = ''
 as $$
 begin
   insert into public.profiles (user_id, email, full_name)
-  values (new.id, new.email, nullif(new.raw_user_meta_data ->> 'full_name', ''))
+  values (new.id, new.email, nullif(pg_catalog.to_jsonb(new) #>> '{raw_user_meta_data,full_name}', ''))
   on conflict (user_id) do nothing;
   insert into public.user_roles (user_id, role)
   values (new.id, 'user')

@@ -1,0 +1,165 @@
+"""The real `smsao-db` console script: errors a user can cause are one line, no traceback."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import psycopg
+import pytest
+from alembic.script import ScriptDirectory
+
+from runner import PROJECT_DIR, migrate
+from runner.embedded import Cluster, free_port
+
+SMSAO_DB = PROJECT_DIR / ".venv" / "bin" / "smsao-db"
+HEAD = ScriptDirectory.from_config(migrate.alembic_config("")).get_current_head()
+
+
+def smsao_db(*args: str, env: dict | None = None, timeout: int = 120) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "PG_BINDIR", "SMSAO_HOME")}
+    return subprocess.run([str(SMSAO_DB), *args], capture_output=True, text=True, timeout=timeout,
+                          env={**base, **(env or {})}, cwd=PROJECT_DIR)
+
+
+def one_line_error(proc: subprocess.CompletedProcess) -> str:
+    """Asserts the shape of a user error and returns its line."""
+    assert proc.returncode != 0, proc
+    assert "Traceback" not in proc.stderr + proc.stdout, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, proc.stderr
+    # Alembic's INFO lines may precede it; nothing follows it.
+    assert proc.stderr.rstrip().splitlines()[-1] == lines[0], proc.stderr
+    return lines[0]
+
+
+def test_unreachable_database():
+    url = f"postgresql://postgres@127.0.0.1:{free_port()}/smsao"
+    for args in (["migrate", "current", "--database-url", url], ["migrate", "upgrade", "head", "--database-url", url]):
+        line = one_line_error(smsao_db(*args))
+        assert "unreachable" in line and url in line
+
+
+def test_invalid_database_url():
+    line = one_line_error(smsao_db("migrate", "current", "--database-url", "mysql://u:Secret-9@h/x"))
+    assert "invalid database URL" in line and "Secret-9" not in line
+
+
+@pytest.fixture
+def password_role(cluster):
+    """A role that must log in with a password: pg_hba says scram for it, ahead of `trust`."""
+    hba = cluster.data_dir / "pg_hba.conf"
+    original = hba.read_text()
+    hba.write_text("host all smsao_pwtest 127.0.0.1/32 scram-sha-256\n" + original)
+    with psycopg.connect(cluster.url("postgres"), autocommit=True) as conn:
+        conn.execute("create role smsao_pwtest login password 'Right-Pass-42'")
+        conn.execute("select pg_reload_conf()")
+    try:
+        yield "smsao_pwtest"
+    finally:
+        hba.write_text(original)
+        with psycopg.connect(cluster.url("postgres"), autocommit=True) as conn:
+            conn.execute("select pg_reload_conf()")
+            conn.execute("drop role smsao_pwtest")
+
+
+def test_wrong_password(cluster, empty_db_url, password_role):
+    dbname = empty_db_url.rsplit("/", 1)[1]
+    wrong = f"postgresql://{password_role}:Not-The-Pass-77@127.0.0.1:{cluster.port}/{dbname}"
+    line = one_line_error(smsao_db("migrate", "current", "--database-url", wrong))
+    assert "wrong user or password" in line
+    assert "Not-The-Pass-77" not in line and "***" in line  # the password is not echoed
+    # The right password gets in; `current` on an unmigrated database reports nothing and
+    # changes nothing, so it needs no CREATE privilege.
+    right = f"postgresql://{password_role}:Right-Pass-42@127.0.0.1:{cluster.port}/{dbname}"
+    proc = smsao_db("migrate", "current", "--database-url", right)
+    assert proc.returncode == 0, proc.stderr
+    assert HEAD not in proc.stdout
+    with psycopg.connect(empty_db_url) as conn:
+        assert conn.execute("select to_regnamespace(%s)", [migrate.VERSION_TABLE_SCHEMA]).fetchone()[0] is None
+
+
+def test_unknown_revision(empty_db_url):
+    line = one_line_error(smsao_db("migrate", "upgrade", "no_such_rev", "--database-url", empty_db_url))
+    assert "no_such_rev" in line
+    line = one_line_error(smsao_db("migrate", "downgrade", "--database-url", empty_db_url))
+    assert "downgrade needs a revision" in line
+    line = one_line_error(smsao_db("migrate", "sideways", "--database-url", empty_db_url))
+    assert "unknown migrate action" in line
+
+
+def test_migrate_upgrade_then_current(empty_db_url):
+    """The URL comes from --database-url or DATABASE_URL, alike."""
+    option, env = ["--database-url", empty_db_url], {"DATABASE_URL": empty_db_url}
+    current = smsao_db("migrate", "current", env=env)
+    assert current.returncode == 0 and HEAD not in current.stdout, current.stderr
+    up = smsao_db("migrate", "upgrade", "head", *option)
+    assert up.returncode == 0, up.stderr
+    assert "Running upgrade  -> 0001_foundation" in up.stderr
+    current = smsao_db("migrate", "current", env=env)
+    assert current.returncode == 0, current.stderr
+    assert current.stdout.strip() == f"{HEAD} (head)"
+    again = smsao_db("migrate", "upgrade", env=env)  # head is the default, and a no-op now
+    assert again.returncode == 0 and "Running upgrade" not in again.stderr, again.stderr
+
+
+def test_no_database_anywhere(tmp_path):
+    line = one_line_error(smsao_db("migrate", "current", env={"SMSAO_HOME": str(tmp_path)}))
+    assert "smsao-db up" in line and "DATABASE_URL" in line
+
+
+def test_postgres_binaries_missing():
+    home = Path(tempfile.mkdtemp(prefix="smsao-cli-"))
+    try:
+        line = one_line_error(smsao_db("up", env={"PG_BINDIR": "/nonexistent", "SMSAO_HOME": str(home)}))
+        assert "PG_BINDIR=/nonexistent" in line
+        assert not (home / "pgdata").exists()
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def test_up_refuses_a_database_url(empty_db_url):
+    line = one_line_error(smsao_db("up", env={"DATABASE_URL": empty_db_url}))
+    assert "migrate upgrade" in line
+
+
+def test_up_up_down_embedded():
+    """Root runs the server as `postgres`, in a fresh SMSAO_HOME; `up` is idempotent."""
+    home = Path(tempfile.mkdtemp(prefix="smsao-cli-"))  # mkdtemp: a directory `postgres` may own
+    env = {"SMSAO_HOME": str(home)}
+    cluster = Cluster(home=home)
+    try:
+        first = smsao_db("up", env=env)
+        assert first.returncode == 0, first.stderr
+        assert "embedded database ready" in first.stdout
+        url = cluster.url()
+        with psycopg.connect(url) as conn:
+            assert conn.execute(f"select version_num from {migrate.VERSION_TABLE_SCHEMA}.alembic_version"
+                                ).fetchall() == [(HEAD,)]
+            assert conn.execute("select extname from pg_extension where extname = 'pg_cron'").fetchone()
+            conn.execute("insert into auth.users (id, email) values (gen_random_uuid(), 'keep@test.ao')")
+            conn.commit()
+        if os.geteuid() == 0:
+            assert (home / "pgdata").stat().st_uid != 0
+
+        second = smsao_db("up", env=env)
+        assert second.returncode == 0, second.stderr
+        assert "Running upgrade" not in second.stderr
+        assert cluster.url() == url  # the same server, not a second one
+        current = smsao_db("migrate", "current", env=env)  # no URL: the running embedded database
+        assert current.stdout.strip() == f"{HEAD} (head)", current.stderr
+
+        down = smsao_db("down", env=env)
+        assert down.returncode == 0 and "stopped" in down.stdout, down.stderr
+        assert not cluster.running
+        down_again = smsao_db("down", env=env)
+        assert down_again.returncode == 0 and "was not running" in down_again.stdout
+
+        # Data survives a restart.
+        assert smsao_db("up", env=env).returncode == 0
+        with psycopg.connect(cluster.url()) as conn:
+            assert conn.execute("select count(*) from public.profiles where email = 'keep@test.ao'").fetchone()[0] == 1
+    finally:
+        cluster.destroy()
