@@ -45,10 +45,13 @@ class CronSetup:
 def locate(url: str) -> CronSetup:
     """Which jobs this database wants, and where pg_cron is. NoCron when it is not usable."""
     with connect(url) as conn:
-        cron_db = conn.execute("select nullif(current_setting('cron.database_name', true), '')").fetchone()[0]
-        if not cron_db:
-            raise NoCron("pg_cron is not loaded on this server (it must be in shared_preload_libraries): "
-                         + NOTHING_SCHEDULED)
+        # pg_settings lists cron.* only when the library defined them (loaded at server
+        # start); a bare placeholder in postgresql.conf does not count.
+        row = conn.execute("select setting from pg_settings where name = 'cron.database_name'").fetchone()
+        if not row or not row[0]:
+            raise NoCron("pg_cron is not loaded on this server (it must be in shared_preload_libraries, "
+                         "and its settings readable by this role): " + NOTHING_SCHEDULED)
+        cron_db = row[0]
         target_db = conn.info.dbname
         try:
             rows = conn.execute("select jobname, schedule, command, runs_in from smsao.cron_jobs()").fetchall()

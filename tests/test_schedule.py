@@ -1,0 +1,122 @@
+"""pg_cron schedules: idempotent apply by name into pg_cron's database, status, removal,
+one real run, and a server without pg_cron."""
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from cli_support import smsao_db
+from conftest import CRON_DB
+from runner import migrate, schedule
+from runner.embedded import Cluster
+
+JOB_NAMES = ("smsao-health-check", "smsao-performance-check", "smsao-data-cleanup", "smsao-cron-history-cleanup")
+
+
+@pytest.fixture
+def cron(cluster):
+    """A connection to pg_cron's database; our jobs are removed after the test."""
+    with psycopg.connect(cluster.url(CRON_DB), autocommit=True) as conn:
+        yield conn
+        conn.execute("select cron.unschedule(jobid) from cron.job where jobname like 'smsao-%'")
+
+
+def jobs(cron):
+    return {name: (schedule_, database) for name, schedule_, database in
+            cron.execute("select jobname, schedule, database from cron.job where jobname like 'smsao-%'")}
+
+
+def dbname(url):
+    return url.rsplit("/", 1)[1]
+
+
+def test_apply_is_idempotent_by_job_name(db, cron):
+    name = dbname(db.url)
+    assert [a for _, a, _ in schedule.apply(db.url)] == ["created"] * 4
+    assert jobs(cron) == {"smsao-health-check": ("*/5 * * * *", name),
+                          "smsao-performance-check": ("* * * * *", name),
+                          "smsao-data-cleanup": ("0 3 * * *", name),
+                          "smsao-cron-history-cleanup": ("30 3 * * *", CRON_DB)}
+    assert [a for _, a, _ in schedule.apply(db.url)] == ["unchanged"] * 4
+    # A job changed by hand is put back, and nothing is duplicated.
+    cron.execute("select cron.alter_job(jobid, schedule => '0 * * * *', active => false) "
+                 "from cron.job where jobname = 'smsao-health-check'")
+    assert dict((n, a) for n, a, _ in schedule.apply(db.url))["smsao-health-check"] == "updated"
+    assert jobs(cron)["smsao-health-check"] == ("*/5 * * * *", name)
+    assert cron.execute("select count(*) from cron.job where jobname like 'smsao-%'").fetchone()[0] == 4
+    assert sorted(schedule.remove(db.url)) == sorted(JOB_NAMES)
+    assert jobs(cron) == {}
+    assert schedule.remove(db.url) == []
+
+
+def test_apply_to_another_database_moves_the_jobs(db, cron, empty_db_url):
+    migrate.run("upgrade", empty_db_url, "head")
+    schedule.apply(db.url)
+    moved = {n: a for n, a, _ in schedule.apply(empty_db_url)}
+    assert moved["smsao-cron-history-cleanup"] == "unchanged"
+    assert moved["smsao-health-check"] == f"updated (was in database '{dbname(db.url)}')"
+    assert {d for n, (_, d) in jobs(cron).items() if n != "smsao-cron-history-cleanup"} == {dbname(empty_db_url)}
+    assert schedule.remove(db.url) == []             # not this database's jobs any more
+    assert len(schedule.remove(empty_db_url)) == 4
+
+
+def test_status_shows_last_runs_and_failures(db, cron):
+    schedule.apply(db.url)
+    assert all(s.problem is None and s.last_status is None for s in schedule.status(db.url))
+    jobid = cron.execute("select jobid from cron.job where jobname = 'smsao-health-check'").fetchone()[0]
+    # Two runs as pg_cron records them: one succeeded, then one failed.
+    cron.execute("insert into cron.job_run_details (jobid, runid, database, username, command, status, "
+                 "return_message, start_time, end_time) values "
+                 "(%s, nextval('cron.runid_seq'), %s, 'postgres', 'x', 'succeeded', '1 row', now() - interval '5 minutes', now()),"
+                 "(%s, nextval('cron.runid_seq'), %s, 'postgres', 'x', 'failed', 'ERROR: boom', now(), now())",
+                 [jobid, dbname(db.url), jobid, dbname(db.url)])
+    health = {s.job.jobname: s for s in schedule.status(db.url)}["smsao-health-check"]
+    assert (health.last_status, health.runs_24h, health.failures_24h) == ("failed", 2, 1)
+    assert health.problem == "last run failed" and "boom" in health.last_message
+    result = smsao_db("schedule", "status", url=db.url)
+    assert result.returncode == 1 and "last run failed" in result.stdout
+    cron.execute("delete from cron.job_run_details where jobid = %s", [jobid])
+
+
+def test_a_real_pg_cron_run_succeeds(db, cron):
+    """The one slow test: pg_cron runs the every-minute job in the test database."""
+    schedule.apply(db.url)
+    jobid = cron.execute("select jobid from cron.job where jobname = 'smsao-performance-check'").fetchone()[0]
+    deadline = time.monotonic() + 75
+    run = None
+    while time.monotonic() < deadline and not run:
+        time.sleep(1)
+        run = cron.execute("select status, return_message from cron.job_run_details "
+                           "where jobid = %s and status in ('succeeded', 'failed')", [jobid]).fetchone()
+    assert run == ("succeeded", "1 row")
+    assert db.one("select count(*) from public.performance_samples") >= 1
+    st = {s.job.jobname: s for s in schedule.status(db.url)}["smsao-performance-check"]
+    assert st.last_status == "succeeded" and st.problem is None
+
+
+@pytest.fixture(scope="module")
+def plain_cluster():
+    """A server without pg_cron in shared_preload_libraries (a placeholder setting stays)."""
+    home = Path(tempfile.mkdtemp(prefix="smsao-nocron-"))
+    c = Cluster(home=home, settings={"shared_preload_libraries": "''", "fsync": "off"})
+    c.start()
+    with psycopg.connect(c.url("postgres"), autocommit=True) as conn:
+        conn.execute("create database smsao")
+    yield c
+    c.stop()
+    shutil.rmtree(home, ignore_errors=True)
+
+
+def test_without_pg_cron_migrations_apply_and_nothing_is_scheduled(plain_cluster):
+    url = plain_cluster.url("smsao")
+    migrate.run("upgrade", url, "head")
+    with pytest.raises(schedule.NoCron, match="nothing is scheduled"):
+        schedule.apply(url)
+    applied = smsao_db("schedule", "apply", url=url)
+    assert applied.returncode == 1 and "pg_cron is not loaded" in applied.stderr
+    listed = smsao_db("schedule", "list", url=url)
+    assert listed.returncode == 0 and "nothing is scheduled" in listed.stdout
+    assert smsao_db("health", url=url).returncode == 2        # no SMS gateway: critical, but known
