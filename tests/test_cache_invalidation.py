@@ -102,15 +102,6 @@ def test_truncate_drops_the_whole_family(db, listener_conn):
     assert drain(listener_conn) == [["sms_logs:*:*", "dashboard_stats:*"]]
 
 
-def test_plpgsql_check_finds_nothing_in_the_trigger_function(db):
-    db.sql("create extension if not exists plpgsql_check")
-    rows = db.sql("""
-        select * from plpgsql_check_function('smsao.notify_cache_invalidation()',
-               relid => 'public.contacts', oldtable => 'old_rows', newtable => 'new_rows',
-               fatal_errors => false)""")
-    assert rows == []
-
-
 # -- the listener ------------------------------------------------------------------------
 def test_a_write_in_another_connection_invalidates_the_key_in_this_cache(db):
     uid, other = db.create_user(), db.create_user()

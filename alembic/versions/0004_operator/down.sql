@@ -1,4 +1,4 @@
--- Removes exactly what 0004_operator added: the cache invalidation triggers and their function.
+-- Removes exactly what 0004_operator added: the cache invalidation triggers and their functions.
 drop trigger if exists profiles_cache_insert on public.profiles;
 drop trigger if exists profiles_cache_update on public.profiles;
 drop trigger if exists profiles_cache_delete on public.profiles;
@@ -19,4 +19,8 @@ drop trigger if exists sms_logs_cache_insert on public.sms_logs;
 drop trigger if exists sms_logs_cache_update on public.sms_logs;
 drop trigger if exists sms_logs_cache_delete on public.sms_logs;
 drop trigger if exists sms_logs_cache_truncate on public.sms_logs;
-drop function if exists smsao.notify_cache_invalidation();
+drop function if exists smsao.cache_invalidation_on_insert();
+drop function if exists smsao.cache_invalidation_on_update();
+drop function if exists smsao.cache_invalidation_on_delete();
+drop function if exists smsao.cache_invalidation_on_truncate();
+drop function if exists smsao.send_cache_invalidation(uuid[], text[]);
