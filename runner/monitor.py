@@ -62,7 +62,7 @@ def _first_line(exc: BaseException) -> str:
 def collect(store: DashboardStore) -> Frame:
     frame = Frame(now=datetime.now(timezone.utc))
     try:
-        frame.report = store._run("select public.production_system_health_check() as r")[0]["r"]
+        frame.report = store.health_check()
     except psycopg.errors.UndefinedFunction:
         frame.error = "the health check is not installed in this database: run `smsao-db migrate upgrade`"
     except psycopg.errors.InsufficientPrivilege as exc:

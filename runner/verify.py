@@ -17,9 +17,8 @@ import re
 import time
 import traceback
 import uuid
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from dataclasses import dataclass
+from typing import Callable
 
 import psycopg
 from psycopg import sql

@@ -163,6 +163,10 @@ class DashboardStore:
             return "acknowledged"
         return "already" if rows[0]["present"] else "missing"
 
+    def health_check(self) -> dict:
+        """The live health report (runs the check; stores nothing)."""
+        return self._run("select public.production_system_health_check() as report")[0]["report"]
+
     def refresh(self) -> dict:
         """Run the health check now; it stores a snapshot (and an alert on a change)."""
         return self._run("select public.record_health_snapshot() as report", write=True)[0]["report"]

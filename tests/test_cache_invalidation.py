@@ -7,7 +7,6 @@ import textwrap
 import time
 import uuid
 
-import psycopg
 import pytest
 
 from runner import PROJECT_DIR

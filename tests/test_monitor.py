@@ -6,7 +6,6 @@ import sys
 import threading
 import time
 
-import pytest
 
 from runner import PROJECT_DIR
 from runner.monitor import AlertListener, frames, minute_values, sparkline

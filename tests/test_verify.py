@@ -5,7 +5,6 @@ import subprocess
 import sys
 import uuid
 
-import psycopg
 import pytest
 
 from runner import PROJECT_DIR
