@@ -85,7 +85,7 @@ def format_threshold(key: str, limits: dict | None) -> str:
         if limits.get(level) is not None:
             parts.append(f"{level.split('_')[0]} ≥ {format_value(key, limits[level])}")
     if limits.get("min_sample"):
-        parts.append(f"from {limits['min_sample']:,} SMS")
+        parts.append(f"min {limits['min_sample']:,} SMS")
     return ", ".join(parts)
 
 

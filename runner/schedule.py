@@ -8,6 +8,7 @@ twice changes nothing."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timezone
 
 import psycopg
 from psycopg import errors
@@ -188,11 +189,14 @@ def status(url: str) -> list[JobStatus]:
 
 def render_jobs(setup_jobs: list[JobStatus], console: Console, with_runs: bool) -> None:
     table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
-    for col in ("job", "schedule", "database", "state"):
-        table.add_column(col)
+    table.add_column("job", no_wrap=True)
+    table.add_column("schedule", no_wrap=True)
+    table.add_column("database")
+    table.add_column("state")
     if with_runs:
-        for col in ("last run", "result", "failed/runs 24 h"):
-            table.add_column(col)
+        table.add_column("last run (UTC)", no_wrap=True)
+        table.add_column("result")
+        table.add_column("24 h failed/runs", justify="right")
     for st in setup_jobs:
         problem = st.problem
         state = f"[red]{problem}[/]" if problem else "[green]scheduled[/]"
@@ -204,7 +208,7 @@ def render_jobs(setup_jobs: list[JobStatus], console: Console, with_runs: bool) 
                 colour = "green" if st.last_status == "succeeded" else ("red" if st.last_status == "failed" else "yellow")
                 message = (st.last_message or "").strip().splitlines()
                 detail = f": {message[0][:60]}" if st.last_status == "failed" and message else ""
-                row += [f"{st.last_start:%Y-%m-%d %H:%M:%S}", f"[{colour}]{st.last_status}[/]{detail}",
+                row += [f"{st.last_start.astimezone(timezone.utc):%Y-%m-%d %H:%M}", f"[{colour}]{st.last_status}[/]{detail}",
                         f"{st.failures_24h}/{st.runs_24h}"]
         table.add_row(*row)
     console.print(table)
