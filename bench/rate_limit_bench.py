@@ -2,7 +2,7 @@
 """Throughput of public.enhanced_security_rate_limit against its floors and the naive design,
 and of the guarded (audited) contacts table against an unguarded copy.
 
-    .venv/bin/python bench/rate_limit_bench.py [--seconds 6] [--clients 8]
+    .venv/bin/python bench/rate_limit_bench.py [--seconds 3] [--rounds 3] [--clients 8]
 
 It starts a throwaway PostgreSQL (runner.embedded.Cluster in a temp dir), migrates a database
 to head, creates 10,000 users with sessions, and drives every variant with pgbench custom
@@ -17,8 +17,11 @@ unlogged floor never waits for, and the figure would measure the disk, not the d
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -228,20 +231,41 @@ class Bench:
         self.clients, self.seconds, self.workdir = clients, seconds, workdir
         self.pgbench = str(find_bindir() / "pgbench")
         self.conn = psycopg.connect(cluster.url(dbname), autocommit=True)
+        self.prefilled: set[str] = set()
+        self.postmaster = int((cluster.data_dir / "postmaster.pid").read_text().split()[0])
+
+    def cpu_seconds(self) -> float:
+        """CPU used so far by exited backends (reaped by the postmaster: cutime + cstime of
+        /proc/<postmaster>/stat) and by pgbench (this process's children)."""
+        fields = Path(f"/proc/{self.postmaster}/stat").read_text().rsplit(")", 1)[1].split()
+        server = (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
+        client = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return server + client.ru_utime + client.ru_stime
+
+    def wait_for_backends_to_exit(self) -> None:
+        for _ in range(200):
+            if self.conn.execute("select count(*) from pg_stat_activity where datname = current_database() "
+                                 "and backend_type = 'client backend' and pid <> pg_backend_pid()").fetchone()[0] == 0:
+                break
+            time.sleep(0.01)
+        time.sleep(0.05)  # and for the postmaster to reap them
 
     def audit_rows(self) -> int:
         return self.conn.execute("select count(*) from public.function_call_audit").fetchone()[0]
 
-    def run(self, v: Variant, hot: bool) -> tuple[float, int]:
-        """calls/s and the number of calls, after checking each call answered as expected."""
-        if v.op:
+    def run(self, v: Variant, hot: bool) -> tuple[float, float]:
+        """calls/s and CPU microseconds per call (server and pgbench) of one pgbench run, after
+        checking that every call answered as expected."""
+        if v.op and v.op not in self.prefilled:
             prefill_state(self.conn, v.op, f"(values ({HOT})) as v (i)" if hot else
                           f"generate_series(1, {USERS}) i", full=v.kind == "refuse")
+            self.prefilled.add(v.op)
         path = self.workdir / "script.sql"
         path.write_text(script(v.call, hot))
         self.conn.execute("vacuum analyze")
         self.conn.execute("checkpoint")
         audited = self.audit_rows()
+        cpu = self.cpu_seconds()
         limit = ["-t", str(STRESS_CALLS_PER_CLIENT)] if v.bounded else ["-T", str(self.seconds)]
         proc = subprocess.run(
             [self.pgbench, "-n", "-M", "prepared", "-c", str(self.clients), "-j", "2", *limit,
@@ -254,20 +278,32 @@ class Bench:
         if proc.returncode != 0 or not tps or not calls or (failed and int(failed.group(1))):
             raise SystemExit(f"pgbench failed for {v.name}:\n{out}")
         n = int(calls.group(1))
+        self.wait_for_backends_to_exit()
+        cpu_per_call = (self.cpu_seconds() - cpu) * 1e6 / n
         refusals = self.audit_rows() - audited
         expected = n if v.kind == "refuse" else 0
         if v.kind and refusals != expected:
             raise SystemExit(f"{v.name}: expected {expected} refusals, audit has {refusals}")
-        return float(tps.group(1)), n
+        return float(tps.group(1)), cpu_per_call
 
 
 def ratio(x: float, base: float | None) -> str:
     return f"{x / base:5.2f}x" if base else "     -"
 
 
+def b_key(hot: bool) -> str:
+    return "(b) UNLOGGED 1-row update" + str(hot)
+
+
+def spread(runs: list[float]) -> str:
+    return f"{min(runs):.0f}-{max(runs):.0f}" if len(runs) > 1 else ""
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seconds", type=int, default=6, help="duration of each timed run (default 6)")
+    ap.add_argument("--seconds", type=int, default=3, help="duration of each timed run (default 3)")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="timed runs per variant, interleaved; the median is reported (default 3)")
     ap.add_argument("--clients", type=int, default=8, help="connections (default 8)")
     args = ap.parse_args()
 
@@ -286,37 +322,58 @@ def main() -> None:
             c.execute(SETUP_SQL)
         bench = Bench(cluster, "bench", args.clients, args.seconds, home)
 
-        print(f"\nRate limiter, {args.clients} connections, one PostgREST-style transaction per call, "
-              f"{args.seconds} s per timed run")
+        # Every timed variant once per round, rounds interleaved, so that load from elsewhere
+        # on the machine falls on all of them alike; the bounded stress runs go once, last.
+        limiter = [(v, hot) for hot in (False, True) for v in variants(hot)]
+        timed = [(v, hot) for v, hot in limiter if not v.bounded] + [(v, False) for v in WRITE_VARIANTS]
+        runs: dict[str, list[float]] = {v.name + str(hot): [] for v, hot in limiter + timed}
+        cpus: dict[str, list[float]] = {k: [] for k in runs}
+        schedule = timed * args.rounds + [(v, hot) for v, hot in limiter if v.bounded]
+        for v, hot in schedule:
+            tps, cpu_per_call = bench.run(v, hot)
+            runs[v.name + str(hot)].append(tps)
+            cpus[v.name + str(hot)].append(cpu_per_call)
+        median = {k: statistics.median(r) for k, r in runs.items()}
+        cpu = {k: statistics.median(r) for k, r in cpus.items()}
+
+        print(f"\nRate limiter, {args.clients} connections, one PostgREST-style transaction per call; "
+              f"median of {args.rounds} interleaved runs of {args.seconds} s")
         print(f"admits: {ADMIT_MAX}/1 min (hot: the key moves on every {ADMIT_MAX} calls); refuses: a full key, "
-              f"{REFUSE_MAX}/{REFUSE_WINDOW} min; *: {args.clients} x {STRESS_CALLS_PER_CLIENT} calls at "
-              f"{STRESS_MAX}/1 min")
+              f"{REFUSE_MAX}/{REFUSE_WINDOW} min; *: one run of {args.clients} x {STRESS_CALLS_PER_CLIENT} calls "
+              f"at {STRESS_MAX}/1 min")
         print("vs (c): each rate_limit row against the naive design doing the same thing "
-              "((d)/(c), (e)/(c'), (d*)/(c*))\n")
-        header = f"{'variant':<30} {'keys':>6} {'calls/s':>9} {'calls':>7} {'vs (b)':>7} {'vs (c)':>7}"
+              "((d)/(c), (e)/(c'), (d*)/(c*))")
+        print("us/call: CPU per call, server and pgbench (steadier than calls/s on a busy machine); "
+              "cpu vs (b): (b)'s us/call over the row's\n")
+        header = (f"{'variant':<30} {'keys':>6} {'calls/s':>9} {'range':>12} {'vs (b)':>7} {'vs (c)':>7} "
+                  f"{'us/call':>8} {'cpu vs (b)':>10}")
         print(header)
         print("-" * len(header))
         for hot in (False, True):
-            got: dict[str, float] = {}
+            base = {v.name[:4]: median[v.name + str(hot)] for v in variants(hot)}
             for v in variants(hot):
-                tps, n = bench.run(v, hot)
-                got[v.name[:4]] = tps
+                tps = median[v.name + str(hot)]
                 naive_peer = {"(d) ": "(c) ", "(e) ": "(c')", "(d*)": "(c*)"}.get(v.name[:4])
-                print(f"{v.name:<30} {'1' if hot else USERS:>6} {tps:9.0f} {n:7d} "
-                      f"{ratio(tps, got.get('(b) ')):>7} "
-                      f"{ratio(tps, got.get(naive_peer)) if naive_peer else '      -':>7}", flush=True)
+                k = v.name + str(hot)
+                print(f"{v.name:<30} {'1' if hot else USERS:>6} {tps:9.0f} {spread(runs[k]):>12} "
+                      f"{ratio(tps, base['(b) ']) if v.name[:4] not in ('(a) ', '(b) ') else '      -':>7} "
+                      f"{ratio(tps, base[naive_peer]) if naive_peer else '      -':>7} {cpu[k]:8.0f} "
+                      f"{ratio(cpu[b_key(hot)], cpu[k]) if v.name[:4] not in ('(a) ', '(b) ') else '      -':>10}")
 
         print(f"\nAudited table writes: single-row INSERTs as an authenticated user through RLS, "
-              f"{USERS} users, {args.seconds} s per run")
+              f"{USERS} users; median of {args.rounds} interleaved runs of {args.seconds} s")
         print("guarded: public.contacts, whose statement trigger validates the session and applies "
               "contact_operation (60/1 min)\n")
-        header = f"{'variant':<30} {'keys':>6} {'inserts/s':>9} {'rows':>7} {'vs copy':>7}"
+        header = (f"{'variant':<30} {'keys':>6} {'inserts/s':>9} {'range':>12} {'vs copy':>7} "
+                  f"{'us/call':>8} {'cpu vs copy':>11}")
         print(header)
         print("-" * len(header))
-        results = [(v, *bench.run(v, hot=False)) for v in WRITE_VARIANTS]
-        plain = results[1][1]
-        for v, tps, n in results:
-            print(f"{v.name:<30} {USERS:>6} {tps:9.0f} {n:7d} {ratio(tps, plain):>7}")
+        plain = median[WRITE_VARIANTS[1].name + "False"]
+        for v in WRITE_VARIANTS:
+            tps = median[v.name + "False"]
+            k = v.name + "False"
+            print(f"{v.name:<30} {USERS:>6} {tps:9.0f} {spread(runs[k]):>12} {ratio(tps, plain):>7} "
+                  f"{cpu[k]:8.0f} {ratio(cpu[WRITE_VARIANTS[1].name + 'False'], cpu[k]):>11}")
         print(f"\ntotal {time.monotonic() - started:.0f} s")
         bench.conn.close()
     finally:
