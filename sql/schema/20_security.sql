@@ -1,5 +1,5 @@
 -- Rate-limit state: one row per (caller, operation) holding the admitted attempts still
--- inside the window, so an exact sliding window costs one row lock per call.
+-- inside the window, so an exact sliding window costs one row lock per admitted call.
 -- UNLOGGED: it is hot, and losing it in a crash only forgets recent attempts.
 -- fillfactor leaves room for HOT updates (no indexed column changes).
 create unlogged table smsao.rate_limit_windows (
