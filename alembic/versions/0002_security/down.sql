@@ -16,5 +16,6 @@ drop function if exists public.enhanced_security_rate_limit(text, integer, integ
 drop function if exists smsao.rate_limit_key();
 drop function if exists smsao.refuse(text, jsonb, text, text, text);
 drop function if exists smsao.audit_call(text, jsonb, text, timestamptz);
+drop function if exists smsao.request_uid();
 drop table if exists smsao.operation_limits;
 drop table if exists smsao.rate_limit_windows;
