@@ -76,17 +76,23 @@ begin
   ) then
     ok := false;
   else
-    insert into smsao.rate_limit_windows as w (caller_key, operation_type, hits, window_ends)
-    values (key, op, array[started], started + win)
+    insert into smsao.rate_limit_windows as w
+      (caller_key, operation_type, hits, window_ends, retain_window)
+    values (key, op, array[started], started + win, win)
     on conflict on constraint rate_limit_windows_pkey do update
       set (hits, admitted) = (
-            select case when pg_catalog.count(*) < max_attempts
-                        then coalesce(pg_catalog.array_agg(h), '{}') || started
-                        else coalesce(pg_catalog.array_agg(h), '{}') end,
-                   pg_catalog.count(*) < max_attempts
-            from pg_catalog.unnest(w.hits) as h
-            where h > started - win),
-          window_ends = greatest(w.window_ends, started + win)
+            -- keep the newest 10,000 hits (one fewer when this call takes a place)
+            select case when r.in_window < max_attempts
+                        then r.sorted[greatest(r.n - 10000 + 2, 1):] || started
+                        else r.sorted[greatest(r.n - 10000 + 1, 1):] end,
+                   r.in_window < max_attempts
+            from (select pg_catalog.count(*) filter (where h > started - win) as in_window,
+                         pg_catalog.count(*)::integer as n,
+                         coalesce(pg_catalog.array_agg(h order by h), '{}') as sorted
+                  from pg_catalog.unnest(w.hits) as h
+                  where h > started - greatest(w.retain_window, win)) r),
+          window_ends = greatest(w.window_ends, started + greatest(w.retain_window, win)),
+          retain_window = greatest(w.retain_window, win)
     returning w.admitted into ok;
   end if;
 

@@ -9,6 +9,11 @@ create unlogged table smsao.rate_limit_windows (
   admitted       boolean not null default true,
   -- Past this instant every hit has left its window: the row can be pruned.
   window_ends    timestamptz not null,
+  -- The longest window any call on this key used: hits are kept that long, so calls with
+  -- different windows on one key stay exact. At most the newest 10,000 (the largest
+  -- max_attempts) are kept: no decision needs more. With one window per operation, as
+  -- smsao.operation_limits has, the array never holds more than that limit.
+  retain_window  interval not null,
   primary key (caller_key, operation_type)
 ) with (fillfactor = 70);
 -- Past ~250 hits (a limit above the contract's 60) the array is TOASTed and rewritten on

@@ -12,6 +12,11 @@ create unlogged table smsao.rate_limit_windows (
   admitted       boolean not null default true,
   -- Past this instant every hit has left its window: the row can be pruned.
   window_ends    timestamptz not null,
+  -- The longest window any call on this key used: hits are kept that long, so calls with
+  -- different windows on one key stay exact. At most the newest 10,000 (the largest
+  -- max_attempts) are kept: no decision needs more. With one window per operation, as
+  -- smsao.operation_limits has, the array never holds more than that limit.
+  retain_window  interval not null,
   primary key (caller_key, operation_type)
 ) with (fillfactor = 70);
 -- Past ~250 hits (a limit above the contract's 60) the array is TOASTed and rewritten on
@@ -176,17 +181,23 @@ begin
   ) then
     ok := false;
   else
-    insert into smsao.rate_limit_windows as w (caller_key, operation_type, hits, window_ends)
-    values (key, op, array[started], started + win)
+    insert into smsao.rate_limit_windows as w
+      (caller_key, operation_type, hits, window_ends, retain_window)
+    values (key, op, array[started], started + win, win)
     on conflict on constraint rate_limit_windows_pkey do update
       set (hits, admitted) = (
-            select case when pg_catalog.count(*) < max_attempts
-                        then coalesce(pg_catalog.array_agg(h), '{}') || started
-                        else coalesce(pg_catalog.array_agg(h), '{}') end,
-                   pg_catalog.count(*) < max_attempts
-            from pg_catalog.unnest(w.hits) as h
-            where h > started - win),
-          window_ends = greatest(w.window_ends, started + win)
+            -- keep the newest 10,000 hits (one fewer when this call takes a place)
+            select case when r.in_window < max_attempts
+                        then r.sorted[greatest(r.n - 10000 + 2, 1):] || started
+                        else r.sorted[greatest(r.n - 10000 + 1, 1):] end,
+                   r.in_window < max_attempts
+            from (select pg_catalog.count(*) filter (where h > started - win) as in_window,
+                         pg_catalog.count(*)::integer as n,
+                         coalesce(pg_catalog.array_agg(h order by h), '{}') as sorted
+                  from pg_catalog.unnest(w.hits) as h
+                  where h > started - greatest(w.retain_window, win)) r),
+          window_ends = greatest(w.window_ends, started + greatest(w.retain_window, win)),
+          retain_window = greatest(w.retain_window, win)
     returning w.admitted into ok;
   end if;
 
