@@ -35,8 +35,9 @@ def add_otps(conn: psycopg.Connection, first: int, last: int, total: int, expire
       cross join lateral (select case
           -- eligible: spread over the 30 days before the 2-hour cutoff
           when g <= %(expired)s then now() - interval '2 hours 1 minute' - interval '30 days' * (1 - g::float8 / %(expired)s)
-          -- the rest: from 2 hours ago to 10 minutes ahead, in order
-          else now() - interval '2 hours' + interval '130 minutes' * ((g - %(expired)s)::float8 / (%(total)s - %(expired)s))
+          -- the rest: from 1 h 50 min ago to 10 minutes ahead, in order (a gap, so that no
+          -- row crosses the 2-hour line while the benchmark runs)
+          else now() - interval '110 minutes' + interval '120 minutes' * ((g - %(expired)s)::float8 / (%(total)s - %(expired)s))
         end as at) e""", {"users": USERS, "first": first, "last": last, "total": total, "expired": expired})
 
 
