@@ -49,6 +49,7 @@ create function smsao.cleanup_batch(category text, cutoff timestamptz, resume_at
 as $$
 declare
   upper timestamptz;
+  last_included timestamptz;
 begin
   if batch_size is null or batch_size < 1 then
     raise exception 'batch_size must be a positive integer' using errcode = '22023';
@@ -56,54 +57,58 @@ begin
   if cutoff is null or resume_at is null then
     raise exception 'cutoff and resume_at must not be null' using errcode = '22023';
   end if;
+  -- Where this batch ends: the key of the first row after it (index-only scan).
   case category
   when 'otp_codes' then
     select o.expires_at into upper from public.otp_codes o
     where o.expires_at >= resume_at and o.expires_at < cutoff
     order by o.expires_at offset batch_size limit 1;
-    upper := coalesce(upper, cutoff);
-    delete from public.otp_codes o
-    where o.expires_at >= resume_at and o.expires_at < cutoff
-      and (o.expires_at < upper or o.expires_at = resume_at);
   when 'contact_import_jobs' then
     select j.completed_at into upper from public.contact_import_jobs j
     where j.status in ('completed', 'failed') and j.completed_at >= resume_at and j.completed_at < cutoff
     order by j.completed_at offset batch_size limit 1;
-    upper := coalesce(upper, cutoff);
-    delete from public.contact_import_jobs j
-    where j.status in ('completed', 'failed') and j.completed_at >= resume_at and j.completed_at < cutoff
-      and (j.completed_at < upper or j.completed_at = resume_at);
   when 'admin_audit_logs' then
     select a.created_at into upper from public.admin_audit_logs a
     where a.created_at >= resume_at and a.created_at < cutoff
     order by a.created_at offset batch_size limit 1;
-    upper := coalesce(upper, cutoff);
-    delete from public.admin_audit_logs a
-    where a.created_at >= resume_at and a.created_at < cutoff
-      and (a.created_at < upper or a.created_at = resume_at);
   when 'pii_access_audit' then
     select a.created_at into upper from public.pii_access_audit a
     where a.created_at >= resume_at and a.created_at < cutoff
     order by a.created_at offset batch_size limit 1;
-    upper := coalesce(upper, cutoff);
-    delete from public.pii_access_audit a
-    where a.created_at >= resume_at and a.created_at < cutoff
-      and (a.created_at < upper or a.created_at = resume_at);
   when 'function_call_audit' then
     select a.created_at into upper from public.function_call_audit a
     where a.created_at >= resume_at and a.created_at < cutoff
     order by a.created_at offset batch_size limit 1;
-    upper := coalesce(upper, cutoff);
-    delete from public.function_call_audit a
-    where a.created_at >= resume_at and a.created_at < cutoff
-      and (a.created_at < upper or a.created_at = resume_at);
   else
     raise exception 'category must be one of the retention categories, got %', category
       using errcode = '22023';
   end case;
+  finished := upper is null;
+  upper := coalesce(upper, cutoff);
+  -- Timestamps step by one microsecond, so "< upper" is "<= upper - 1 us": a bound the
+  -- index uses even in a cached generic plan. upper = resume_at means more than a batch
+  -- of rows share that key: the batch is exactly those rows.
+  last_included := case when upper = resume_at then resume_at else upper - interval '1 microsecond' end;
+  case category
+  when 'otp_codes' then
+    delete from public.otp_codes o
+    where o.expires_at >= resume_at and o.expires_at <= last_included and o.expires_at < cutoff;
+  when 'contact_import_jobs' then
+    delete from public.contact_import_jobs j
+    where j.status in ('completed', 'failed')
+      and j.completed_at >= resume_at and j.completed_at <= last_included and j.completed_at < cutoff;
+  when 'admin_audit_logs' then
+    delete from public.admin_audit_logs a
+    where a.created_at >= resume_at and a.created_at <= last_included and a.created_at < cutoff;
+  when 'pii_access_audit' then
+    delete from public.pii_access_audit a
+    where a.created_at >= resume_at and a.created_at <= last_included and a.created_at < cutoff;
+  when 'function_call_audit' then
+    delete from public.function_call_audit a
+    where a.created_at >= resume_at and a.created_at <= last_included and a.created_at < cutoff;
+  end case;
   get diagnostics deleted = row_count;
-  finished := upper = cutoff;
-  -- Past a run of equal keys the next batch starts at the same key: those rows are gone.
+  -- After a run of equal keys the next batch starts at that same key: its rows are gone.
   next_key := upper;
 end
 $$;

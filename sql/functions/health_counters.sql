@@ -45,7 +45,6 @@ as $$
   select pg_catalog.date_bin('1 hour', ts, '2000-01-01 00:00:00+00'::timestamptz)
 $$;
 revoke all on function smsao.hour_bucket(timestamptz) from public;
-grant execute on function smsao.hour_bucket(timestamptz) to authenticated, service_role;
 
 -- Orphan accounting. A row of sms_logs / otp_codes is orphaned when its user_id has no
 -- profile; smsao.missing_owners holds exactly those user ids that rows refer to. Four
@@ -222,12 +221,14 @@ create function smsao.count_sms_logs_insert() returns trigger
   set search_path = ''
 as $$
 declare
-  oldest timestamptz := smsao.hour_bucket(pg_catalog.now() - interval '48 hours');
+  -- smsao.hour_bucket(), inlined: this runs for every SMS written.
+  bucket_origin constant timestamptz := '2000-01-01 00:00:00+00'::timestamptz;
+  oldest timestamptz := pg_catalog.date_bin('1 hour', pg_catalog.now() - interval '48 hours', bucket_origin);
   r record;
   ids uuid[];
   counts bigint[];
 begin
-  for r in select smsao.hour_bucket(n.created_at) as bucket, count(*) as total,
+  for r in select pg_catalog.date_bin('1 hour', n.created_at, bucket_origin) as bucket, count(*) as total,
                   count(*) filter (where n.status = 'failed') as failed
            from new_rows n where n.created_at >= oldest group by 1 loop
     perform smsao.bump_counter('sms', r.bucket, r.total);
@@ -246,11 +247,13 @@ create function smsao.count_sms_logs_delete() returns trigger
   set search_path = ''
 as $$
 declare
-  oldest timestamptz := smsao.hour_bucket(pg_catalog.now() - interval '48 hours');
+  -- smsao.hour_bucket(), inlined: this runs for every SMS written.
+  bucket_origin constant timestamptz := '2000-01-01 00:00:00+00'::timestamptz;
+  oldest timestamptz := pg_catalog.date_bin('1 hour', pg_catalog.now() - interval '48 hours', bucket_origin);
   r record;
   orphans bigint := 0;
 begin
-  for r in select smsao.hour_bucket(o.created_at) as bucket, count(*) as total,
+  for r in select pg_catalog.date_bin('1 hour', o.created_at, bucket_origin) as bucket, count(*) as total,
                   count(*) filter (where o.status = 'failed') as failed
            from old_rows o where o.created_at >= oldest group by 1 loop
     perform smsao.bump_counter('sms', r.bucket, -r.total);
@@ -273,18 +276,20 @@ create function smsao.count_sms_logs_update() returns trigger
   set search_path = ''
 as $$
 declare
-  oldest timestamptz := smsao.hour_bucket(pg_catalog.now() - interval '48 hours');
+  -- smsao.hour_bucket(), inlined: this runs for every SMS written.
+  bucket_origin constant timestamptz := '2000-01-01 00:00:00+00'::timestamptz;
+  oldest timestamptz := pg_catalog.date_bin('1 hour', pg_catalog.now() - interval '48 hours', bucket_origin);
   r record;
   ids uuid[];
   counts bigint[];
   orphans bigint := 0;
 begin
   for r in select d.bucket, sum(d.total) as total, sum(d.failed) as failed
-           from (select smsao.hour_bucket(n.created_at) as bucket, 1 as total,
+           from (select pg_catalog.date_bin('1 hour', n.created_at, bucket_origin) as bucket, 1 as total,
                         (n.status = 'failed')::int as failed
                  from new_rows n where n.created_at >= oldest
                  union all
-                 select smsao.hour_bucket(o.created_at), -1, -((o.status = 'failed')::int)
+                 select pg_catalog.date_bin('1 hour', o.created_at, bucket_origin), -1, -((o.status = 'failed')::int)
                  from old_rows o where o.created_at >= oldest) d
            group by d.bucket loop
     perform smsao.bump_counter('sms', r.bucket, r.total);
