@@ -187,28 +187,30 @@ def status(url: str) -> list[JobStatus]:
     return result
 
 
-def render_jobs(setup_jobs: list[JobStatus], console: Console, with_runs: bool) -> None:
+def render_jobs(jobs: list[JobStatus], console: Console, with_runs: bool) -> None:
+    """`list`: where and when each job runs; `status`: its state, last run and failures."""
     table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
     table.add_column("job", no_wrap=True)
-    table.add_column("schedule", no_wrap=True)
-    table.add_column("database")
-    table.add_column("state")
     if with_runs:
+        table.add_column("state", no_wrap=True)
         table.add_column("last run (UTC)", no_wrap=True)
         table.add_column("result")
-        table.add_column("24 h failed/runs", justify="right")
-    for st in setup_jobs:
+        table.add_column("fail/run 24h", justify="right", no_wrap=True)
+    else:
+        table.add_column("schedule", no_wrap=True)
+        table.add_column("database", no_wrap=True)
+        table.add_column("state", no_wrap=True)
+    for st in jobs:
         problem = st.problem
         state = f"[red]{problem}[/]" if problem else "[green]scheduled[/]"
-        row = [st.job.jobname, st.job.schedule, st.scheduled_in or st.job.database, state]
-        if with_runs:
-            if st.last_status is None:
-                row += ["-", "[dim]no run yet[/]", "0/0"]
-            else:
-                colour = "green" if st.last_status == "succeeded" else ("red" if st.last_status == "failed" else "yellow")
-                message = (st.last_message or "").strip().splitlines()
-                detail = f": {message[0][:60]}" if st.last_status == "failed" and message else ""
-                row += [f"{st.last_start.astimezone(timezone.utc):%Y-%m-%d %H:%M}", f"[{colour}]{st.last_status}[/]{detail}",
-                        f"{st.failures_24h}/{st.runs_24h}"]
-        table.add_row(*row)
+        if not with_runs:
+            table.add_row(st.job.jobname, st.job.schedule, st.scheduled_in or st.job.database, state)
+        elif st.last_status is None:
+            table.add_row(st.job.jobname, state, "-", "[dim]no run yet[/]", "0/0")
+        else:
+            colour = {"succeeded": "green", "failed": "red"}.get(st.last_status, "yellow")
+            message = (st.last_message or "").strip().splitlines()
+            detail = f": {message[0][:60]}" if st.last_status == "failed" and message else ""
+            table.add_row(st.job.jobname, state, f"{st.last_start.astimezone(timezone.utc):%Y-%m-%d %H:%M}",
+                          f"[{colour}]{st.last_status}[/]{detail}", f"{st.failures_24h}/{st.runs_24h}")
     console.print(table)

@@ -21,8 +21,8 @@ def run_procedure(db, batch_size=5000):
 
 def add_otp_expired(db, ago, n=1, user_id=None, tag="x"):
     db.sql("insert into public.otp_codes (user_id, phone, code_hash, expires_at, created_at) "
-           "select %s, '+244900000001', %s, now() - %s::interval, now() - %s::interval - interval '10 minutes' "
-           "from generate_series(1, %s)", [user_id, tag, ago, ago, n])
+           "select %s, '+244900000001', %s, now() - %s::interval - g * interval '1 ms', "
+           "now() - %s::interval - interval '10 minutes' from generate_series(1, %s) g", [user_id, tag, ago, ago, n])
 
 
 def add_audit(db, table, ago, tag):

@@ -218,7 +218,7 @@ def test_plpgsql_check_reports_nothing_on_the_monitoring_functions(db):
       cross join lateral plpgsql_check_function_tb(p.oid, coalesce(t.tgrelid, 0),
                                                    oldtable => t.tgoldtable, newtable => t.tgnewtable) c
       where n.nspname in ('smsao', 'public') and p.prolang = (select oid from pg_language where lanname = 'plpgsql')
-        and p.proname ~ '(health|counter|count_|cleanup|retention|housekeeping|maintenance|record_|ownerless|operator)'
+        and p.proname ~ '(health|counter|count_|cleanup|retention|housekeeping|maintenance|record_|orphans|owner|operator)'
     """)
     assert problems == []
 

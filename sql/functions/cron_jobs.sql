@@ -20,4 +20,3 @@ as $$
      'delete from cron.job_run_details where end_time < now() - interval ''7 days''', 'cron')
 $$;
 revoke all on function smsao.cron_jobs() from public;
-grant execute on function smsao.cron_jobs() to service_role;

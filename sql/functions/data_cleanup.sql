@@ -4,9 +4,8 @@
 --                        created_at more than 2 years ago
 --   contact_import_jobs  status completed or failed, completed_at more than 30 days ago
 --
--- Rows go in batches of a few thousand, each found through the index on the rule's
--- column and deleted by ctid, so no statement runs long or locks much. Two entry points
--- share the same steps:
+-- Rows go in batches of a few thousand, each one index range of the rule's column, so no
+-- statement runs long or locks much. Two entry points share the same steps:
 --   public.production_data_cleanup()  the contract's function: one transaction (a function
 --                                     cannot commit), batches bound each statement;
 --   call smsao.run_data_cleanup()     the procedure pg_cron and `smsao-db cleanup` use:
@@ -34,20 +33,23 @@ as $$
 $$;
 revoke all on function smsao.retention_cutoffs(timestamptz) from public;
 
--- One batch of one category: up to batch_size rows whose key (the rule's column) is
--- >= resume_at and before the cutoff, oldest first. Keyset pagination: the next batch
--- starts at last_key, so no batch wades through the index entries of rows an earlier
--- batch already deleted. The DELETE repeats the rule, so a row changed since it was
--- picked is left alone. scanned < batch_size means the category is done.
+-- One batch of one category: the rows whose key (the rule's column) is in
+-- [resume_at, upper), where upper is the key of the (batch_size + 1)-th eligible row from
+-- resume_at, found by an index-only scan; or all remaining rows up to the cutoff, and then
+-- `finished`. The DELETE is one index range scan: each row is visited once, and the
+-- next batch starts at upper, so no batch wades through rows an earlier one deleted.
+-- When more than batch_size rows share the key resume_at, the batch is exactly those.
+-- The DELETE repeats the rule, so a row changed meanwhile is judged by its new values.
 create function smsao.cleanup_batch(category text, cutoff timestamptz, resume_at timestamptz,
                                     batch_size integer,
-                                    out deleted integer, out scanned integer, out last_key timestamptz)
+                                    out deleted integer, out next_key timestamptz, out finished boolean)
   language plpgsql security definer
   set search_path = ''
   set smsao.audit_retention = 'on'
 as $$
 declare
-  tids tid[];
+  upper timestamptz;
+  last_included timestamptz;
 begin
   if batch_size is null or batch_size < 1 then
     raise exception 'batch_size must be a positive integer' using errcode = '22023';
@@ -55,44 +57,59 @@ begin
   if cutoff is null or resume_at is null then
     raise exception 'cutoff and resume_at must not be null' using errcode = '22023';
   end if;
+  -- Where this batch ends: the key of the first row after it (index-only scan).
   case category
   when 'otp_codes' then
-    select pg_catalog.array_agg(b.ctid), max(b.k), count(*) into tids, last_key, scanned
-    from (select o.ctid, o.expires_at as k from public.otp_codes o
-          where o.expires_at >= resume_at and o.expires_at < cutoff
-          order by o.expires_at limit batch_size) b;
-    delete from public.otp_codes o where o.ctid = any (tids) and o.expires_at < cutoff;
+    select o.expires_at into upper from public.otp_codes o
+    where o.expires_at >= resume_at and o.expires_at < cutoff
+    order by o.expires_at offset batch_size limit 1;
   when 'contact_import_jobs' then
-    select pg_catalog.array_agg(b.ctid), max(b.k), count(*) into tids, last_key, scanned
-    from (select j.ctid, j.completed_at as k from public.contact_import_jobs j
-          where j.status in ('completed', 'failed')
-            and j.completed_at >= resume_at and j.completed_at < cutoff
-          order by j.completed_at limit batch_size) b;
-    delete from public.contact_import_jobs j
-    where j.ctid = any (tids) and j.status in ('completed', 'failed') and j.completed_at < cutoff;
+    select j.completed_at into upper from public.contact_import_jobs j
+    where j.status in ('completed', 'failed') and j.completed_at >= resume_at and j.completed_at < cutoff
+    order by j.completed_at offset batch_size limit 1;
   when 'admin_audit_logs' then
-    select pg_catalog.array_agg(b.ctid), max(b.k), count(*) into tids, last_key, scanned
-    from (select a.ctid, a.created_at as k from public.admin_audit_logs a
-          where a.created_at >= resume_at and a.created_at < cutoff
-          order by a.created_at limit batch_size) b;
-    delete from public.admin_audit_logs a where a.ctid = any (tids) and a.created_at < cutoff;
+    select a.created_at into upper from public.admin_audit_logs a
+    where a.created_at >= resume_at and a.created_at < cutoff
+    order by a.created_at offset batch_size limit 1;
   when 'pii_access_audit' then
-    select pg_catalog.array_agg(b.ctid), max(b.k), count(*) into tids, last_key, scanned
-    from (select a.ctid, a.created_at as k from public.pii_access_audit a
-          where a.created_at >= resume_at and a.created_at < cutoff
-          order by a.created_at limit batch_size) b;
-    delete from public.pii_access_audit a where a.ctid = any (tids) and a.created_at < cutoff;
+    select a.created_at into upper from public.pii_access_audit a
+    where a.created_at >= resume_at and a.created_at < cutoff
+    order by a.created_at offset batch_size limit 1;
   when 'function_call_audit' then
-    select pg_catalog.array_agg(b.ctid), max(b.k), count(*) into tids, last_key, scanned
-    from (select a.ctid, a.created_at as k from public.function_call_audit a
-          where a.created_at >= resume_at and a.created_at < cutoff
-          order by a.created_at limit batch_size) b;
-    delete from public.function_call_audit a where a.ctid = any (tids) and a.created_at < cutoff;
+    select a.created_at into upper from public.function_call_audit a
+    where a.created_at >= resume_at and a.created_at < cutoff
+    order by a.created_at offset batch_size limit 1;
   else
     raise exception 'category must be one of the retention categories, got %', category
       using errcode = '22023';
   end case;
+  finished := upper is null;
+  upper := coalesce(upper, cutoff);
+  -- Timestamps step by one microsecond, so "< upper" is "<= upper - 1 us": a bound the
+  -- index uses even in a cached generic plan. upper = resume_at means more than a batch
+  -- of rows share that key: the batch is exactly those rows.
+  last_included := case when upper = resume_at then resume_at else upper - interval '1 microsecond' end;
+  case category
+  when 'otp_codes' then
+    delete from public.otp_codes o
+    where o.expires_at >= resume_at and o.expires_at <= last_included and o.expires_at < cutoff;
+  when 'contact_import_jobs' then
+    delete from public.contact_import_jobs j
+    where j.status in ('completed', 'failed')
+      and j.completed_at >= resume_at and j.completed_at <= last_included and j.completed_at < cutoff;
+  when 'admin_audit_logs' then
+    delete from public.admin_audit_logs a
+    where a.created_at >= resume_at and a.created_at <= last_included and a.created_at < cutoff;
+  when 'pii_access_audit' then
+    delete from public.pii_access_audit a
+    where a.created_at >= resume_at and a.created_at <= last_included and a.created_at < cutoff;
+  when 'function_call_audit' then
+    delete from public.function_call_audit a
+    where a.created_at >= resume_at and a.created_at <= last_included and a.created_at < cutoff;
+  end case;
   get diagnostics deleted = row_count;
+  -- After a run of equal keys the next batch starts at that same key: its rows are gone.
+  next_key := upper;
 end
 $$;
 revoke all on function smsao.cleanup_batch(text, timestamptz, timestamptz, integer) from public;
@@ -148,13 +165,11 @@ begin
   progress := progress || pg_catalog.jsonb_build_object(
                 'total', (progress ->> 'total')::bigint + b.deleted,
                 'batches', (progress ->> 'batches')::bigint + 1);
-  if b.scanned < batch_size or b.deleted = 0 then
-    -- Category done (a batch that could delete nothing stops it too: the next run
-    -- retries whatever a concurrent writer was changing).
+  if b.finished then
     idx := idx + 1;
     resume := '-infinity';
   else
-    resume := b.last_key;
+    resume := b.next_key;
   end if;
   progress := progress || pg_catalog.jsonb_build_object('position',
                 pg_catalog.jsonb_build_object('index', idx, 'resume_at', resume));
@@ -164,7 +179,8 @@ end
 $$;
 revoke all on function smsao.data_cleanup_step(jsonb, integer) from public;
 
--- The committing path: pg_cron's daily job and `smsao-db cleanup` call this.
+-- The committing path: pg_cron's daily job and `smsao-db cleanup` call this. Each batch
+-- is its own transaction, committed asynchronously (see the loop).
 -- PostgreSQL lets a procedure COMMIT only when it is neither SECURITY DEFINER nor has a
 -- SET clause, so this one cannot pin search_path. Its body therefore evaluates no
 -- expression of its own (no operator or unqualified name a search_path could redirect):
@@ -179,6 +195,10 @@ declare
   finished boolean;
 begin
   loop
+    -- A lost batch (crash before its WAL reached disk) only means those rows are
+    -- deleted again by the next run, so each batch commits without waiting for the
+    -- disk: the flushes would otherwise dominate and slow the app's own commits.
+    perform pg_catalog.set_config('synchronous_commit', 'off', true);
     select s.next_progress, s.done into progress, finished
     from smsao.data_cleanup_step(progress, batch_size) s;
     commit;

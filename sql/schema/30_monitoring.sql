@@ -48,6 +48,17 @@ create index health_counters_metric_idx on smsao.health_counters (metric, bucket
 comment on table smsao.health_counters is
   'Health metrics as sharded deltas: value of a metric = sum(value) of its rows (per bucket).';
 
+-- The user ids that rows of sms_logs / otp_codes refer to but that have no profile (the
+-- owners of orphaned rows). Kept in step by the same triggers, so that deleting rows (the
+-- retention cleanup deletes millions) asks this small table whether a row was orphaned
+-- instead of probing profiles once per owner. An id stays after its last row is gone:
+-- the table grows only with deleted accounts that had rows.
+create table smsao.missing_owners (
+  user_id uuid primary key
+);
+comment on table smsao.missing_owners is
+  'User ids referenced by sms_logs/otp_codes rows that have no profile (kept by triggers).';
+
 -- failed_sms_24h reads the failures of the window's first, partial hour from here;
 -- the index holds only failed messages, so its size follows what it counts.
 create index sms_logs_failed_created_idx on public.sms_logs (created_at) where status = 'failed';

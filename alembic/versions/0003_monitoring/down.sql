@@ -44,11 +44,12 @@ drop function if exists smsao.count_credit_requests_update();
 drop function if exists smsao.count_credit_requests_delete();
 drop function if exists smsao.count_profiles_insert();
 drop function if exists smsao.count_profiles_delete();
-drop function if exists smsao.ownerless_rows(uuid[], bigint[], boolean);
+drop function if exists smsao.entering_orphans(uuid[], bigint[]);
 drop function if exists smsao.hour_bucket(timestamptz);
 drop function if exists smsao.bump_counter(text, timestamptz, bigint);
 
 drop index if exists public.otp_codes_user_idx;
 drop index if exists public.sms_logs_failed_created_idx;
+drop table if exists smsao.missing_owners;
 drop table if exists smsao.health_counters;
 drop table if exists smsao.health_thresholds;
