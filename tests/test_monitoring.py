@@ -148,15 +148,19 @@ def test_housekeeping_prunes_history_older_than_30_days(db):
            "(now() - interval '90 days', 'warning', 'old alerts stay')")
     result = db.one("select smsao.prune_housekeeping()")
     assert (result["system_health_snapshots"], result["performance_samples"]) == (1, 1)
-    assert result["rate_limit_state"] is None          # no rate-limit hook in this revision
+    assert result["rate_limit_state"] == 0
     assert db.one("select count(*) from public.system_health_snapshots") == 1
     assert db.one("select count(*) from public.performance_samples") == 2
     assert db.one("select count(*) from public.system_alerts") == 1
 
 
-def test_housekeeping_calls_the_rate_limit_hook(db):
-    db.sql("create function smsao.prune_rate_limit_state() returns integer language sql as 'select 7'")
-    assert db.one("select smsao.prune_housekeeping()")["rate_limit_state"] == 7
+def test_housekeeping_prunes_rate_limit_state_past_its_window(db):
+    for uid in (db.create_user(), db.create_user()):
+        db.as_(Caller.user(uid), "select public.enhanced_security_rate_limit('op', 5, 10)")
+    db.sql("update smsao.rate_limit_windows set window_ends = now() - interval '1 second' "
+           "where caller_key = (select min(caller_key) from smsao.rate_limit_windows)")
+    assert db.one("select smsao.prune_housekeeping()")["rate_limit_state"] == 1
+    assert db.one("select count(*) from smsao.rate_limit_windows") == 1
 
 
 def test_daily_maintenance_runs_retention_then_housekeeping(db):

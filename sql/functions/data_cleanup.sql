@@ -243,7 +243,7 @@ declare
   counts jsonb := '{}'::jsonb;
   cutoffs jsonb := '{}'::jsonb;
   rules jsonb := '{}'::jsonb;
-  total bigint := 0;
+  total bigint := 0::bigint;
 begin
   perform smsao.require_operator('production_data_cleanup_report');
   for c in select * from smsao.retention_cutoffs(pg_catalog.now()) loop

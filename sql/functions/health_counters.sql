@@ -74,7 +74,7 @@ declare
   missing uuid[];
 begin
   if coalesce(cardinality(owner_ids), 0) = 0 then
-    return 0;
+    return 0::bigint;
   end if;
   -- Which owners exist is what this statement locked: the lock and the look are one,
   -- so a profile committed or deleted in between cannot slip past both.
@@ -83,7 +83,7 @@ begin
                    select k.user_id from (select p.user_id from public.profiles p
                                           where p.user_id = any (owner_ids) for key share) k);
   if cardinality(missing) = 0 then
-    return 0;
+    return 0::bigint;
   end if;
   perform pg_catalog.pg_advisory_xact_lock(7411221, s.bucket)
   from (select distinct (pg_catalog.hashtext(u::text) & 1023) as bucket
@@ -94,7 +94,7 @@ begin
                    select k.user_id from (select p.user_id from public.profiles p
                                           where p.user_id = any (missing) for key share) k);
   if cardinality(missing) = 0 then
-    return 0;
+    return 0::bigint;
   end if;
   insert into smsao.missing_owners (user_id) select u from unnest(missing) u on conflict do nothing;
   return (select coalesce(sum(t.n), 0)::bigint
@@ -116,8 +116,8 @@ as $$
 declare
   users bigint;
   adopted uuid[];
-  sms_rows bigint := 0;
-  otp_rows bigint := 0;
+  sms_rows bigint := 0::bigint;
+  otp_rows bigint := 0::bigint;
 begin
   select count(*) into users from new_rows;
   -- Wait for in-flight writers of ownerless rows of these ids (they hold the bucket
@@ -251,7 +251,7 @@ declare
   bucket_origin constant timestamptz := '2000-01-01 00:00:00+00'::timestamptz;
   oldest timestamptz := pg_catalog.date_bin('1 hour', pg_catalog.now() - interval '48 hours', bucket_origin);
   r record;
-  orphans bigint := 0;
+  orphans bigint := 0::bigint;
 begin
   for r in select pg_catalog.date_bin('1 hour', o.created_at, bucket_origin) as bucket, count(*) as total,
                   count(*) filter (where o.status = 'failed') as failed
@@ -282,7 +282,7 @@ declare
   r record;
   ids uuid[];
   counts bigint[];
-  orphans bigint := 0;
+  orphans bigint := 0::bigint;
 begin
   for r in select d.bucket, sum(d.total) as total, sum(d.failed) as failed
            from (select pg_catalog.date_bin('1 hour', n.created_at, bucket_origin) as bucket, 1 as total,
@@ -334,7 +334,7 @@ create function smsao.count_otp_codes_delete() returns trigger
   set search_path = ''
 as $$
 declare
-  orphans bigint := 0;
+  orphans bigint := 0::bigint;
 begin
   if exists (select from smsao.missing_owners) then
     select count(*) into orphans from old_rows o join smsao.missing_owners m on m.user_id = o.user_id;
@@ -352,7 +352,7 @@ as $$
 declare
   ids uuid[];
   counts bigint[];
-  orphans bigint := 0;
+  orphans bigint := 0::bigint;
 begin
   if exists (select from old_rows o join new_rows n on n.id = o.id
              where n.user_id is distinct from o.user_id) then

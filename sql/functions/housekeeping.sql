@@ -1,9 +1,6 @@
 -- Housekeeping, separate from the retention rules: monitoring history older than 30 days,
--- counter rows no reader needs, and (when revision 0002_security provides it) rate-limit
--- state past its window. Run by the daily job (smsao.run_daily_maintenance).
---
--- Hook for other revisions: a function `smsao.prune_rate_limit_state() returns integer`
--- (rows removed), when it exists, is called here; nothing here depends on its tables.
+-- counter rows no reader needs, and rate-limit state past its window.
+-- Run by the daily job (smsao.run_daily_maintenance).
 create function smsao.prune_housekeeping() returns jsonb
   language plpgsql security definer
   set search_path = ''
@@ -13,7 +10,6 @@ declare
   samples integer;
   counters integer;
   rate_limit integer;
-  hook regprocedure := pg_catalog.to_regprocedure('smsao.prune_rate_limit_state()');
 begin
   perform smsao.require_operator('prune_housekeeping');
   delete from public.system_health_snapshots s where s.checked_at < pg_catalog.now() - interval '30 days';
@@ -21,9 +17,7 @@ begin
   delete from public.performance_samples p where p.sampled_at < pg_catalog.now() - interval '30 days';
   get diagnostics samples = row_count;
   counters := smsao.compact_health_counters();
-  if hook is not null then
-    execute pg_catalog.format('select %s', hook) into rate_limit;
-  end if;
+  rate_limit := smsao.prune_rate_limit_state();
   return pg_catalog.jsonb_build_object(
     'system_health_snapshots', snapshots,
     'performance_samples', samples,

@@ -55,14 +55,14 @@ declare
   recommendations text[] := '{}'::text[];
   status text := 'healthy';
 begin
-  select coalesce(sum(c.value) filter (where c.metric = 'total_users' and c.bucket = '-infinity'), 0),
-         coalesce(sum(c.value) filter (where c.metric = 'pending_credit_requests' and c.bucket = '-infinity'), 0),
-         coalesce(sum(c.value) filter (where c.metric = 'orphaned_sms_logs' and c.bucket = '-infinity'), 0),
-         coalesce(sum(c.value) filter (where c.metric = 'orphaned_otp_codes' and c.bucket = '-infinity'), 0),
-         coalesce(sum(c.value) filter (where c.metric = 'sms' and c.bucket >= window_start), 0),
-         coalesce(sum(c.value) filter (where c.metric = 'sms_failed' and c.bucket >= window_start), 0),
+  select coalesce(sum(c.value) filter (where c.metric = 'total_users' and c.bucket = '-infinity'), 0)::bigint,
+         coalesce(sum(c.value) filter (where c.metric = 'pending_credit_requests' and c.bucket = '-infinity'), 0)::bigint,
+         coalesce(sum(c.value) filter (where c.metric = 'orphaned_sms_logs' and c.bucket = '-infinity'), 0)::bigint,
+         coalesce(sum(c.value) filter (where c.metric = 'orphaned_otp_codes' and c.bucket = '-infinity'), 0)::bigint,
+         coalesce(sum(c.value) filter (where c.metric = 'sms' and c.bucket >= window_start), 0)::bigint,
+         coalesce(sum(c.value) filter (where c.metric = 'sms_failed' and c.bucket >= window_start), 0)::bigint,
          coalesce(sum(c.value) filter (where c.metric = 'sms_failed'
-                                         and c.bucket >= window_start + interval '1 hour'), 0)
+                                         and c.bucket >= window_start + interval '1 hour'), 0)::bigint
     into users, pending, orphan_sms, orphan_otp, window_total, window_failed, failed_later
     from smsao.health_counters c;
 

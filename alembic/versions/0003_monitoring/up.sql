@@ -338,7 +338,7 @@ declare
   counts jsonb := '{}'::jsonb;
   cutoffs jsonb := '{}'::jsonb;
   rules jsonb := '{}'::jsonb;
-  total bigint := 0;
+  total bigint := 0::bigint;
 begin
   perform smsao.require_operator('production_data_cleanup_report');
   for c in select * from smsao.retention_cutoffs(pg_catalog.now()) loop
@@ -444,7 +444,7 @@ declare
   missing uuid[];
 begin
   if coalesce(cardinality(owner_ids), 0) = 0 then
-    return 0;
+    return 0::bigint;
   end if;
   -- Which owners exist is what this statement locked: the lock and the look are one,
   -- so a profile committed or deleted in between cannot slip past both.
@@ -453,7 +453,7 @@ begin
                    select k.user_id from (select p.user_id from public.profiles p
                                           where p.user_id = any (owner_ids) for key share) k);
   if cardinality(missing) = 0 then
-    return 0;
+    return 0::bigint;
   end if;
   perform pg_catalog.pg_advisory_xact_lock(7411221, s.bucket)
   from (select distinct (pg_catalog.hashtext(u::text) & 1023) as bucket
@@ -464,7 +464,7 @@ begin
                    select k.user_id from (select p.user_id from public.profiles p
                                           where p.user_id = any (missing) for key share) k);
   if cardinality(missing) = 0 then
-    return 0;
+    return 0::bigint;
   end if;
   insert into smsao.missing_owners (user_id) select u from unnest(missing) u on conflict do nothing;
   return (select coalesce(sum(t.n), 0)::bigint
@@ -486,8 +486,8 @@ as $$
 declare
   users bigint;
   adopted uuid[];
-  sms_rows bigint := 0;
-  otp_rows bigint := 0;
+  sms_rows bigint := 0::bigint;
+  otp_rows bigint := 0::bigint;
 begin
   select count(*) into users from new_rows;
   -- Wait for in-flight writers of ownerless rows of these ids (they hold the bucket
@@ -621,7 +621,7 @@ declare
   bucket_origin constant timestamptz := '2000-01-01 00:00:00+00'::timestamptz;
   oldest timestamptz := pg_catalog.date_bin('1 hour', pg_catalog.now() - interval '48 hours', bucket_origin);
   r record;
-  orphans bigint := 0;
+  orphans bigint := 0::bigint;
 begin
   for r in select pg_catalog.date_bin('1 hour', o.created_at, bucket_origin) as bucket, count(*) as total,
                   count(*) filter (where o.status = 'failed') as failed
@@ -652,7 +652,7 @@ declare
   r record;
   ids uuid[];
   counts bigint[];
-  orphans bigint := 0;
+  orphans bigint := 0::bigint;
 begin
   for r in select d.bucket, sum(d.total) as total, sum(d.failed) as failed
            from (select pg_catalog.date_bin('1 hour', n.created_at, bucket_origin) as bucket, 1 as total,
@@ -704,7 +704,7 @@ create function smsao.count_otp_codes_delete() returns trigger
   set search_path = ''
 as $$
 declare
-  orphans bigint := 0;
+  orphans bigint := 0::bigint;
 begin
   if exists (select from smsao.missing_owners) then
     select count(*) into orphans from old_rows o join smsao.missing_owners m on m.user_id = o.user_id;
@@ -722,7 +722,7 @@ as $$
 declare
   ids uuid[];
   counts bigint[];
-  orphans bigint := 0;
+  orphans bigint := 0::bigint;
 begin
   if exists (select from old_rows o join new_rows n on n.id = o.id
              where n.user_id is distinct from o.user_id) then
@@ -832,11 +832,8 @@ revoke all on function smsao.compact_health_counters() from public;
 
 -- ==== sql/functions/housekeeping.sql ====
 -- Housekeeping, separate from the retention rules: monitoring history older than 30 days,
--- counter rows no reader needs, and (when revision 0002_security provides it) rate-limit
--- state past its window. Run by the daily job (smsao.run_daily_maintenance).
---
--- Hook for other revisions: a function `smsao.prune_rate_limit_state() returns integer`
--- (rows removed), when it exists, is called here; nothing here depends on its tables.
+-- counter rows no reader needs, and rate-limit state past its window.
+-- Run by the daily job (smsao.run_daily_maintenance).
 create function smsao.prune_housekeeping() returns jsonb
   language plpgsql security definer
   set search_path = ''
@@ -846,7 +843,6 @@ declare
   samples integer;
   counters integer;
   rate_limit integer;
-  hook regprocedure := pg_catalog.to_regprocedure('smsao.prune_rate_limit_state()');
 begin
   perform smsao.require_operator('prune_housekeeping');
   delete from public.system_health_snapshots s where s.checked_at < pg_catalog.now() - interval '30 days';
@@ -854,9 +850,7 @@ begin
   delete from public.performance_samples p where p.sampled_at < pg_catalog.now() - interval '30 days';
   get diagnostics samples = row_count;
   counters := smsao.compact_health_counters();
-  if hook is not null then
-    execute pg_catalog.format('select %s', hook) into rate_limit;
-  end if;
+  rate_limit := smsao.prune_rate_limit_state();
   return pg_catalog.jsonb_build_object(
     'system_health_snapshots', snapshots,
     'performance_samples', samples,
@@ -1067,14 +1061,14 @@ declare
   recommendations text[] := '{}'::text[];
   status text := 'healthy';
 begin
-  select coalesce(sum(c.value) filter (where c.metric = 'total_users' and c.bucket = '-infinity'), 0),
-         coalesce(sum(c.value) filter (where c.metric = 'pending_credit_requests' and c.bucket = '-infinity'), 0),
-         coalesce(sum(c.value) filter (where c.metric = 'orphaned_sms_logs' and c.bucket = '-infinity'), 0),
-         coalesce(sum(c.value) filter (where c.metric = 'orphaned_otp_codes' and c.bucket = '-infinity'), 0),
-         coalesce(sum(c.value) filter (where c.metric = 'sms' and c.bucket >= window_start), 0),
-         coalesce(sum(c.value) filter (where c.metric = 'sms_failed' and c.bucket >= window_start), 0),
+  select coalesce(sum(c.value) filter (where c.metric = 'total_users' and c.bucket = '-infinity'), 0)::bigint,
+         coalesce(sum(c.value) filter (where c.metric = 'pending_credit_requests' and c.bucket = '-infinity'), 0)::bigint,
+         coalesce(sum(c.value) filter (where c.metric = 'orphaned_sms_logs' and c.bucket = '-infinity'), 0)::bigint,
+         coalesce(sum(c.value) filter (where c.metric = 'orphaned_otp_codes' and c.bucket = '-infinity'), 0)::bigint,
+         coalesce(sum(c.value) filter (where c.metric = 'sms' and c.bucket >= window_start), 0)::bigint,
+         coalesce(sum(c.value) filter (where c.metric = 'sms_failed' and c.bucket >= window_start), 0)::bigint,
          coalesce(sum(c.value) filter (where c.metric = 'sms_failed'
-                                         and c.bucket >= window_start + interval '1 hour'), 0)
+                                         and c.bucket >= window_start + interval '1 hour'), 0)::bigint
     into users, pending, orphan_sms, orphan_otp, window_total, window_failed, failed_later
     from smsao.health_counters c;
 
