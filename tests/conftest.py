@@ -3,6 +3,7 @@ embedded-cluster code; each test gets a fresh database cloned from a migrated te
 from __future__ import annotations
 
 import itertools
+import os
 import shutil
 import tempfile
 import uuid
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from hypothesis import settings
 from pytest_postgresql.janitor import DatabaseJanitor
 
 from runner import migrate
@@ -19,6 +21,11 @@ from support import SERVICE, Caller, request
 TEMPLATE_DB = "smsao_template"
 CRON_DB = "postgres"  # pg_cron's one database; tests schedule into others
 _names = itertools.count()
+
+# CI runs the property tests with a fixed seed, so a red build is reproducible.
+settings.register_profile("ci", derandomize=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 @pytest.fixture(scope="session")

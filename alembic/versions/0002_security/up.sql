@@ -12,8 +12,9 @@ create unlogged table smsao.rate_limit_windows (
   admitted       boolean not null default true,
   -- Past this instant every hit has left its window: the row can be pruned.
   window_ends    timestamptz not null,
-  -- The longest window any call on this key used: hits are kept that long, so calls with
-  -- different windows on one key stay exact. At most the newest 10,000 (the largest
+  -- The longest window any call on this key has used: hits are kept that long, so a call
+  -- with a shorter window than an earlier one stays exact (a longer one than ever before
+  -- cannot see attempts already dropped). At most the newest 10,000 (the largest
   -- max_attempts) are kept: no decision needs more. With one window per operation, as
   -- smsao.operation_limits has, the array never holds more than that limit.
   retain_window  interval not null,
