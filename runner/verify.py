@@ -12,7 +12,6 @@ Supabase's `postgres`, or the schema owner with those memberships).
 """
 from __future__ import annotations
 
-import json
 import re
 import time
 import traceback
@@ -25,6 +24,7 @@ from psycopg import sql
 
 from runner.db import connect
 from runner.errors import UserError
+from runner.request import ANON, SERVICE, Caller, begin_request
 
 APP_ROLES = ("anon", "authenticated", "service_role")
 
@@ -71,34 +71,6 @@ def ensure(condition, message: str) -> None:
         raise CheckFailed(message)
 
 
-@dataclass(frozen=True)
-class Caller:
-    role: str
-    sub: uuid.UUID | None = None
-    exp: int | None = None
-    session_id: uuid.UUID | None = None
-    ip: str | None = None
-
-    @classmethod
-    def user(cls, sub, **kw) -> "Caller":
-        kw.setdefault("exp", int(time.time()) + 3600)
-        return cls("authenticated", sub, **kw)
-
-    def claims(self) -> dict | None:
-        if self.role == "service_role":
-            return {"role": "service_role"}
-        if self.sub is None:
-            return None
-        c = {"role": self.role, "sub": str(self.sub)}
-        if self.exp is not None:
-            c["exp"] = self.exp
-        if self.session_id is not None:
-            c["session_id"] = str(self.session_id)
-        return c
-
-
-ANON = Caller("anon")
-SERVICE = Caller("service_role")
 
 
 @dataclass
@@ -145,12 +117,7 @@ class Verifier:
     def as_(self, caller: Caller, query: str, params=None) -> list[tuple]:
         """One request as `caller`; its settings are undone afterwards (on error, by the savepoint)."""
         with self.conn.transaction():
-            self.conn.execute(sql.SQL("set local role {}").format(sql.Identifier(caller.role)))
-            claims = caller.claims()
-            self.conn.execute("select set_config('request.jwt.claims', %s, true), "
-                              "set_config('request.headers', %s, true)",
-                              [json.dumps(claims) if claims else "",
-                               json.dumps({"x-forwarded-for": caller.ip}) if caller.ip else ""])
+            begin_request(self.conn, caller)
             cur = self.conn.execute(query, params)
             rows = cur.fetchall() if cur.description else []
             self.conn.execute("reset role")
@@ -436,7 +403,7 @@ def _rate_limit(v: Verifier):
 @check("rate limit", "anon callers are keyed by their x-forwarded-for address")
 def _rate_limit_anon(v: Verifier):
     op = _probe_operation()
-    first, other = Caller("anon", ip="198.51.100.7"), Caller("anon", ip="198.51.100.8")
+    first, other = Caller.anon("198.51.100.7"), Caller.anon("198.51.100.8")
     answers = [v.as_(first, "select public.enhanced_security_rate_limit(%s, 2, 1)", [op])[0][0] for _ in range(3)]
     ensure(answers == [True, True, False], f"anon answers for max 2: {answers}")
     ensure(v.as_(other, "select public.enhanced_security_rate_limit(%s, 2, 1)", [op])[0][0],

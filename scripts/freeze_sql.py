@@ -5,7 +5,6 @@
 
 A released migration never changes: run this only for the revision being written."""
 import sys
-from pathlib import Path
 
 from runner import PROJECT_DIR
 from runner.sqlsource import VERSIONS_DIR, source_files
