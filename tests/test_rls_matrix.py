@@ -259,6 +259,18 @@ def test_every_public_table_has_rls(db):
     assert not missing, f"tables in public without row level security: {missing}"
 
 
+def test_internal_tables_have_rls_and_no_app_privileges(db):
+    """smsao holds state only the owner's functions touch: RLS without policies and no
+    privilege for the app roles, so a mistaken grant still exposes nothing."""
+    rows = db.sql("""select c.relname, c.relrowsecurity,
+                             has_table_privilege('anon', c.oid, 'select, insert, update, delete')
+                          or has_table_privilege('authenticated', c.oid, 'select, insert, update, delete')
+                          or has_table_privilege('service_role', c.oid, 'select, insert, update, delete')
+                      from pg_class c where c.relnamespace = 'smsao'::regnamespace and c.relkind = 'r'""")
+    assert rows
+    assert [r[0] for r in rows if not r[1] or r[2]] == []
+
+
 def test_every_public_table_is_in_the_matrix(db):
     assert sorted(public_tables(db)) == sorted(s.table for s in SPECS), \
         "a table in public needs RLS, grants in sql/policies/ and a row in this matrix"

@@ -21,7 +21,6 @@ create unlogged table smsao.rate_limit_windows (
 -- every admitted call; compressing timestamps gains little and cost over a quarter of it
 -- (bench/rate_limit_bench.py, (d*) rows).
 alter table smsao.rate_limit_windows alter column hits set storage external;
-revoke all on table smsao.rate_limit_windows from public, anon, authenticated, service_role;
 
 -- Rate limits of the critical operations (CONTRACT section 3). A table, so an operator
 -- can tighten a limit without a migration.
@@ -35,4 +34,3 @@ insert into smsao.operation_limits values
   ('admin_access', 60, 1),
   ('profile_update', 10, 1),
   ('contact_operation', 60, 1);
-revoke all on table smsao.operation_limits from public, anon, authenticated, service_role;

@@ -24,7 +24,6 @@ create unlogged table smsao.rate_limit_windows (
 -- every admitted call; compressing timestamps gains little and cost over a quarter of it
 -- (bench/rate_limit_bench.py, (d*) rows).
 alter table smsao.rate_limit_windows alter column hits set storage external;
-revoke all on table smsao.rate_limit_windows from public, anon, authenticated, service_role;
 
 -- Rate limits of the critical operations (CONTRACT section 3). A table, so an operator
 -- can tighten a limit without a migration.
@@ -38,7 +37,6 @@ insert into smsao.operation_limits values
   ('admin_access', 60, 1),
   ('profile_update', 10, 1),
   ('contact_operation', 60, 1);
-revoke all on table smsao.operation_limits from public, anon, authenticated, service_role;
 
 -- ==== sql/functions/audit_call.sql ====
 -- The caller's user id, exactly what smsao.caller_id() returns (auth.uid(); NULL when the
@@ -554,3 +552,17 @@ create trigger profiles_guard_update
 create trigger contacts_guard_write
   before insert or update or delete on public.contacts
   for each statement execute function smsao.guard_app_write('contact_operation');
+
+-- ==== sql/policies/operation_limits.sql ====
+-- Internal state (schema smsao, not exposed by PostgREST): only the owner's
+-- SECURITY DEFINER functions and a DBA touch it. RLS without policies denies anyone else
+-- who might be granted access by mistake.
+alter table smsao.operation_limits enable row level security;
+revoke all on table smsao.operation_limits from public, anon, authenticated, service_role;
+
+-- ==== sql/policies/rate_limit_windows.sql ====
+-- Internal state (schema smsao, not exposed by PostgREST): only the owner's
+-- SECURITY DEFINER functions and a DBA touch it. RLS without policies denies anyone else
+-- who might be granted access by mistake.
+alter table smsao.rate_limit_windows enable row level security;
+revoke all on table smsao.rate_limit_windows from public, anon, authenticated, service_role;
