@@ -55,6 +55,7 @@ def test_request_credits_bad_amount(db, user_id, amount):
     err = raises(db, Caller.user(user_id), "select public.request_credits(%s)", [amount])
     assert err.sqlstate == "22023" and "amount" in str(err)
     assert count(db, "public.credit_requests") == 0
+    assert count(db, "smsao.rate_limit_windows") == 0  # a malformed call uses up no attempt
 
 
 def test_request_credits_wrong_type(db, user_id):
@@ -173,6 +174,15 @@ def test_decision_bad_input(db, admin, user_id, sql, params, argument):
     assert err.sqlstate == "22023" and argument in str(err)
     assert db.one("select status from public.credit_requests") == "pending"
     assert count(db, "public.admin_audit_logs") == 0
+
+
+def test_malformed_admin_calls_use_up_no_attempt(db, admin, user_id):
+    for sql, params in [("select public.approve_credit_request(%s)", [None]),
+                        ("select public.reject_credit_request(%s, %s)", [uuid.uuid4(), ""]),
+                        ("select public.admin_set_user_status(%s, %s)", [user_id, "banned"]),
+                        ("select public.admin_get_user_details(%s)", [None])]:
+        assert raises(db, admin, sql, params).sqlstate == "22023"
+    assert count(db, "smsao.rate_limit_windows", "operation_type = 'admin_access'") == 0
 
 
 def test_admin_access_rate_limited(db, admin, user_id):

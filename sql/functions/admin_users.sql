@@ -7,7 +7,6 @@ declare
   args       jsonb := pg_catalog.jsonb_build_object('user_id', user_id, 'status', status);
   old_status text;
 begin
-  perform smsao.guard_admin('admin_set_user_status', args);
   if admin_set_user_status.user_id is null then
     raise exception 'user_id must not be NULL' using errcode = '22023';
   end if;
@@ -19,6 +18,7 @@ begin
   if admin_set_user_status.user_id = smsao.caller_id() then
     raise exception 'user_id: an admin cannot change their own status' using errcode = '22023';
   end if;
+  perform smsao.guard_admin('admin_set_user_status', args);
 
   select p.status into old_status from public.profiles p
   where p.user_id = admin_set_user_status.user_id for update;
@@ -48,10 +48,10 @@ declare
   args    jsonb := pg_catalog.jsonb_build_object('user_id', user_id);
   details jsonb;
 begin
-  perform smsao.guard_admin('admin_get_user_details', args);
   if admin_get_user_details.user_id is null then
     raise exception 'user_id must not be NULL' using errcode = '22023';
   end if;
+  perform smsao.guard_admin('admin_get_user_details', args);
 
   select pg_catalog.jsonb_build_object(
            'user_id', p.user_id, 'full_name', p.full_name, 'email', p.email, 'phone', p.phone,

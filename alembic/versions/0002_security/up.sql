@@ -320,15 +320,16 @@ declare
   uid     uuid := smsao.caller_id();
   new_id  uuid;
 begin
-  perform smsao.guard_critical('request_credits', 'financial_transaction', args);
-  if uid is null then
-    perform smsao.refuse('request_credits', args, 'denied', '42501',
-      'request_credits is for signed-in users: call it with a user''s token');
-  end if;
+  -- Arguments first: a malformed call writes nothing, not even a rate-limit attempt.
   if amount is null or amount not between 1 and 1000000 then
     raise exception 'amount must be between 1 and 1000000 credits, got %', coalesce(amount::text, 'NULL')
       using errcode = '22023';
   end if;
+  if uid is null then
+    perform smsao.refuse('request_credits', args, 'denied', '42501',
+      'request_credits is for signed-in users: call it with a user''s token');
+  end if;
+  perform smsao.guard_critical('request_credits', 'financial_transaction', args);
 
   insert into public.credit_requests (user_id, amount) values (uid, amount) returning id into new_id;
   perform smsao.audit_call('request_credits', args || pg_catalog.jsonb_build_object('request_id', new_id), 'ok', started);
@@ -394,10 +395,10 @@ declare
   req     public.credit_requests;
   credits_before integer;
 begin
-  perform smsao.guard_admin('approve_credit_request', args);
   if request_id is null then
     raise exception 'request_id must not be NULL' using errcode = '22023';
   end if;
+  perform smsao.guard_admin('approve_credit_request', args);
 
   req := smsao.decide_credit_request(request_id, 'approved', null);
   select p.credits into credits_before from public.profiles p where p.user_id = req.user_id;
@@ -425,13 +426,13 @@ declare
   args    jsonb := pg_catalog.jsonb_build_object('request_id', request_id, 'reason', reason);
   req     public.credit_requests;
 begin
-  perform smsao.guard_admin('reject_credit_request', args);
   if request_id is null then
     raise exception 'request_id must not be NULL' using errcode = '22023';
   end if;
   if reason is null or pg_catalog.btrim(reason) = '' or pg_catalog.length(reason) > 500 then
     raise exception 'reason must be a non-empty text of at most 500 characters' using errcode = '22023';
   end if;
+  perform smsao.guard_admin('reject_credit_request', args);
 
   req := smsao.decide_credit_request(request_id, 'rejected', pg_catalog.btrim(reason));
   insert into public.admin_audit_logs (admin_id, action, target_table, target_id, old_values, new_values)
@@ -454,7 +455,6 @@ declare
   args       jsonb := pg_catalog.jsonb_build_object('user_id', user_id, 'status', status);
   old_status text;
 begin
-  perform smsao.guard_admin('admin_set_user_status', args);
   if admin_set_user_status.user_id is null then
     raise exception 'user_id must not be NULL' using errcode = '22023';
   end if;
@@ -466,6 +466,7 @@ begin
   if admin_set_user_status.user_id = smsao.caller_id() then
     raise exception 'user_id: an admin cannot change their own status' using errcode = '22023';
   end if;
+  perform smsao.guard_admin('admin_set_user_status', args);
 
   select p.status into old_status from public.profiles p
   where p.user_id = admin_set_user_status.user_id for update;
@@ -495,10 +496,10 @@ declare
   args    jsonb := pg_catalog.jsonb_build_object('user_id', user_id);
   details jsonb;
 begin
-  perform smsao.guard_admin('admin_get_user_details', args);
   if admin_get_user_details.user_id is null then
     raise exception 'user_id must not be NULL' using errcode = '22023';
   end if;
+  perform smsao.guard_admin('admin_get_user_details', args);
 
   select pg_catalog.jsonb_build_object(
            'user_id', p.user_id, 'full_name', p.full_name, 'email', p.email, 'phone', p.phone,
