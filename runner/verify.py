@@ -383,7 +383,7 @@ def _probe_operation() -> str:
     return f"verify_probe_{uuid.uuid4().hex[:16]}"
 
 
-@check("rate limit", "admits exactly max_attempts, then refuses and records 'rate_limited'")
+@check("rate limit", "admits exactly max_attempts, then refuses and records 'rate_limited' once per window")
 def _rate_limit(v: Verifier):
     uid = v.new_user()
     op = _probe_operation()
@@ -392,7 +392,7 @@ def _rate_limit(v: Verifier):
     ensure(answers == [True, True, True, False, False], f"answers for max 3: {answers}")
     denied = v.one("select count(*) from public.function_call_audit where caller_id = %s "
                    "and outcome = 'rate_limited' and arguments ->> 'operation_type' = %s", [uid, op])
-    ensure(denied == 2, f"{denied} 'rate_limited' audit rows for 2 refusals")
+    ensure(denied == 1, f"{denied} 'rate_limited' audit rows for 2 refusals in one window (expected 1)")
     # The key is (caller, operation): another operation and another user start afresh.
     ensure(v.as_(user, "select public.enhanced_security_rate_limit(%s, 3, 1)", [op + "_b"])[0][0],
            "another operation_type was refused")

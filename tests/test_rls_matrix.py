@@ -80,7 +80,7 @@ SPECS = [
          new=fresh_auth_user_without_profile,
          update="full_name = 'changed'",
          # Users update their own name/phone (column grants); nobody but the backend inserts or deletes.
-         rights={"anon": NOBODY, "owner": "yxyx", "other": "0x0x", "admin": "yx0x", "service": "yyyy"}),
+         rights={"anon": NOBODY, "owner": "yxyx", "other": "0x0x", "admin": "0x0x", "service": "yyyy"}),
     Spec("user_roles", "id",
          row=None, existing=lambda c: c.db.one(
              "select id from public.user_roles where user_id = %s and role = 'user'", [c.owner]),
@@ -290,7 +290,7 @@ def test_policies_evaluate_caller_once_per_query(db):
     bare = []
     for name, table, expr in db.sql("select policyname, tablename, concat_ws(' / ', qual, with_check)"
                                     " from pg_policies where schemaname = 'public'"):
-        for call in re.finditer(r"(auth\.uid|smsao\.is_admin|auth\.jwt|auth\.role)\(\)", expr):
+        for call in re.finditer(r"(auth\.uid|smsao\.is_admin|smsao\.is_active_user|auth\.jwt|auth\.role)\(\)", expr):
             if not re.search(r"SELECT\s+$", expr[:call.start()]):
                 bare.append(f"{table}.{name}: {expr}")
     assert not bare, "\n".join(bare)

@@ -28,7 +28,7 @@
 -- Recommendations: configure_sms_gateway (no active configuration),
 -- investigate_failed_sms (failed_sms_24h or sms_failure_rate at warning or worse),
 -- review_pending_credit_requests, cleanup_orphaned_data (their metric at warning or worse).
-create function smsao.health_report() returns jsonb
+create or replace function smsao.health_report() returns jsonb
   language plpgsql stable security definer
   set search_path = ''
 as $$
@@ -131,9 +131,9 @@ begin
         'since', window_start, 'total', window_total, 'failed', window_failed)));
 end
 $$;
-revoke all on function smsao.health_report() from public;
+revoke all on function smsao.health_report() from public, anon, authenticated, service_role;
 
-create function public.production_system_health_check() returns jsonb
+create or replace function public.production_system_health_check() returns jsonb
   language plpgsql stable security definer
   set search_path = ''
 as $$
@@ -146,5 +146,5 @@ comment on function public.production_system_health_check() is
   'System health for admins and service_role. orphaned_data = sms_logs rows whose user_id has '
   'no profile + otp_codes rows whose non-null user_id has no profile (the relations without a '
   'foreign key). Thresholds: smsao.health_thresholds. See sql/functions/production_system_health_check.sql.';
-revoke all on function public.production_system_health_check() from public;
+revoke all on function public.production_system_health_check() from public, anon, authenticated, service_role;
 grant execute on function public.production_system_health_check() to authenticated, service_role;
