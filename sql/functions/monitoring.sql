@@ -98,19 +98,11 @@ begin
   perform from public.contacts c where c.user_id = sender order by c.phone limit 50;
   app_ms := extract(epoch from pg_catalog.clock_timestamp() - started) * 1000;
 
-  select pg_catalog.jsonb_object_agg(t.operation, pg_catalog.jsonb_build_object(
-           'calls', t.calls, 'errors', t.errors, 'refusals', t.refusals))
-    into totals from smsao.critical_call_totals() t;
-  select p.details -> 'counters' into previous
-  from public.performance_samples p order by p.sampled_at desc, p.id desc limit 1;
-  -- Differences per operation; a counter below its previous total was reset (restore).
-  select coalesce(sum(greatest(d.calls, 0)), 0)::bigint, coalesce(sum(greatest(d.errors, 0)), 0)::bigint,
-         coalesce(sum(greatest(d.refusals, 0)), 0)::bigint
-    into calls, errors, refusals
-  from (select (t.value ->> 'calls')::bigint - coalesce((previous #>> array[t.key, 'calls'])::bigint, 0) as calls,
-               (t.value ->> 'errors')::bigint - coalesce((previous #>> array[t.key, 'errors'])::bigint, 0) as errors,
-               (t.value ->> 'refusals')::bigint - coalesce((previous #>> array[t.key, 'refusals'])::bigint, 0) as refusals
-        from pg_catalog.jsonb_each(totals) t) d;
+  totals := smsao.critical_counters_now();
+  previous := smsao.critical_counters_at('infinity');
+  calls := smsao.counters_delta(totals, previous, 'calls');
+  errors := smsao.counters_delta(totals, previous, 'errors');
+  refusals := smsao.counters_delta(totals, previous, 'refusals');
   rate := case when calls > 0 then least(round(errors::numeric / calls, 6), 1) else 0 end;
   pruned := smsao.prune_rate_limit_state(10000);
 
