@@ -3,11 +3,17 @@
     python scripts/freeze_sql.py 0001_foundation              # every source file
     python scripts/freeze_sql.py 0002_security sql/functions/x.sql ...
 
-A released migration never changes: run this only for the revision being written."""
+A released migration never changes: run this only for the revision being written.
+It works on the checkout (the repository's sql/ and alembic/), never on an installed copy:
+the checkout goes first on sys.path."""
 import sys
+from pathlib import Path
 
-from runner import PROJECT_DIR
-from runner.sqlsource import VERSIONS_DIR, source_files
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT_DIR))
+
+from runner.resources import VERSIONS_DIR  # noqa: E402
+from runner.sqlsource import source_files  # noqa: E402
 
 
 def main(revision: str, files: list[str]) -> None:

@@ -7,7 +7,7 @@ import threading
 import time
 
 
-from runner import PROJECT_DIR
+from support import PROJECT_DIR
 from runner.monitor import AlertListener, frames, minute_values, sparkline
 from runner.web import DashboardStore
 

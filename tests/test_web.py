@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from runner import PROJECT_DIR
+from support import PROJECT_DIR
 from runner.errors import UserError
 from runner.web import DashboardServer, DashboardStore
 
