@@ -9,7 +9,7 @@ import time
 
 from support import PROJECT_DIR
 from runner.monitor import AlertListener, frames, minute_values, sparkline
-from runner.web import DashboardStore
+from runner.store import DashboardStore
 
 
 def monitor_once(url: str) -> subprocess.CompletedProcess:
