@@ -477,7 +477,9 @@ class DashboardServer:
                  refresh_seconds: int = 30):
         _needs_token(host, token)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.socket = socket.socket(family, socket.SOCK_STREAM)
+        # proto given: asyncio disables Nagle only on sockets that say IPPROTO_TCP, and with
+        # Nagle a kept-alive connection waits ~40 ms (the client's delayed ACK) per response.
+        self.socket = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             self.socket.bind((host, port))
