@@ -39,11 +39,21 @@ def build_wheel(tmp: Path) -> Path:
     return next((tmp / "dist").glob("smsao_db-*.whl"))
 
 
-def fill_wheelhouse(wheel: Path) -> None:
-    """The dependencies' wheels: from the wheelhouse alone when it has them, else fetched once."""
-    offline = [*PIP, "wheel", "--no-index", "--find-links", WHEELHOUSE, "--wheel-dir", WHEELHOUSE, wheel]
-    if subprocess.run([str(c) for c in offline], capture_output=True).returncode != 0:
-        run([*PIP, "wheel", "--find-links", WHEELHOUSE, "--wheel-dir", WHEELHOUSE, wheel])
+def fill_wheelhouse(wheel: Path, tmp: Path) -> None:
+    """The dependencies' wheels, as the wheel's metadata states them: from the wheelhouse
+    alone when it has them all, else fetched (once). The package's own wheel never goes
+    there: pip would take a stale copy of the same name for the new one."""
+    with zipfile.ZipFile(wheel) as z:
+        metadata = z.read(next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))).decode()
+    requires = [line.split(":", 1)[1].strip() for line in metadata.splitlines()
+                if line.startswith("Requires-Dist:") and "extra ==" not in line]
+    (tmp / "requirements.txt").write_text("\n".join(requires) + "\n")
+    def pip_wheel(*options: str) -> list:
+        return [*PIP, "wheel", *options, "--find-links", WHEELHOUSE, "--wheel-dir", WHEELHOUSE,
+                "-r", tmp / "requirements.txt"]
+
+    if subprocess.run([str(c) for c in pip_wheel("--no-index")], capture_output=True).returncode != 0:
+        run(pip_wheel())
 
 
 def packaged_names(checkout_glob: str, checkout_dir: str, package_dir: str) -> set[str]:
@@ -59,7 +69,7 @@ def installed(tmp_path_factory):
     started = time.monotonic()
     wheel = build_wheel(tmp)
     WHEELHOUSE.mkdir(exist_ok=True)
-    fill_wheelhouse(wheel)
+    fill_wheelhouse(wheel, tmp)
     venv = tmp / "venv"
     run([sys.executable, "-m", "venv", "--without-pip", venv])
     run([*PIP, "--python", venv / "bin" / "python", "install", "--no-index", "--find-links", WHEELHOUSE, wheel])
