@@ -26,9 +26,9 @@ app = typer.Typer(help="SMS AO production database runner.", no_args_is_help=Tru
 
 
 class Options:
-    """The global options, as the callback saw them (before the command)."""
+    """The global database URL, as the callback saw it (before the command, or DATABASE_URL);
+    -v lives in the logging filter (_quiet)."""
     database_url: str | None = None
-    verbose: bool = False
 
 
 GLOBAL = Options()
@@ -49,7 +49,6 @@ def global_options(
 ) -> None:
     """SMS AO production database runner."""
     GLOBAL.database_url = database_url
-    GLOBAL.verbose = verbose
     configure_logging(verbose)
 
 
