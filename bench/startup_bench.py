@@ -18,6 +18,7 @@ import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -36,7 +37,9 @@ def wall_times(cmd: list[str], runs: int, env: dict) -> list[float]:
 
 def top_level_imports(python: str, code: str, env: dict) -> dict[str, int]:
     """Cumulative import time (us) of each top-level import (-X importtime) while running `code`."""
-    proc = subprocess.run([python, "-X", "importtime", "-c", code], env=env,
+    # From a neutral directory: with -c the working directory comes first on sys.path, and a
+    # checkout there would shadow the installed package being measured.
+    proc = subprocess.run([python, "-X", "importtime", "-c", code], env=env, cwd=tempfile.gettempdir(),
                           capture_output=True, text=True, timeout=60)
     found = {}
     for line in proc.stderr.splitlines():
@@ -47,12 +50,14 @@ def top_level_imports(python: str, code: str, env: dict) -> dict[str, int]:
 
 
 def import_ms(python: str, script: Path, args: list[str], env: dict) -> float:
-    """Import time of the command's own modules, in ms: the interpreter's start-up imports
-    (site, encodings, an editable install's finder) are left out."""
+    """Import time of the command's own modules, in ms (median of 5): the interpreter's
+    start-up imports (site, encodings, an editable install's finder) are left out."""
     code = (f"import sys; sys.argv = ['smsao-db', *{args!r}]; "
             f"exec(compile(open({str(script)!r}).read(), {str(script)!r}, 'exec'))")
     startup = top_level_imports(python, "pass", env)
-    return sum(us for name, us in top_level_imports(python, code, env).items() if name not in startup) / 1000
+    runs = [sum(us for name, us in top_level_imports(python, code, env).items() if name not in startup) / 1000
+            for _ in range(5)]
+    return statistics.median(runs)
 
 
 def main() -> None:
