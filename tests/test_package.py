@@ -8,7 +8,6 @@ schedules (creating pg_cron, preloaded but not yet created) and verifies a fresh
 from __future__ import annotations
 
 import glob
-import os
 import shutil
 import subprocess
 import sys
