@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from pathlib import Path
 from dataclasses import dataclass, field
 
 import psycopg
@@ -194,6 +195,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="10000,100000", help="rows per statement (default 10000,100000)")
     ap.add_argument("--repeat", type=int, default=3, help="runs per variant and size; median (default 3)")
+    ap.add_argument("--with-sql", metavar="FILE",
+                    help="SQL applied right after migrating (a proposed change, e.g. "
+                         "bench/proposed/issue10_fixes.sql), measured against the same floors")
     ap.add_argument("--timeout", type=int, default=30,
                     help="seconds after which a statement is cancelled and reported as '> N s' (default 30)")
     args = ap.parse_args()
@@ -203,6 +207,9 @@ def main() -> None:
     started = time.monotonic()
     preload_times = []
     with scratch_cluster() as url, psycopg.connect(url, autocommit=True) as conn:
+        if args.with_sql:
+            conn.execute(Path(args.with_sql).read_text())
+            log(f"applied {args.with_sql}")
         conn.execute(SETUP)
         for label, sql in PRELOAD:
             t0 = time.perf_counter()
@@ -252,7 +259,8 @@ def main() -> None:
     print_table(["table / operation", "rows", "product s", "floor s", "product/floor", "<= 3x",
                  "+hand s", "product/+hand", "product rows/s"], rows,
                 title=f"One statement of N rows, rolled back; median of {args.repeat}; "
-                      "floor = triggers off (session_replication_role = replica)")
+                      "floor = triggers off (session_replication_role = replica)"
+                      + (f"; with {args.with_sql}" if args.with_sql else ""))
     if len(sizes) > 1:
         growth = []
         for op in OPS:

@@ -299,6 +299,9 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=8, help="connections (default 8)")
     ap.add_argument("--hot-calls", type=int, default=1_200,
                     help="calls per connection in a hot-key admitting run (default 1200: 8 x 1200 < 10,000)")
+    ap.add_argument("--with-sql", metavar="FILE",
+                    help="SQL applied right after migrating (a proposed change, e.g. "
+                         "bench/proposed/issue10_fixes.sql), measured against the same floors")
     args = ap.parse_args()
     if args.clients * args.hot_calls >= 10_000:
         raise SystemExit("--clients x --hot-calls must stay under 10,000: every hot-key call must be admitted")
@@ -315,6 +318,8 @@ def main() -> None:
         url = cluster.url("bench")
         migrate.run("upgrade", url, "head")
         with psycopg.connect(url, autocommit=True) as c:
+            if args.with_sql:
+                c.execute(Path(args.with_sql).read_text())
             c.execute(SETUP_SQL)
         bench = Bench(cluster, "bench", args.clients, args.seconds, args.hot_calls, home)
         bench.seed()
@@ -338,7 +343,8 @@ def main() -> None:
 
         print(f"\nRate limiter, {args.clients} connections, one PostgREST-style transaction per call; "
               f"median of {args.rounds} interleaved runs of {args.seconds} s "
-              f"(hot-key admits: {args.clients} x {args.hot_calls} calls per run)")
+              f"(hot-key admits: {args.clients} x {args.hot_calls} calls per run)"
+              + (f"; with {args.with_sql}" if args.with_sql else ""))
         print("vs floor: calls/s over the floor's calls/s in the same shape (goal: admits >= 0.90x, "
               "refuses >= 0.60x)")
         print("us/call: CPU per call, server and pgbench (steadier than calls/s on a busy machine); "
