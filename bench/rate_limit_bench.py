@@ -111,20 +111,21 @@ create trigger contacts_plain_cache_insert after insert on bench.contacts_plain
 
 def seed_state(conn, op: str, keys: int, hits: int, retain: int, window_min: int, denied: bool = False) -> None:
     """Steady state before a run, written straight into the limiter's tables: every key of
-    the shape holds `hits` attempts admitted just now (seq 1..hits), kept for `retain`
+    the shape holds `hits` attempts admitted just now (seq 1..hits), kept in a ring of `retain`
     attempts and `window_min` minutes, exactly what `hits` admitted calls leave behind.
     denied: the key was already refused once in this window (its audit row is written), as
     every key of a flood is after its first refused call; the refusing runs measure that
     steady state (the first refusal of a key per window costs one logged audit insert)."""
     key = f"'user:' || ({UID.format(n='i')})"
     conn.execute(f"""
-      insert into smsao.rate_limit_keys (caller_key, operation_type, admitted, retain_count, retain_window,
+      insert into smsao.rate_limit_keys (caller_key, operation_type, admitted, ring_size, retain_window,
                                          window_ends, denied_at)
         select {key}, '{op}', {hits}, {retain}, make_interval(mins => {window_min}),
                now() + make_interval(mins => {window_min}), {'now()' if denied else 'null'}
         from generate_series(1, {keys}) i;
-      insert into smsao.rate_limit_hits (caller_key, operation_type, seq, at)
-        select {key}, '{op}', s, now() from generate_series(1, {keys}) i, generate_series(1, {hits}) s""")
+      insert into smsao.rate_limit_hits (caller_key, operation_type, slot, seq, at)
+        select {key}, '{op}', s % {retain}, s, now()
+        from generate_series(1, {keys}) i, generate_series(greatest(1, {hits} - {retain} + 1), {hits}) s""")
 
 
 def script(call: str, keys: int) -> str:
