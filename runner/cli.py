@@ -39,7 +39,10 @@ def resolve_url(database_url: str | None) -> str:
 
 
 @app.command()
-def up(demo_data: Annotated[bool, typer.Option("--demo", help="Load demo data.")] = False) -> None:
+def up(demo_data: Annotated[bool, typer.Option("--demo", help="Load demo data.")] = False,
+       backup_repo: Annotated[Optional[str], typer.Option(
+           "--backup-repo", envvar="SMSAO_BACKUP_REPO", show_envvar=True,
+           help="pgBackRest repository (default: backup/ in the data home).")] = None) -> None:
     """Start the embedded PostgreSQL (init on first use), migrate, optionally load demo data."""
     if os.environ.get("DATABASE_URL"):
         raise UserError("`up` manages the embedded database; DATABASE_URL is set, "
@@ -62,6 +65,13 @@ def up(demo_data: Annotated[bool, typer.Option("--demo", help="Load demo data.")
         console.print(f"pg_cron: {len(applied)} jobs scheduled ({changed} created or updated)")
     except UserError as exc:
         err_console.print(f"[yellow]warning:[/yellow] {exc}", highlight=False)
+    try:
+        from runner import backup as backups
+
+        console.print(backups.configure_embedded(cluster, backup_repo), highlight=False)
+        url = cluster.url()  # turning archiving on restarts the server on a new port
+    except UserError as exc:
+        err_console.print(f"[yellow]warning:[/yellow] no backups: {exc}", highlight=False)
     console.print(f"[green]embedded database ready[/green]: {url}")
 
 
@@ -204,6 +214,78 @@ def schedule(
         if action in ("apply", "status"):
             raise
         console.print(str(exc), highlight=False)
+
+
+# -- recovery (issue 12): the logic lives in runner/backup.py, drill.py, integrity.py,
+# upgrade_check.py; each command imports its module when it runs.
+RepoOption = Annotated[Optional[str], typer.Option(
+    "--repo", help="Backup repository to read (default: the one `up` configured, or backup/ in the data home).")]
+
+
+@app.command()
+def backup(
+    full: Annotated[bool, typer.Option("--full", help="A full backup even when an incremental one would do.")] = False,
+    repo: RepoOption = None,
+    json_output: JsonFlag = False,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Back up: embedded database, pgBackRest (full, then incremental; WAL archived continuously);
+    a server given by URL, a logical pg_dump of the package's schemas."""
+    from runner import recovery_cli
+
+    recovery_cli.backup(database_url, repo, full, json_output, console)
+
+
+@app.command()
+def restore(
+    to: Annotated[str, typer.Option("--to", help="New (or empty) directory for the restored cluster.")],
+    target_time: Annotated[Optional[str], typer.Option(
+        "--target-time", help="Point in time to recover to (ISO 8601; UTC when no zone is given).")] = None,
+    repo: RepoOption = None,
+    dump: Annotated[Optional[str], typer.Option("--dump", help="A logical backup file to restore.")] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Restore the latest backup, or the state at --target-time, into a new data directory."""
+    from runner import recovery_cli
+
+    recovery_cli.restore(database_url, to, target_time, repo, dump, console)
+
+
+@app.command()
+def drill(
+    repo: RepoOption = None,
+    keep: Annotated[bool, typer.Option("--keep", help="Leave the scratch cluster on disk (stopped).")] = False,
+    json_output: JsonFlag = False,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Restore drill: latest backup into a scratch cluster, verify + integrity there, row counts,
+    RPO and RTO. Exit 0 only if nothing committed before the backup's end is missing."""
+    from runner import recovery_cli
+
+    raise typer.Exit(recovery_cli.drill(database_url, repo, keep, json_output, console))
+
+
+@app.command()
+def integrity(json_output: JsonFlag = False, database_url: DatabaseUrl = None) -> None:
+    """Invariants a restore or a bug could break: balances = ledger, counters = recount, orphans
+    accounted, indexes sound (amcheck). Exit 0 only when all hold."""
+    from runner import integrity as checks
+
+    raise typer.Exit(checks.main(resolve_url(database_url), json_output, console))
+
+
+@app.command("upgrade-check")
+def upgrade_check(
+    to_bin: Annotated[str, typer.Option("--to-bin", help="bin directory of the newer PostgreSQL.")],
+    keep: Annotated[bool, typer.Option("--keep", help="Leave the upgraded copy on disk (stopped).")] = False,
+    json_output: JsonFlag = False,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Major-version upgrade rehearsal on a copy: pg_upgrade with the binaries in --to-bin,
+    start, verify, integrity; extensions the new binaries lack are dropped on the copy and named."""
+    from runner import upgrade_check as rehearsal
+
+    raise typer.Exit(rehearsal.main(resolve_url(database_url), to_bin, keep, json_output, console))
 
 
 def main() -> None:
