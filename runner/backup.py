@@ -150,6 +150,9 @@ class PgBackRest:
             "process-max=2",
             "start-fast=y",
             "archive-check=y",
+            # A local repository: a missing file will not appear by waiting (the default
+            # retries every 15 s).
+            "job-retry=0",
             f"log-path={work / 'log'}",
             "log-level-file=info",
             "log-level-console=warn",
