@@ -307,6 +307,7 @@ def _allow_peer_for_pgbackrest(data_dir: Path) -> None:
 
 # -- backup ---------------------------------------------------------------------------------------
 def backup_embedded(cluster, repo: str | Path | None = None, full: bool = False) -> dict:
+    require_pgbackrest()
     if not cluster.running:
         raise UserError("the embedded database is not running: run `smsao-db up` first")
     pb = PgBackRest.for_cluster(cluster, repo)
@@ -496,7 +497,7 @@ def restore_embedded(cluster, target_dir: str | Path, target_time: str | None = 
     backups = pb.backups()
     if not backups:
         raise UserError(f"no backup yet in {pb.repo}: run `smsao-db backup` first")
-    options = ["--archive-mode=off", "--target-action=promote"]
+    options = ["--archive-mode=off"]
     chosen = backups[-1]
     if label:
         chosen = next((b for b in backups if b["label"] == label), None)
@@ -518,11 +519,15 @@ def restore_embedded(cluster, target_dir: str | Path, target_time: str | None = 
             raise UserError(f"--target-time {iso(ts)} is beyond what the archive covers (up to {iso(covered)}): "
                             "start the database so its newest WAL can be archived, or choose an earlier time")
         chosen = [b for b in backups if b["timestamp"]["stop"] <= ts.timestamp()][-1]
-        options += ["--type=time", f"--target={ts.isoformat(sep=' ')}"]
+        options += ["--type=time", f"--target={ts.isoformat(sep=' ')}", "--target-action=promote"]
         description = f"the state at {ts.isoformat()} (backup {chosen['label']} plus archived WAL)"
     elif immediate:
-        options += ["--type=immediate"]
+        options += ["--type=immediate", "--target-action=promote"]
         description = f"backup {chosen['label']} as of its end"
+    elif cluster.running and not pb.repo_overridden:
+        # Archive what the live server wrote up to now, so "latest" means now.
+        covered = pb.mark_archive(cluster.url(), cluster.port)
+        description += f" (archived up to {iso(covered)})"
     pgserver.private_dir(target)
     started = time.monotonic()
     try:
@@ -580,11 +585,17 @@ def init_scratch(data_dir: Path, bindir: Path) -> pgserver.Server:
 
 
 def load_logical(server: pgserver.Server, dump_file: str) -> None:
-    """Roles first (a dump carries grants to them, not the roles), then pg_restore."""
+    """Roles first (a dump carries grants to them, not the roles, which are cluster-wide):
+    the package's own role definitions, attributes included (service_role bypasses RLS);
+    then pg_restore."""
+    from runner import SQL_DIR
+
     with connect(server.url("postgres"), autocommit=True) as conn:
-        for role in ("anon", "authenticated", "service_role"):
-            conn.execute(f"do $$ begin create role {role} nologin; exception when duplicate_object then null; end $$")
+        conn.execute((SQL_DIR / "schema" / "00_roles.sql").read_text())
         conn.execute("create database smsao")
+    with connect(server.url("smsao"), autocommit=True) as conn:
+        # The dump names schema public explicitly, so it carries its own CREATE SCHEMA.
+        conn.execute("drop schema public")
     proc = subprocess.run([str(pg_tool("pg_restore")), "--exit-on-error", "--no-owner",
                            f"--dbname={server.url('smsao')}", dump_file], capture_output=True, text=True)
     if proc.returncode != 0:
