@@ -506,7 +506,8 @@ def restore_embedded(cluster, target_dir: str | Path, target_time: str | None = 
     description = f"the latest backup ({chosen['label']}) and all archived WAL after it"
     if target_time:
         ts = parse_time(target_time)
-        first_stop = datetime.fromtimestamp(backups[0]["timestamp"]["stop"], timezone.utc)
+        # pgBackRest keeps whole seconds; a backup is consistent only from its true end.
+        first_stop = datetime.fromtimestamp(backups[0]["timestamp"]["stop"] + 1, timezone.utc)
         if ts > now_utc():
             raise UserError(f"--target-time {iso(ts)} is in the future (now {iso(now_utc())})")
         if ts < first_stop:
@@ -518,7 +519,7 @@ def restore_embedded(cluster, target_dir: str | Path, target_time: str | None = 
         if ts > covered:
             raise UserError(f"--target-time {iso(ts)} is beyond what the archive covers (up to {iso(covered)}): "
                             "start the database so its newest WAL can be archived, or choose an earlier time")
-        chosen = [b for b in backups if b["timestamp"]["stop"] <= ts.timestamp()][-1]
+        chosen = [b for b in backups if b["timestamp"]["stop"] + 1 <= ts.timestamp()][-1]
         options += ["--type=time", f"--target={ts.isoformat(sep=' ')}", "--target-action=promote"]
         description = f"the state at {ts.isoformat()} (backup {chosen['label']} plus archived WAL)"
     elif immediate:
