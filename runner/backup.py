@@ -47,7 +47,7 @@ INSTALL_HINT = "run ./dev setup (installs the Debian package pgbackrest)"
 HBA_LINE = "local all postgres peer  # smsao-db: pgBackRest, as the postgres OS user, over the private socket"
 # A switched WAL segment is archived at once; without activity nothing is switched, so
 # archive_timeout bounds the data at risk (the RPO) under light traffic.
-ARCHIVE_TIMEOUT = "5min"
+ARCHIVE_TIMEOUT = "300"  # seconds, as pg_settings shows it
 
 
 def now_utc() -> datetime:
@@ -275,7 +275,8 @@ def configure_embedded(cluster, repo: str | Path | None = None) -> str:
     }
     restart = False
     with connect(cluster.url("postgres"), autocommit=True) as conn:
-        current = dict(conn.execute("select name, setting from pg_settings where name = any(%s)",
+        # pg_settings quotes list entries ("/path"): compare without the quotes.
+        current = dict(conn.execute("select name, replace(setting, '\"', '') from pg_settings where name = any(%s)",
                                     [list(wanted)]).fetchall())
         if conn.execute("show wal_level").fetchone()[0] == "minimal":
             conn.execute("alter system set wal_level = 'replica'")
