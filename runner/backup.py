@@ -337,6 +337,11 @@ def backup_embedded(cluster, repo: str | Path | None = None, full: bool = False)
         "label": latest["label"], "counts_before": before, "counts_after": after,
         "taken_at": iso(now_utc()),
     })
+    # pgBackRest expires old backups (retention: two full ones); their notes go with them.
+    labels = {b["label"] for b in stanza["backup"]}
+    for note in pb.meta_dir.glob("*.json"):
+        if note.stem not in labels:
+            note.unlink()
     return report
 
 
