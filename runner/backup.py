@@ -306,6 +306,17 @@ def _allow_peer_for_pgbackrest(data_dir: Path) -> None:
         pgserver.give_to_owner(hba, 0o600)
 
 
+def archive_before_stop(cluster) -> str | None:
+    """Before `down`: archive the WAL written since the last switch, which a clean shutdown
+    leaves unarchived, so the repository alone covers everything up to the stop."""
+    pb = PgBackRest(Path(cluster.home), Path(cluster.data_dir), Path("."))
+    if not cluster.running or not pb.conf.exists() or not shutil.which("pgbackrest"):
+        return None
+    pb.repo = pb.configured_repo()
+    covered = pb.mark_archive(cluster.url(), cluster.port)
+    return f"WAL archived up to {iso(covered)}"
+
+
 # -- backup ---------------------------------------------------------------------------------------
 def backup_embedded(cluster, repo: str | Path | None = None, full: bool = False) -> dict:
     require_pgbackrest()

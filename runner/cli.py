@@ -78,6 +78,14 @@ def up(demo_data: Annotated[bool, typer.Option("--demo", help="Load demo data.")
 @app.command()
 def down() -> None:
     """Stop the embedded PostgreSQL (its data stays in .smsao/)."""
+    try:
+        from runner import backup as backups
+
+        archived = backups.archive_before_stop(Cluster())
+        if archived:
+            console.print(archived, highlight=False)
+    except UserError as exc:
+        err_console.print(f"[yellow]warning:[/yellow] the newest WAL was not archived: {exc}", highlight=False)
     stopped = Cluster().stop()
     console.print("embedded database stopped" if stopped else "embedded database was not running")
 
