@@ -23,13 +23,32 @@ METRICS = {
     "failed_sms_24h": ("Failed SMS (24 h)", "failed_sms_24h"),
     "sms_failure_rate": ("SMS failure rate", "sms_failure_rate"),
     "orphaned_data": ("Orphaned rows", "orphaned_data"),
+    # Engine
+    "longest_transaction_s": ("Longest transaction", "longest_transaction_s"),
+    "connection_usage": ("Connections in use", "connection_usage"),
+    "xid_age_ratio": ("XID age (of wraparound)", "xid_age_ratio"),
+    "blocked_sessions": ("Sessions blocked on locks", "blocked_sessions"),
+    "database_size_bytes": ("Database size", "database_size_bytes"),
+    # Scheduler and security
+    "health_snapshot_age_s": ("Newest health snapshot", "health_snapshot_age_s"),
+    "cron_failures_1h": ("Failed job runs (1 h)", "cron_failures_1h"),
+    "security_refusals_1h": ("Refused calls (1 h)", "security_refusals_1h"),
 }
+RATIOS = ("sms_failure_rate", "connection_usage", "xid_age_ratio")
+SECONDS = ("longest_transaction_s", "health_snapshot_age_s")
+RUNBOOK = "docs/runbooks/health.md"
 
 RECOMMENDATIONS = {
     "configure_sms_gateway": "no active SMS gateway: activate one in sms_configurations, nothing can be sent",
     "investigate_failed_sms": "many SMS are failing: check the gateway and sms_logs.error_message",
     "review_pending_credit_requests": "credit requests are waiting for an admin",
     "cleanup_orphaned_data": "sms_logs / otp_codes rows belong to deleted users: review and archive them",
+    "investigate_long_transactions": "a transaction has been open too long: it holds back vacuum and may hold locks",
+    "review_connection_pooling": "connections are near max_connections: pool them (PgBouncer, Supavisor)",
+    "vacuum_freeze": "transaction IDs are ageing towards wraparound: VACUUM (FREEZE) the oldest tables",
+    "investigate_lock_waits": "sessions are waiting on locks held by others past the grace",
+    "check_scheduler": "the pg_cron jobs stopped storing snapshots or their runs fail",
+    "investigate_refusals": "many critical calls were refused in the last hour: a brute-force wave or a broken client",
 }
 
 
@@ -70,8 +89,12 @@ def exit_code(report: dict) -> int:
 def format_value(key: str, value) -> str:
     if value is None:
         return "-"
-    if key == "sms_failure_rate":
+    if key in RATIOS:
         return f"{float(value):.2%}"
+    if key in SECONDS:
+        return f"{float(value):,.0f} s"
+    if key == "database_size_bytes":
+        return f"{value / 2**20:,.1f} MiB"
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
@@ -86,6 +109,8 @@ def format_threshold(key: str, limits: dict | None) -> str:
             parts.append(f"{level.split('_')[0]} ≥ {format_value(key, limits[level])}")
     if limits.get("min_sample"):
         parts.append(f"min {limits['min_sample']:,} SMS")
+    if limits.get("grace_s") is not None:
+        parts.append(f"waiting > {format_value('longest_transaction_s', limits['grace_s'])}")
     return ", ".join(parts)
 
 
@@ -116,6 +141,6 @@ def render(report: dict, console: Console) -> None:
     if recommendations:
         console.print("[bold]Recommendations[/]")
         for code in recommendations:
-            console.print(f"  • [bold]{code}[/]: {RECOMMENDATIONS.get(code, '')}")
+            console.print(f"  • [bold]{code}[/]: {RECOMMENDATIONS.get(code, '')} [dim]({RUNBOOK}#{code})[/]")
     else:
         console.print("[dim]no recommendations[/]")

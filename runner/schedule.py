@@ -109,7 +109,16 @@ def apply(url: str) -> list[tuple[str, str, str]]:
         except errors.InsufficientPrivilege as exc:
             raise UserError(f"not allowed to schedule pg_cron jobs in '{setup.cron_db}': {first_line(exc)}") from None
         conn.commit()
+    record_state(url, setup, scheduled=True)
     return results
+
+
+def record_state(url: str, setup: CronSetup, scheduled: bool) -> None:
+    """Tell the database whether its jobs are scheduled: where pg_cron lives in another
+    database, this is how the health check's scheduler check knows they should run."""
+    with connect(url) as conn:
+        if conn.execute("select to_regprocedure('smsao.record_schedule_state(boolean, text)')").fetchone()[0]:
+            conn.execute("select smsao.record_schedule_state(%s, %s)", [scheduled, setup.cron_db])
 
 
 def remove(url: str) -> list[str]:
@@ -134,6 +143,7 @@ def remove(url: str) -> list[str]:
                     conn.execute("select cron.unschedule(%s::bigint)", [existing[job.jobname][0]])
                     removed.append(job.jobname)
         conn.commit()
+    record_state(url, setup, scheduled=False)
     return removed
 
 

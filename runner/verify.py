@@ -60,6 +60,9 @@ CONTRACT_GRANTS = {
 }
 HEALTH_METRICS = ("total_users", "active_sms_configs", "pending_credit_requests", "failed_sms_24h",
                   "orphaned_data")
+# CONTRACT section 3: the engine's and the scheduler's vital signs (NULL where not measurable).
+VITAL_SIGNS = ("longest_transaction_s", "connection_usage", "xid_age_ratio", "blocked_sessions",
+               "database_size_bytes", "health_snapshot_age_s", "cron_failures_1h", "security_refusals_1h")
 
 
 class CheckFailed(AssertionError):
@@ -383,7 +386,7 @@ def _probe_operation() -> str:
     return f"verify_probe_{uuid.uuid4().hex[:16]}"
 
 
-@check("rate limit", "admits exactly max_attempts, then refuses and records 'rate_limited'")
+@check("rate limit", "admits exactly max_attempts, then refuses and records 'rate_limited' once per window")
 def _rate_limit(v: Verifier):
     uid = v.new_user()
     op = _probe_operation()
@@ -392,7 +395,7 @@ def _rate_limit(v: Verifier):
     ensure(answers == [True, True, True, False, False], f"answers for max 3: {answers}")
     denied = v.one("select count(*) from public.function_call_audit where caller_id = %s "
                    "and outcome = 'rate_limited' and arguments ->> 'operation_type' = %s", [uid, op])
-    ensure(denied == 2, f"{denied} 'rate_limited' audit rows for 2 refusals")
+    ensure(denied == 1, f"{denied} 'rate_limited' audit rows for 2 refusals in one window (expected 1)")
     # The key is (caller, operation): another operation and another user start afresh.
     ensure(v.as_(user, "select public.enhanced_security_rate_limit(%s, 3, 1)", [op + "_b"])[0][0],
            "another operation_type was refused")
@@ -538,6 +541,25 @@ def _health_shape(v: Verifier):
     expected = {"total_users": 1, "active_sms_configs": 0, "pending_credit_requests": 1,
                 "failed_sms_24h": 1, "orphaned_data": 1}
     ensure(deltas == expected, f"after seeding, metric changes {deltas}, expected {expected}")
+
+
+@check("health", "the report carries the vital signs, each with its check and thresholds")
+def _vital_signs(v: Verifier):
+    report = _health(v)
+    metrics, checks, thresholds = report["metrics"], report.get("checks", {}), report.get("thresholds", {})
+    missing = [m for m in VITAL_SIGNS if m not in metrics or m not in checks or m not in thresholds]
+    ensure(not missing, f"vital signs without a value, check or thresholds: {missing}")
+    bad = [m for m in VITAL_SIGNS if metrics[m] is not None
+           and (not isinstance(metrics[m], (int, float)) or metrics[m] < 0)]
+    ensure(not bad, f"vital signs that are not non-negative numbers: {bad}")
+    ensure(0 < metrics["connection_usage"] <= 1, f"connection_usage {metrics['connection_usage']}")
+    # A refusal that rolls back is counted all the same.
+    before = metrics["security_refusals_1h"]
+    state = v.error_of(Caller.user(v.new_user(status="suspended")), "select public.request_credits(10)")
+    ensure(state == "42501", f"a suspended user requesting credits: {state or 'accepted'}")
+    after = _health(v)["metrics"]["security_refusals_1h"]
+    ensure(after >= before + 1, f"security_refusals_1h went from {before} to {after} after a refusal")
+    return ", ".join(f"{m}={metrics[m]}" for m in VITAL_SIGNS[:4])
 
 
 @check("health", "no active SMS configuration is critical with configure_sms_gateway")

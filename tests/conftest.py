@@ -19,6 +19,8 @@ from runner.embedded import SUPERUSER, Cluster
 from support import SERVICE, Caller, request
 
 TEMPLATE_DB = "smsao_template"
+SUPABASE_TEMPLATE_DB = "smsao_supabase_template"
+SUPABASE_SHAPE = Path(__file__).with_name("supabase_shape.sql")
 CRON_DB = "postgres"  # pg_cron's one database; tests schedule into others
 _names = itertools.count()
 
@@ -55,6 +57,17 @@ def template_db(cluster):
     with janitor(cluster, TEMPLATE_DB):
         migrate.run("upgrade", cluster.url(TEMPLATE_DB), "head")
         yield TEMPLATE_DB
+
+
+@pytest.fixture(scope="session")
+def supabase_template_db(cluster):
+    """Like template_db, but migrated onto a database shaped like a new Supabase project
+    (tests/supabase_shape.sql): its auth schema and its default privileges on public."""
+    with janitor(cluster, SUPABASE_TEMPLATE_DB):
+        with psycopg.connect(cluster.url(SUPABASE_TEMPLATE_DB), autocommit=True) as conn:
+            conn.execute(SUPABASE_SHAPE.read_text())
+        migrate.run("upgrade", cluster.url(SUPABASE_TEMPLATE_DB), "head")
+        yield SUPABASE_TEMPLATE_DB
 
 
 @pytest.fixture
@@ -104,15 +117,27 @@ class Db:
         return sid
 
 
-@pytest.fixture
-def db(cluster, template_db):
+def cloned_db(cluster, template: str):
     name = f"smsao_t{next(_names)}"
-    with janitor(cluster, name, template_db):
+    with janitor(cluster, name, template):
         d = Db(cluster.url(name))
         try:
             yield d
         finally:
             d.conn.close()
+
+
+@pytest.fixture
+def db(cluster, template_db):
+    yield from cloned_db(cluster, template_db)
+
+
+@pytest.fixture(params=["plain", "supabase"])
+def any_db(request, cluster):
+    """A migrated database of each shape: plain PostgreSQL, and Supabase's (the grants and
+    RLS tests run on both)."""
+    yield from cloned_db(cluster, request.getfixturevalue(
+        "template_db" if request.param == "plain" else "supabase_template_db"))
 
 
 @pytest.fixture

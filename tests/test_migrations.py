@@ -227,3 +227,15 @@ def test_unknown_revision_is_a_user_error(empty_db_url, action):
     message = str(excinfo.value)
     assert "no_such_rev" in message and "migrate history" in message
     assert version(empty_db_url) in (None, [])
+
+
+def test_downgrade_from_head_restores_the_previous_schema_exactly(cluster, empty_db_url):
+    """upgrade head -> downgrade one step yields what upgrading to that step yields: a
+    revision that changes released functions puts their earlier definitions back."""
+    script = ScriptDirectory.from_config(migrate.alembic_config(""))
+    previous = script.get_revision(HEAD).down_revision
+    migrate.run("upgrade", empty_db_url, previous)
+    expected = pg_dump(empty_db_url, "--exclude-schema", migrate.VERSION_TABLE_SCHEMA)
+    migrate.run("upgrade", empty_db_url, "head")
+    migrate.run("downgrade", empty_db_url, previous)
+    assert pg_dump(empty_db_url, "--exclude-schema", migrate.VERSION_TABLE_SCHEMA) == expected

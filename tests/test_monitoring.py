@@ -104,21 +104,32 @@ def test_snapshots_are_rolled_back_with_their_transaction(db, listener):
     assert listener.received(0.3) == [] and alerts(db) == []
 
 
-def test_performance_sample_error_rate(db):
+def test_performance_sample_error_rate_counts_rolled_back_calls(db):
+    """error_rate: critical calls that ended in an error (refusals excluded) over all of
+    them since the previous sample, counted although every failing call rolled back."""
     sample = db.one(SAMPLE)
     assert sample["error_rate"] == 0 and sample["response_time_ms"] > 0
-    assert sample["details"]["calls_last_minute"] == 0
-    assert set(sample["details"]) >= {"health_check_ms", "app_queries_ms"}
-    db.sql("insert into public.function_call_audit (function_name, outcome, created_at) values "
-           "('f', 'error', now() - interval '10 seconds'), ('f', 'ok', now() - interval '20 seconds'), "
-           "('f', 'denied', now()), ('f', 'rate_limited', now()), "
-           "('f', 'error', now() - interval '61 seconds'), ('f', 'error', now() - interval '1 day')")
+    assert sample["details"]["calls_since_previous"] == 0
+    assert set(sample["details"]) >= {"health_check_ms", "app_queries_ms", "counters"}
+    user = db.create_user()
+    me = Caller.user(user)
+    db.as_(me, "select public.request_credits(10)")                      # ok
+    for bad in (None, 0, -1):                                           # 22023, rolled back
+        with pytest.raises(psycopg.errors.InvalidParameterValue):
+            db.as_(me, "select public.request_credits(%s)", [bad])
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):           # refusal, rolled back
+        db.as_(Caller.user(db.create_user(status="suspended")), "select public.request_credits(10)")
+    # Audit rows of the failures rolled back with them; the counters did not.
+    assert db.one("select count(*) from public.function_call_audit where outcome <> 'ok'") == 0
     sample = db.one(SAMPLE)
-    assert sample["error_rate"] == 0.25
-    assert (sample["details"]["calls_last_minute"], sample["details"]["errors_last_minute"]) == (4, 1)
-    assert db.one("select count(*) from public.performance_samples") == 2
+    details = sample["details"]
+    assert (details["calls_since_previous"], details["errors_since_previous"],
+            details["refusals_since_previous"]) == (5, 3, 1)
+    assert sample["error_rate"] == 0.6
+    assert details["counters"]["request_credits"] == {"calls": 5, "errors": 3, "refusals": 1}
     stored = db.one("select error_rate from public.performance_samples order by id desc limit 1")
-    assert float(stored) == 0.25
+    assert float(stored) == 0.6
+    assert db.one(SAMPLE)["error_rate"] == 0                            # nothing since
 
 
 def test_performance_sample_measures_app_queries_on_real_data(db):
@@ -157,10 +168,11 @@ def test_housekeeping_prunes_history_older_than_30_days(db):
 def test_housekeeping_prunes_rate_limit_state_past_its_window(db):
     for uid in (db.create_user(), db.create_user()):
         db.as_(Caller.user(uid), "select public.enhanced_security_rate_limit('op', 5, 10)")
-    db.sql("update smsao.rate_limit_windows set window_ends = now() - interval '1 second' "
-           "where caller_key = (select min(caller_key) from smsao.rate_limit_windows)")
+    db.sql("update smsao.rate_limit_keys set window_ends = now() - interval '1 second' "
+           "where caller_key = (select min(caller_key) from smsao.rate_limit_keys)")
     assert db.one("select smsao.prune_housekeeping()")["rate_limit_state"] == 1
-    assert db.one("select count(*) from smsao.rate_limit_windows") == 1
+    assert db.one("select count(*) from smsao.rate_limit_keys") == 1
+    assert db.one("select count(*) from smsao.rate_limit_hits") == 1
 
 
 def test_daily_maintenance_runs_retention_then_housekeeping(db):

@@ -1,9 +1,10 @@
 import threading
+import time
 
 import psycopg
 import pytest
 
-from support import Caller, request
+from support import Caller, begin_request, request
 
 RL = "select public.enhanced_security_rate_limit(%s, %s, %s)"
 
@@ -14,24 +15,37 @@ def attempt(db, caller, op="op", max_attempts=3, window=15):
 
 def age_hits(db, minutes):
     """Move every stored attempt `minutes` into the past: the clock moving forward."""
-    db.sql("update smsao.rate_limit_windows set hits = array(select h - make_interval(mins => %s) "
-           "from unnest(hits) h), window_ends = window_ends - make_interval(mins => %s)", [minutes, minutes])
+    db.sql("update smsao.rate_limit_hits set at = at - make_interval(mins => %s)", [minutes])
+    db.sql("update smsao.rate_limit_keys set window_ends = window_ends - make_interval(mins => %s), "
+           "denied_at = denied_at - make_interval(mins => %s)", [minutes, minutes])
 
 
-def test_admits_exactly_max_then_refuses_and_audits(db):
+def kept_attempts(db) -> int:
+    return db.one("select count(*) from smsao.rate_limit_hits")
+
+
+def test_admits_exactly_max_then_refuses_and_audits_once_per_window(db):
     uid = db.create_user()
     me = Caller.user(uid)
     assert [attempt(db, me) for _ in range(5)] == [True, True, True, False, False]
     rows = db.sql("select caller_id, caller_role, function_name, outcome, arguments->>'operation_type' "
                   "from public.function_call_audit order by id")
-    assert rows == [(uid, "authenticated", "enhanced_security_rate_limit", "rate_limited", "op")] * 2
+    # A flood of refusals writes one row per key, operation and window, not one per call.
+    assert rows == [(uid, "authenticated", "enhanced_security_rate_limit", "rate_limited", "op")]
+    age_hits(db, 14)
+    assert attempt(db, me) is False                 # same window: no new row
+    assert db.one("select count(*) from public.function_call_audit") == 1
+    age_hits(db, 1)
+    assert attempt(db, me) is True                  # the first attempts left the window
+    assert [attempt(db, me) for _ in range(3)] == [True, True, False]
+    assert db.one("select count(*) from public.function_call_audit") == 2
 
 
 def test_refusals_count_nothing(db):
     me = Caller.user(db.create_user())
     for _ in range(10):
         attempt(db, me, max_attempts=2)
-    assert db.one("select cardinality(hits) from smsao.rate_limit_windows") == 2
+    assert kept_attempts(db) == 2
 
 
 def test_keys_kept_apart(db):
@@ -59,7 +73,8 @@ def test_window_slides(db):
     assert attempt(db, me, window=10) is False     # all three still inside the window
     age_hits(db, 1)
     assert attempt(db, me, window=10) is True      # the first three left it
-    assert db.one("select cardinality(hits) from smsao.rate_limit_windows") == 1
+    # Each admission drops up to two attempts that can no longer decide any call.
+    assert kept_attempts(db) == 2
 
 
 @pytest.mark.parametrize("args, argument", [
@@ -76,7 +91,7 @@ def test_bad_input_raises_22023_naming_the_argument(db, args, argument):
         db.as_(me, RL, args)
     assert exc.value.sqlstate == "22023"
     assert argument in str(exc.value)
-    assert db.one("select count(*) from smsao.rate_limit_windows") == 0
+    assert db.one("select count(*) from smsao.rate_limit_keys") == 0
 
 
 def test_wrong_type_is_refused(db):
@@ -105,8 +120,7 @@ def test_exact_under_concurrency(db):
         t.join()
     assert len(admitted) == sessions * per_session
     assert admitted.count(True) == 17
-    assert db.one("select count(*) from public.function_call_audit where outcome = 'rate_limited'") == \
-        sessions * per_session - 17
+    assert db.one("select count(*) from public.function_call_audit where outcome = 'rate_limited'") == 1
 
 
 def test_state_is_pruned_once_past_its_window(db):
@@ -115,11 +129,73 @@ def test_state_is_pruned_once_past_its_window(db):
     age_hits(db, 6)
     attempt(db, fresh, window=5)
     assert db.one("select smsao.prune_rate_limit_state()") == 1
-    assert db.one("select count(*) from smsao.rate_limit_windows") == 1
+    assert db.one("select count(*) from smsao.rate_limit_keys") == 1
+    assert kept_attempts(db) == 1                  # the pruned key's attempts went with it
 
 
 def test_state_is_not_readable_by_app_roles(db):
     for caller in (Caller.user(db.create_user()), Caller.service(), Caller.anon("203.0.113.1")):
         with pytest.raises(psycopg.Error) as exc:
-            db.as_(caller, "select * from smsao.rate_limit_windows")
+            db.as_(caller, "select * from smsao.rate_limit_keys join smsao.rate_limit_hits using (caller_key)")
         assert exc.value.sqlstate == "42501"
+
+
+def test_admission_is_stamped_when_admitted_not_when_the_call_started(db):
+    """Calls that queue behind a holder of the key's lock record the time they got through:
+    stamped at their start, a queued call would record a hit seconds in the past, and in
+    real time more than max_attempts could be admitted within one window."""
+    me = Caller.user(db.create_user())
+    holder = db.connect()
+    holder.execute("begin")
+    begin_request(holder, me)
+    assert holder.execute(RL, ["lk", 2, 1]).fetchone()[0] is True
+    results, started = [], threading.Barrier(4)
+
+    def queued():
+        with db.connect() as conn:
+            started.wait()
+            results.append(request(conn, me, RL, ["lk", 2, 1])[0][0])
+
+    threads = [threading.Thread(target=queued) for _ in range(3)]
+    for t in threads:
+        t.start()
+    started.wait()
+    waiting = 0
+    for _ in range(100):
+        waiting = db.one("select count(*) from pg_locks where locktype = 'advisory' and not granted")
+        if waiting == 3:
+            break
+        time.sleep(0.05)
+    assert waiting == 3, "the calls never queued on the key's lock"
+    time.sleep(1.0)
+    released_at = db.one("select clock_timestamp()")
+    holder.execute("commit")
+    holder.close()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [False, False, True]
+    stamps = [r[0] for r in db.sql("select at from smsao.rate_limit_hits order by seq")]
+    assert len(stamps) == 2 and stamps[1] >= released_at
+
+
+def test_anonymous_callers_get_bounded_windows_and_limits(db):
+    anon = Caller.anon("198.51.100.77")
+    for args in (["op", 5, 61], ["op", 101, 15], ["op", 5, 10080]):
+        with pytest.raises(psycopg.Error) as exc:
+            db.as_(anon, RL, args)
+        assert exc.value.sqlstate == "22023" and "anonymous" in str(exc.value)
+    assert db.as_(anon, RL, ["op", 100, 60])[0][0] is True
+    assert db.one("select count(*) from smsao.rate_limit_keys") == 1
+
+
+def test_state_per_call_does_not_grow_with_the_window(db):
+    """A key with a big limit keeps what its window holds, not every attempt ever made."""
+    me = Caller.user(db.create_user())
+    for _ in range(30):
+        assert attempt(db, me, op="bulk", max_attempts=10000, window=1) is True
+    assert kept_attempts(db) == 30
+    age_hits(db, 2)                               # all 30 left every window used
+    for _ in range(20):
+        assert attempt(db, me, op="bulk", max_attempts=10000, window=1) is True
+    # each admission dropped two expired attempts: 30 - 2 * 15 expired ones left
+    assert kept_attempts(db) == 20

@@ -80,7 +80,7 @@ SPECS = [
          new=fresh_auth_user_without_profile,
          update="full_name = 'changed'",
          # Users update their own name/phone (column grants); nobody but the backend inserts or deletes.
-         rights={"anon": NOBODY, "owner": "yxyx", "other": "0x0x", "admin": "yx0x", "service": "yyyy"}),
+         rights={"anon": NOBODY, "owner": "yxyx", "other": "0x0x", "admin": "0x0x", "service": "yyyy"}),
     Spec("user_roles", "id",
          row=None, existing=lambda c: c.db.one(
              "select id from public.user_roles where user_id = %s and role = 'user'", [c.owner]),
@@ -213,8 +213,8 @@ def outcome(spec: Spec, op: str, n: int | None, state: str | None, before, after
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=str)
-def test_rights(db, spec: Spec):
-    c = Ctx(db, owner=db.create_user(), other=db.create_user(), admin=db.create_user(admin=True))
+def test_rights(any_db, spec: Spec):
+    c = Ctx(any_db, owner=any_db.create_user(), other=any_db.create_user(), admin=any_db.create_user(admin=True))
     pk = spec.existing(c) if spec.existing else c.insert(spec.table, spec.row(c), spec.pk)
     table, key = sql.Identifier("public", spec.table), sql.Identifier(spec.pk)
     statements = {
@@ -226,7 +226,7 @@ def test_rights(db, spec: Spec):
     for name, caller in callers(c).items():
         codes = ""
         for op in OPS:
-            with db.conn.transaction(force_rollback=True):
+            with any_db.conn.transaction(force_rollback=True):
                 if op == "insert":
                     values = spec.new(c)  # may prepare rows as the superuser first
                     query = sql.SQL("insert into {} ({}) values ({})").format(
@@ -235,9 +235,9 @@ def test_rights(db, spec: Spec):
                     params = list(values.values())
                 else:
                     query, params = statements[op][0], statements[op][1]()
-                before = snapshot(db, spec, pk)
-                n, state = as_caller(db, caller, query, params)
-                after = snapshot(db, spec, pk)
+                before = snapshot(any_db, spec, pk)
+                n, state = as_caller(any_db, caller, query, params)
+                after = snapshot(any_db, spec, pk)
                 found: list[str] = []
                 codes += outcome(spec, op, n, state, before, after, found)
                 problems += [f"{name} {p}" for p in found]
@@ -254,15 +254,15 @@ def public_tables(db) -> dict[str, bool]:
                        " where relnamespace = 'public'::regnamespace and relkind in ('r', 'p')"))
 
 
-def test_every_public_table_has_rls(db):
-    missing = sorted(t for t, rls in public_tables(db).items() if not rls)
+def test_every_public_table_has_rls(any_db):
+    missing = sorted(t for t, rls in public_tables(any_db).items() if not rls)
     assert not missing, f"tables in public without row level security: {missing}"
 
 
-def test_internal_tables_have_rls_and_no_app_privileges(db):
+def test_internal_tables_have_rls_and_no_app_privileges(any_db):
     """smsao holds state only the owner's functions touch: RLS without policies and no
     privilege for the app roles, so a mistaken grant still exposes nothing."""
-    rows = db.sql("""select c.relname, c.relrowsecurity,
+    rows = any_db.sql("""select c.relname, c.relrowsecurity,
                              has_table_privilege('anon', c.oid, 'select, insert, update, delete')
                           or has_table_privilege('authenticated', c.oid, 'select, insert, update, delete')
                           or has_table_privilege('service_role', c.oid, 'select, insert, update, delete')
@@ -276,9 +276,9 @@ def test_every_public_table_is_in_the_matrix(db):
         "a table in public needs RLS, grants in sql/policies/ and a row in this matrix"
 
 
-def test_anon_holds_no_privilege_in_public(db):
+def test_anon_holds_no_privilege_in_public(any_db):
     """Not even on sequences or functions it is not meant to call."""
-    tables = db.sql("select c.oid::regclass::text from pg_class c where c.relnamespace = 'public'::regnamespace"
+    tables = any_db.sql("select c.oid::regclass::text from pg_class c where c.relnamespace = 'public'::regnamespace"
                     " and c.relkind in ('r', 'p', 'v', 'm', 'S')"
                     " and (has_table_privilege('anon', c.oid, 'select, insert, update, delete, truncate, references, trigger')"
                     "      or (c.relkind = 'S' and has_sequence_privilege('anon', c.oid, 'usage, select, update')))")
@@ -290,7 +290,7 @@ def test_policies_evaluate_caller_once_per_query(db):
     bare = []
     for name, table, expr in db.sql("select policyname, tablename, concat_ws(' / ', qual, with_check)"
                                     " from pg_policies where schemaname = 'public'"):
-        for call in re.finditer(r"(auth\.uid|smsao\.is_admin|auth\.jwt|auth\.role)\(\)", expr):
+        for call in re.finditer(r"(auth\.uid|smsao\.is_admin|smsao\.is_active_user|auth\.jwt|auth\.role)\(\)", expr):
             if not re.search(r"SELECT\s+$", expr[:call.start()]):
                 bare.append(f"{table}.{name}: {expr}")
     assert not bare, "\n".join(bare)
@@ -303,3 +303,60 @@ def test_suspended_admin_loses_admin_reads(db):
     db.sql("insert into public.campaigns (user_id, name) values (%s, 'c')", [owner])
     assert db.as_(Caller.user(admin), "select count(*) from public.campaigns") == [(0,)]
     assert db.as_(Caller.user(admin), "select user_id from public.profiles") == [(admin,)]
+
+
+# CONTRACT section 3 (and the internal helpers that policies and triggers call with the
+# caller's rights): exactly who may EXECUTE what. Everything else in public and smsao is
+# executable by none of the app roles, whatever Supabase's default privileges granted.
+APP = {"anon", "authenticated", "service_role"}
+OPERATORS = {"authenticated", "service_role"}
+EXECUTE_GRANTS = {
+    "public.enhanced_security_rate_limit(text,integer,integer)": APP,
+    "public.validate_user_session()": APP,
+    "public.has_role(uuid,app_role)": OPERATORS,
+    "public.request_credits(integer)": {"authenticated"},
+    "public.approve_credit_request(uuid)": OPERATORS,
+    "public.reject_credit_request(uuid,text)": OPERATORS,
+    "public.admin_set_user_status(uuid,text)": OPERATORS,
+    "public.admin_get_user_details(uuid)": OPERATORS,
+    "public.admin_list_users(integer,integer)": OPERATORS,
+    "public.production_system_health_check()": OPERATORS,
+    "public.production_data_cleanup()": OPERATORS,
+    "public.production_data_cleanup_report()": OPERATORS,
+    "public.record_health_snapshot()": {"service_role"},
+    "public.record_performance_sample()": {"service_role"},
+    # Called by RLS policies and triggers with the caller's rights.
+    "smsao.caller_role()": APP,
+    "smsao.caller_id()": APP,
+    "smsao.is_admin()": OPERATORS,
+    "smsao.is_active_user()": {"authenticated"},
+    "smsao.guard_app_statement(text,text,text)": {"anon", "authenticated"},
+    "smsao.send_cache_invalidation(uuid[],text[])": OPERATORS,
+}
+
+
+def test_execute_grants_are_exactly_the_contracts(any_db):
+    rows = any_db.sql("""
+        select p.oid::regprocedure::text, r.rolname
+        from pg_proc p cross join pg_roles r
+        where p.pronamespace in ('public'::regnamespace, 'smsao'::regnamespace)
+          and r.rolname in ('anon', 'authenticated', 'service_role')
+          and has_function_privilege(r.oid, p.oid, 'execute')""")
+    actual: dict[str, set] = {}
+    for function, role in rows:
+        qualified = function if "." in function.split("(")[0] else "public." + function
+        actual.setdefault(qualified, set()).add(role)
+    assert actual == EXECUTE_GRANTS
+
+
+def test_no_function_or_sequence_is_granted_to_public(any_db):
+    assert any_db.sql("""
+        select p.oid::regprocedure::text from pg_proc p
+        where p.pronamespace in ('public'::regnamespace, 'smsao'::regnamespace)
+          and (p.proacl is null or exists (select from aclexplode(p.proacl) a where a.grantee = 0))""") == []
+    assert any_db.sql("""
+        select c.oid::regclass::text from pg_class c
+        where c.relkind = 'S' and c.relnamespace in ('public'::regnamespace, 'smsao'::regnamespace)
+          and (has_sequence_privilege('authenticated', c.oid, 'usage, select, update')
+               or has_sequence_privilege('anon', c.oid, 'usage, select, update')
+               or has_sequence_privilege('service_role', c.oid, 'usage, select, update'))""") == []

@@ -47,8 +47,10 @@ def test_apply_is_idempotent_by_job_name(db, cron):
     assert dict((n, a) for n, a, _ in schedule.apply(db.url))["smsao-health-check"] == "updated"
     assert jobs(cron)["smsao-health-check"] == ("*/5 * * * *", name)
     assert cron.execute("select count(*) from cron.job where jobname like 'smsao-%'").fetchone()[0] == 4
+    assert db.sql("select jobs_scheduled, cron_database from smsao.scheduler_state") == [(True, CRON_DB)]
     assert sorted(schedule.remove(db.url)) == sorted(JOB_NAMES)
     assert jobs(cron) == {}
+    assert db.sql("select jobs_scheduled from smsao.scheduler_state") == [(False,)]
     assert schedule.remove(db.url) == []
 
 

@@ -132,7 +132,7 @@ def test_a_broken_rate_limiter_fails(db):
                 operation_type text, max_attempts integer default 5, window_minutes integer default 15)
               returns boolean language sql security definer set search_path = '' as $$ select true $$""")
     failed = failures(db.url)
-    assert "admits exactly max_attempts, then refuses and records 'rate_limited'" in failed
+    assert "admits exactly max_attempts, then refuses and records 'rate_limited' once per window" in failed
     assert "request_credits is audited, gated by session and rate limited" in failed
 
 

@@ -1,4 +1,4 @@
-create function public.admin_set_user_status(user_id uuid, status text) returns void
+create or replace function public.admin_set_user_status(user_id uuid, status text) returns void
   language plpgsql security definer
   set search_path = ''
 as $$
@@ -7,6 +7,7 @@ declare
   args       jsonb := pg_catalog.jsonb_build_object('user_id', user_id, 'status', status);
   old_status text;
 begin
+  perform smsao.count_call('admin_set_user_status');
   if admin_set_user_status.user_id is null then
     raise exception 'user_id must not be NULL' using errcode = '22023';
   end if;
@@ -33,13 +34,16 @@ begin
           pg_catalog.jsonb_build_object('status', old_status),
           pg_catalog.jsonb_build_object('status', admin_set_user_status.status));
   perform smsao.audit_call('admin_set_user_status', args, 'ok', started);
+exception when others then
+  perform smsao.count_failure('admin_set_user_status', sqlstate);
+  raise;
 end
 $$;
-revoke all on function public.admin_set_user_status(uuid, text) from public;
+revoke all on function public.admin_set_user_status(uuid, text) from public, anon, authenticated, service_role;
 grant execute on function public.admin_set_user_status(uuid, text) to authenticated, service_role;
 
 -- A user's details for support, PII included; every call leaves a pii_access_audit row.
-create function public.admin_get_user_details(user_id uuid) returns jsonb
+create or replace function public.admin_get_user_details(user_id uuid) returns jsonb
   language plpgsql security definer
   set search_path = ''
 as $$
@@ -48,6 +52,7 @@ declare
   args    jsonb := pg_catalog.jsonb_build_object('user_id', user_id);
   details jsonb;
 begin
+  perform smsao.count_call('admin_get_user_details');
   if admin_get_user_details.user_id is null then
     raise exception 'user_id must not be NULL' using errcode = '22023';
   end if;
@@ -73,7 +78,46 @@ begin
           array['full_name', 'email', 'phone'], 'admin_get_user_details');
   perform smsao.audit_call('admin_get_user_details', args, 'ok', started);
   return details;
+exception when others then
+  perform smsao.count_failure('admin_get_user_details', sqlstate);
+  raise;
 end
 $$;
-revoke all on function public.admin_get_user_details(uuid) from public;
+revoke all on function public.admin_get_user_details(uuid) from public, anon, authenticated, service_role;
 grant execute on function public.admin_get_user_details(uuid) to authenticated, service_role;
+
+-- The admins' list of users: what a list view needs, without PII (no name, email or
+-- phone: those come one user at a time from admin_get_user_details, which is audited).
+-- Admins read only their own row of public.profiles directly. Newest first, paged.
+create or replace function public.admin_list_users(page_size integer default 50, page integer default 1)
+  returns table (user_id uuid, status text, credits integer, is_admin boolean,
+                 created_at timestamptz, updated_at timestamptz)
+  language plpgsql security definer
+  set search_path = ''
+as $$
+declare
+  args jsonb := pg_catalog.jsonb_build_object('page_size', page_size, 'page', page);
+begin
+  perform smsao.count_call('admin_list_users');
+  if page_size is null or page_size not between 1 and 1000 then
+    raise exception 'page_size must be between 1 and 1000, got %', coalesce(page_size::text, 'NULL')
+      using errcode = '22023';
+  end if;
+  if page is null or page < 1 then
+    raise exception 'page must be a positive integer, got %', coalesce(page::text, 'NULL') using errcode = '22023';
+  end if;
+  perform smsao.guard_admin('admin_list_users', args);
+  return query
+  select p.user_id, p.status, p.credits,
+         exists (select from public.user_roles r where r.user_id = p.user_id and r.role = 'admin'),
+         p.created_at, p.updated_at
+  from public.profiles p
+  order by p.created_at desc, p.user_id
+  limit page_size offset (page::bigint - 1) * page_size;
+exception when others then
+  perform smsao.count_failure('admin_list_users', sqlstate);
+  raise;
+end
+$$;
+revoke all on function public.admin_list_users(integer, integer) from public, anon, authenticated, service_role;
+grant execute on function public.admin_list_users(integer, integer) to authenticated, service_role;

@@ -4,7 +4,7 @@
 --   'service_role' for a claims-less superuser or owner of the schema (pg_cron, a DBA);
 --   'anon' otherwise.
 -- current_setting('role') is the SET ROLE of the request, also inside SECURITY DEFINER.
-create function smsao.caller_role() returns text
+create or replace function smsao.caller_role() returns text
   language plpgsql stable
   set search_path = ''
 as $$
@@ -28,11 +28,11 @@ begin
   return 'anon';
 end
 $$;
-revoke all on function smsao.caller_role() from public;
+revoke all on function smsao.caller_role() from public, anon, authenticated, service_role;
 grant execute on function smsao.caller_role() to anon, authenticated, service_role;
 
 -- The caller's user id, or NULL when the subject claim is absent or not a uuid.
-create function smsao.caller_id() returns uuid
+create or replace function smsao.caller_id() returns uuid
   language plpgsql stable
   set search_path = ''
 as $$
@@ -42,5 +42,5 @@ exception when invalid_text_representation then
   return null;
 end
 $$;
-revoke all on function smsao.caller_id() from public;
+revoke all on function smsao.caller_id() from public, anon, authenticated, service_role;
 grant execute on function smsao.caller_id() to anon, authenticated, service_role;

@@ -7,7 +7,7 @@
 -- Migrations never schedule anything, so they apply where pg_cron is absent.
 --   runs_in: 'target' = the database this function lives in; 'cron' = pg_cron's own
 --   database (cron.job_run_details lives there).
-create function smsao.cron_jobs()
+create or replace function smsao.cron_jobs()
   returns table (jobname text, schedule text, command text, runs_in text)
   language sql immutable
   set search_path = ''
@@ -17,6 +17,7 @@ as $$
     ('smsao-performance-check', '* * * * *', 'select public.record_performance_sample()', 'target'),
     ('smsao-data-cleanup', '0 3 * * *', 'call smsao.run_daily_maintenance()', 'target'),
     ('smsao-cron-history-cleanup', '30 3 * * *',
-     'delete from cron.job_run_details where end_time < now() - interval ''7 days''', 'cron')
+     -- A run that never ended (server restarted mid-run) has no end_time: its start dates it.
+     'delete from cron.job_run_details where coalesce(end_time, start_time) < now() - interval ''7 days''', 'cron')
 $$;
-revoke all on function smsao.cron_jobs() from public;
+revoke all on function smsao.cron_jobs() from public, anon, authenticated, service_role;

@@ -16,7 +16,7 @@
 -- smsao.audit_retention = on for its own duration (see smsao.forbid_audit_change).
 
 -- The retention rules' categories, in cleanup order, with their cutoffs at time `at`.
-create function smsao.retention_cutoffs(at timestamptz) returns table (category text, cutoff timestamptz, rule text)
+create or replace function smsao.retention_cutoffs(at timestamptz) returns table (category text, cutoff timestamptz, rule text)
   language sql stable
   set search_path = ''
 as $$
@@ -31,16 +31,16 @@ as $$
   ) as v(ord, category, cutoff, rule)
   order by v.ord
 $$;
-revoke all on function smsao.retention_cutoffs(timestamptz) from public;
+revoke all on function smsao.retention_cutoffs(timestamptz) from public, anon, authenticated, service_role;
 
 -- One batch of one category: the rows whose key (the rule's column) is in
 -- [resume_at, upper), where upper is the key of the (batch_size + 1)-th eligible row from
 -- resume_at, found by an index-only scan; or all remaining rows up to the cutoff, and then
 -- `finished`. The DELETE is one index range scan: each row is visited once, and the
 -- next batch starts at upper, so no batch wades through rows an earlier one deleted.
--- When more than batch_size rows share the key resume_at, the batch is exactly those.
+-- When more than batch_size rows share the key resume_at, the batch is batch_size of them.
 -- The DELETE repeats the rule, so a row changed meanwhile is judged by its new values.
-create function smsao.cleanup_batch(category text, cutoff timestamptz, resume_at timestamptz,
+create or replace function smsao.cleanup_batch(category text, cutoff timestamptz, resume_at timestamptz,
                                     batch_size integer,
                                     out deleted integer, out next_key timestamptz, out finished boolean)
   language plpgsql security definer
@@ -85,10 +85,34 @@ begin
   end case;
   finished := upper is null;
   upper := coalesce(upper, cutoff);
+  if upper = resume_at then
+    -- More than batch_size rows share the key resume_at: this batch is batch_size of
+    -- them, found by the same index, so a batch stays bounded by rows, not by key values.
+    case category
+    when 'otp_codes' then
+      delete from public.otp_codes o where o.ctid = any (array(
+        select x.ctid from public.otp_codes x where x.expires_at = resume_at limit batch_size));
+    when 'contact_import_jobs' then
+      delete from public.contact_import_jobs j where j.ctid = any (array(
+        select x.ctid from public.contact_import_jobs x
+        where x.status in ('completed', 'failed') and x.completed_at = resume_at limit batch_size));
+    when 'admin_audit_logs' then
+      delete from public.admin_audit_logs a where a.ctid = any (array(
+        select x.ctid from public.admin_audit_logs x where x.created_at = resume_at limit batch_size));
+    when 'pii_access_audit' then
+      delete from public.pii_access_audit a where a.ctid = any (array(
+        select x.ctid from public.pii_access_audit x where x.created_at = resume_at limit batch_size));
+    when 'function_call_audit' then
+      delete from public.function_call_audit a where a.ctid = any (array(
+        select x.ctid from public.function_call_audit x where x.created_at = resume_at limit batch_size));
+    end case;
+    get diagnostics deleted = row_count;
+    next_key := resume_at;  -- the rest of that key's rows, then onwards
+    return;
+  end if;
   -- Timestamps step by one microsecond, so "< upper" is "<= upper - 1 us": a bound the
-  -- index uses even in a cached generic plan. upper = resume_at means more than a batch
-  -- of rows share that key: the batch is exactly those rows.
-  last_included := case when upper = resume_at then resume_at else upper - interval '1 microsecond' end;
+  -- index uses even in a cached generic plan.
+  last_included := upper - interval '1 microsecond';
   case category
   when 'otp_codes' then
     delete from public.otp_codes o
@@ -108,11 +132,10 @@ begin
     where a.created_at >= resume_at and a.created_at <= last_included and a.created_at < cutoff;
   end case;
   get diagnostics deleted = row_count;
-  -- After a run of equal keys the next batch starts at that same key: its rows are gone.
   next_key := upper;
 end
 $$;
-revoke all on function smsao.cleanup_batch(text, timestamptz, timestamptz, integer) from public;
+revoke all on function smsao.cleanup_batch(text, timestamptz, timestamptz, integer) from public, anon, authenticated, service_role;
 
 -- One step of a cleanup run: the next batch of the current category. `progress` is NULL
 -- to start and then what the previous step returned; it carries the cutoffs (fixed when
@@ -121,7 +144,7 @@ revoke all on function smsao.cleanup_batch(text, timestamptz, timestamptz, integ
 --    "total", "batches", "dry_run": false, "position": {"index", "resume_at"}}
 -- Kept apart from the procedure so that the procedure body holds no expression at all
 -- (it cannot pin search_path, see smsao.run_data_cleanup).
-create function smsao.data_cleanup_step(progress jsonb, batch_size integer,
+create or replace function smsao.data_cleanup_step(progress jsonb, batch_size integer,
                                         out next_progress jsonb, out done boolean)
   language plpgsql security definer
   set search_path = ''
@@ -177,7 +200,7 @@ begin
   next_progress := case when done then progress - 'position' else progress end;
 end
 $$;
-revoke all on function smsao.data_cleanup_step(jsonb, integer) from public;
+revoke all on function smsao.data_cleanup_step(jsonb, integer) from public, anon, authenticated, service_role;
 
 -- The committing path: pg_cron's daily job and `smsao-db cleanup` call this. Each batch
 -- is its own transaction, committed asynchronously (see the loop).
@@ -187,7 +210,7 @@ revoke all on function smsao.data_cleanup_step(jsonb, integer) from public;
 -- it calls the schema-qualified, search_path-pinned step function and commits. EXECUTE
 -- is revoked from PUBLIC: the owner (pg_cron, a DBA) runs it; the app uses
 -- public.production_data_cleanup().
-create procedure smsao.run_data_cleanup(batch_size integer default 5000, inout report jsonb default null)
+create or replace procedure smsao.run_data_cleanup(batch_size integer default 5000, inout report jsonb default null)
   language plpgsql
 as $$
 declare
@@ -207,9 +230,9 @@ begin
   report := progress;
 end
 $$;
-revoke all on procedure smsao.run_data_cleanup(integer, jsonb) from public;
+revoke all on procedure smsao.run_data_cleanup(integer, jsonb) from public, anon, authenticated, service_role;
 
-create function public.production_data_cleanup() returns integer
+create or replace function public.production_data_cleanup() returns integer
   language plpgsql security definer
   set search_path = ''
 as $$
@@ -228,12 +251,12 @@ $$;
 comment on function public.production_data_cleanup() is
   'Retention: deletes OTPs expired more than 2 hours ago, audit rows older than 2 years and '
   'completed/failed import jobs finished more than 30 days ago, in batches; returns the total.';
-revoke all on function public.production_data_cleanup() from public;
+revoke all on function public.production_data_cleanup() from public, anon, authenticated, service_role;
 grant execute on function public.production_data_cleanup() to authenticated, service_role;
 
 -- What a cleanup would delete now, per category; deletes nothing. Same shape as the
 -- procedure's report, with "dry_run": true.
-create function public.production_data_cleanup_report() returns jsonb
+create or replace function public.production_data_cleanup_report() returns jsonb
   language plpgsql stable security definer
   set search_path = ''
 as $$
@@ -269,5 +292,5 @@ begin
     'categories', counts, 'rules', rules, 'total', total, 'dry_run', true);
 end
 $$;
-revoke all on function public.production_data_cleanup_report() from public;
+revoke all on function public.production_data_cleanup_report() from public, anon, authenticated, service_role;
 grant execute on function public.production_data_cleanup_report() to authenticated, service_role;

@@ -1,7 +1,7 @@
 -- Housekeeping, separate from the retention rules: monitoring history older than 30 days,
 -- counter rows no reader needs, and rate-limit state past its window.
 -- Run by the daily job (smsao.run_daily_maintenance).
-create function smsao.prune_housekeeping() returns jsonb
+create or replace function smsao.prune_housekeeping() returns jsonb
   language plpgsql security definer
   set search_path = ''
 as $$
@@ -25,12 +25,12 @@ begin
     'rate_limit_state', rate_limit);
 end
 $$;
-revoke all on function smsao.prune_housekeeping() from public;
+revoke all on function smsao.prune_housekeeping() from public, anon, authenticated, service_role;
 
 -- The daily pg_cron job: the retention cleanup (committing per batch), then housekeeping.
 -- Like smsao.run_data_cleanup it cannot pin search_path (it commits), so it only calls
 -- schema-qualified routines.
-create procedure smsao.run_daily_maintenance()
+create or replace procedure smsao.run_daily_maintenance()
   language plpgsql
 as $$
 declare
@@ -40,4 +40,4 @@ begin
   perform smsao.prune_housekeeping();
 end
 $$;
-revoke all on procedure smsao.run_daily_maintenance() from public;
+revoke all on procedure smsao.run_daily_maintenance() from public, anon, authenticated, service_role;

@@ -5,7 +5,7 @@
 -- from 'healthy') insert one system_alerts row and NOTIFY system_alerts with
 --   {"alert_id", "severity", "status", "previous_status", "snapshot_id", "at"}.
 -- Returns the health report plus "snapshot_id" and "alert" (the alert row, or null).
-create function public.record_health_snapshot() returns jsonb
+create or replace function public.record_health_snapshot() returns jsonb
   language plpgsql security definer
   set search_path = ''
 as $$
@@ -55,13 +55,17 @@ begin
   return report || pg_catalog.jsonb_build_object('snapshot_id', snapshot_id, 'alert', alert);
 end
 $$;
-revoke all on function public.record_health_snapshot() from public;
+revoke all on function public.record_health_snapshot() from public, anon, authenticated, service_role;
 grant execute on function public.record_health_snapshot() to service_role;
 
 -- Store a performance sample: response time of the health check and of representative
--- app reads (the latest sender's profile, their newest SMS page and contacts page), and
--- the error rate of audited calls in the last minute (outcome 'error' / all; 0 when none).
-create function public.record_performance_sample() returns jsonb
+-- app reads (the latest sender's profile, their newest SMS page and contacts page), and the
+-- error rate of the critical operations since the previous sample: calls that ended in an
+-- error other than a refusal, over all their calls (0 when there were none). The figures
+-- come from the counters of smsao.critical_call_totals(), which count calls whose
+-- transaction rolled back too; each sample keeps the totals it saw in details.counters.
+-- Run every minute by pg_cron, it also prunes rate-limit state past its window.
+create or replace function public.record_performance_sample() returns jsonb
   language plpgsql security definer
   set search_path = ''
 as $$
@@ -70,9 +74,13 @@ declare
   health_ms numeric;
   app_ms numeric;
   sender uuid;
+  totals jsonb;
+  previous jsonb;
   calls bigint;
   errors bigint;
+  refusals bigint;
   rate numeric;
+  pruned integer;
   sample public.performance_samples;
 begin
   if smsao.caller_role() <> 'service_role' then
@@ -90,20 +98,27 @@ begin
   perform from public.contacts c where c.user_id = sender order by c.phone limit 50;
   app_ms := extract(epoch from pg_catalog.clock_timestamp() - started) * 1000;
 
-  select count(*), count(*) filter (where f.outcome = 'error') into calls, errors
-  from public.function_call_audit f where f.created_at > pg_catalog.now() - interval '1 minute';
-  rate := case when calls > 0 then round(errors::numeric / calls, 6) else 0 end;
+  totals := smsao.critical_counters_now();
+  previous := smsao.critical_counters_at('infinity');
+  calls := smsao.counters_delta(totals, previous, 'calls');
+  errors := smsao.counters_delta(totals, previous, 'errors');
+  refusals := smsao.counters_delta(totals, previous, 'refusals');
+  rate := case when calls > 0 then least(round(errors::numeric / calls, 6), 1) else 0 end;
+  pruned := smsao.prune_rate_limit_state(10000);
 
   insert into public.performance_samples (sampled_at, response_time_ms, error_rate, details)
   values (pg_catalog.now(), round(health_ms + app_ms, 3), rate,
           pg_catalog.jsonb_build_object(
             'health_check_ms', round(health_ms, 3),
             'app_queries_ms', round(app_ms, 3),
-            'calls_last_minute', calls,
-            'errors_last_minute', errors))
+            'calls_since_previous', calls,
+            'errors_since_previous', errors,
+            'refusals_since_previous', refusals,
+            'rate_limit_keys_pruned', pruned,
+            'counters', totals))
   returning * into sample;
   return pg_catalog.to_jsonb(sample);
 end
 $$;
-revoke all on function public.record_performance_sample() from public;
+revoke all on function public.record_performance_sample() from public, anon, authenticated, service_role;
 grant execute on function public.record_performance_sample() to service_role;

@@ -1,6 +1,6 @@
 -- Monitoring and retention are for operators: service_role (the backend, pg_cron, a DBA)
 -- and active admins. Everyone else gets 42501 naming the function.
-create function smsao.require_operator(function_name text) returns void
+create or replace function smsao.require_operator(function_name text) returns void
   language plpgsql stable
   set search_path = ''
 as $$
@@ -12,4 +12,4 @@ begin
     using errcode = '42501';
 end
 $$;
-revoke all on function smsao.require_operator(text) from public;
+revoke all on function smsao.require_operator(text) from public, anon, authenticated, service_role;

@@ -22,13 +22,18 @@
 --   sms_failure_rate         = failed / all sms_logs created since the start of the hour
 --                              24 hours ago (details.sms_window)        [per-hour counters]
 --
+-- Vital signs of the engine and the scheduler (sql/functions/vitals.sql), also in metrics:
+--   longest_transaction_s, connection_usage, xid_age_ratio, blocked_sessions,
+--   database_size_bytes, health_snapshot_age_s, cron_failures_1h, security_refusals_1h
+--   (NULL where not measurable; details.critical_operations has the last hour per operation).
+--
 -- Status: the worst level among the checks. Each threshold in smsao.health_thresholds
--- gives 'warning' from warning_at and 'critical' from critical_at; no active SMS
--- configuration is always critical (nothing can be sent).
--- Recommendations: configure_sms_gateway (no active configuration),
--- investigate_failed_sms (failed_sms_24h or sms_failure_rate at warning or worse),
--- review_pending_credit_requests, cleanup_orphaned_data (their metric at warning or worse).
-create function smsao.health_report() returns jsonb
+-- gives 'warning' from warning_at and 'critical' from critical_at (a NULL value is 'ok');
+-- no active SMS configuration is always critical (nothing can be sent).
+-- Recommendations: configure_sms_gateway (no active configuration), and the code of each
+-- threshold row whose check is at warning or worse (smsao.health_thresholds.recommendation),
+-- once each, in a fixed order.
+create or replace function smsao.health_report() returns jsonb
   language plpgsql stable security definer
   set search_path = ''
 as $$
@@ -52,8 +57,12 @@ declare
   lvl text;
   checks jsonb := '{}'::jsonb;
   thresholds jsonb := '{}'::jsonb;
-  recommendations text[] := '{}'::text[];
+  codes text[] := '{}'::text[];
+  recommendations text[];
   status text := 'healthy';
+  grace interval;
+  vitals jsonb;
+  last_hour jsonb;
 begin
   select coalesce(sum(c.value) filter (where c.metric = 'total_users' and c.bucket = '-infinity'), 0)::bigint,
          coalesce(sum(c.value) filter (where c.metric = 'pending_credit_requests' and c.bucket = '-infinity'), 0)::bigint,
@@ -74,37 +83,47 @@ begin
   select count(*) into configs from public.sms_configurations s where s.is_active;
   rate := case when window_total > 0 then round(window_failed::numeric / window_total, 4) else 0 end;
 
+  select pg_catalog.make_interval(secs => coalesce(h.grace_s, 30)) into grace
+  from smsao.health_thresholds h where h.metric = 'blocked_sessions';
+  select coalesce(pg_catalog.jsonb_object_agg(c.operation, pg_catalog.jsonb_build_object(
+           'calls', c.calls, 'errors', c.errors, 'refusals', c.refusals)), '{}'::jsonb)
+    into last_hour from smsao.critical_calls_since(at - interval '1 hour') c;
+  vitals := smsao.engine_vitals(coalesce(grace, interval '30 seconds')) || smsao.scheduler_vitals()
+            || pg_catalog.jsonb_build_object('security_refusals_1h',
+                 (select coalesce(sum((o.value ->> 'refusals')::bigint), 0) from pg_catalog.jsonb_each(last_hour) o));
+
   for t in select * from smsao.health_thresholds h order by h.metric loop
     val := case t.metric
              when 'failed_sms_24h' then failed_24h
              when 'sms_failure_rate' then rate
              when 'pending_credit_requests' then pending
              when 'orphaned_data' then orphan_sms + orphan_otp
+             else (vitals ->> t.metric)::numeric
            end;
     sample := case t.metric when 'sms_failure_rate' then window_total else val end;
-    lvl := case when sample < t.min_sample then 'ok'
+    lvl := case when val is null or sample < t.min_sample then 'ok'
                 when val >= t.critical_at then 'critical'
                 when val >= t.warning_at then 'warning'
                 else 'ok' end;
     checks := checks || pg_catalog.jsonb_build_object(t.metric, lvl);
     thresholds := thresholds || pg_catalog.jsonb_build_object(t.metric, pg_catalog.jsonb_build_object(
-      'warning_at', t.warning_at, 'critical_at', t.critical_at, 'min_sample', t.min_sample));
+      'warning_at', t.warning_at, 'critical_at', t.critical_at, 'min_sample', t.min_sample, 'grace_s', t.grace_s));
+    if lvl <> 'ok' and t.recommendation is not null then
+      codes := codes || t.recommendation;
+    end if;
   end loop;
   checks := checks || pg_catalog.jsonb_build_object(
     'active_sms_configs', case when configs = 0 then 'critical' else 'ok' end);
-
-  if checks @> '{"active_sms_configs": "critical"}' then
-    recommendations := recommendations || 'configure_sms_gateway'::text;
+  if configs = 0 then
+    codes := codes || 'configure_sms_gateway'::text;
   end if;
-  if coalesce(checks ->> 'failed_sms_24h', 'ok') <> 'ok' or coalesce(checks ->> 'sms_failure_rate', 'ok') <> 'ok' then
-    recommendations := recommendations || 'investigate_failed_sms'::text;
-  end if;
-  if coalesce(checks ->> 'pending_credit_requests', 'ok') <> 'ok' then
-    recommendations := recommendations || 'review_pending_credit_requests'::text;
-  end if;
-  if coalesce(checks ->> 'orphaned_data', 'ok') <> 'ok' then
-    recommendations := recommendations || 'cleanup_orphaned_data'::text;
-  end if;
+  -- Each code once, in the order of this list (codes not in it last, by name).
+  recommendations := array(
+    select c from (select distinct u as c from pg_catalog.unnest(codes) u) d
+    order by pg_catalog.array_position(array['configure_sms_gateway', 'investigate_failed_sms',
+               'review_pending_credit_requests', 'cleanup_orphaned_data', 'check_scheduler',
+               'investigate_long_transactions', 'investigate_lock_waits', 'review_connection_pooling',
+               'vacuum_freeze', 'investigate_refusals']::text[], c) nulls last, c);
 
   if exists (select from pg_catalog.jsonb_each_text(checks) e where e.value = 'critical') then
     status := 'critical';
@@ -121,19 +140,20 @@ begin
       'pending_credit_requests', pending,
       'failed_sms_24h', failed_24h,
       'orphaned_data', orphan_sms + orphan_otp,
-      'sms_failure_rate', rate),
+      'sms_failure_rate', rate) || vitals,
     'recommendations', pg_catalog.to_jsonb(recommendations),
     'checks', checks,
     'thresholds', thresholds,
     'details', pg_catalog.jsonb_build_object(
       'orphaned_data', pg_catalog.jsonb_build_object('sms_logs', orphan_sms, 'otp_codes', orphan_otp),
       'sms_window', pg_catalog.jsonb_build_object(
-        'since', window_start, 'total', window_total, 'failed', window_failed)));
+        'since', window_start, 'total', window_total, 'failed', window_failed),
+      'critical_operations', last_hour));
 end
 $$;
-revoke all on function smsao.health_report() from public;
+revoke all on function smsao.health_report() from public, anon, authenticated, service_role;
 
-create function public.production_system_health_check() returns jsonb
+create or replace function public.production_system_health_check() returns jsonb
   language plpgsql stable security definer
   set search_path = ''
 as $$
@@ -146,5 +166,5 @@ comment on function public.production_system_health_check() is
   'System health for admins and service_role. orphaned_data = sms_logs rows whose user_id has '
   'no profile + otp_codes rows whose non-null user_id has no profile (the relations without a '
   'foreign key). Thresholds: smsao.health_thresholds. See sql/functions/production_system_health_check.sql.';
-revoke all on function public.production_system_health_check() from public;
+revoke all on function public.production_system_health_check() from public, anon, authenticated, service_role;
 grant execute on function public.production_system_health_check() to authenticated, service_role;

@@ -1,6 +1,6 @@
--- The rate-limit key of the caller: the user id, or for anon the first address of
--- x-forwarded-for (the client, as the proxy saw it).
-create function smsao.rate_limit_key() returns text
+-- The rate-limit key of the caller: the user id, the login of a trusted backend session,
+-- or for anon the first address of x-forwarded-for (the client, as the proxy saw it).
+create or replace function smsao.rate_limit_key() returns text
   language plpgsql stable
   set search_path = ''
 as $$
@@ -22,19 +22,22 @@ begin
   return 'ip:' || coalesce(nullif(pg_catalog.btrim(pg_catalog.split_part(forwarded, ',', 1)), ''), 'unknown');
 end
 $$;
-revoke all on function smsao.rate_limit_key() from public;
+revoke all on function smsao.rate_limit_key() from public, anon, authenticated, service_role;
 
 -- Exact sliding window: admits when fewer than max_attempts attempts were admitted in the
--- last window_minutes. A refusal counts nothing and is recorded in function_call_audit as
--- 'rate_limited'. Two steps, both measured (bench/rate_limit_bench.py):
---   1. A key already full is refused from committed state, with no lock and no write:
---      admitted hits stay admitted, so a key seen full is full now. Refusals on a hot key
---      therefore never queue on its row lock (they used to: 0.3x of the floor, now above it).
---   2. Otherwise one upsert: ON CONFLICT locks the caller's row and recomputes from its latest
---      version, so concurrent calls never admit more than the limit (it may still refuse, if
---      the key filled up meanwhile). Under contention this beats UPDATE ... WHERE <room>,
---      whose EvalPlanQual recheck evaluates the window twice.
-create function public.enhanced_security_rate_limit(
+-- last window_minutes. State: smsao.rate_limit_keys / rate_limit_hits (sql/schema/40_hardening.sql).
+-- The max_attempts-th newest attempt of the key decides: the call is refused when it was
+-- admitted inside the window. One primary-key lookup, however many attempts the window holds.
+--   1. Refusals are decided from committed state, with no lock and no write: admitted
+--      attempts stay admitted, so a key seen full is full now. A refusal records at most one
+--      function_call_audit row per key, operation and window (smsao.record_rate_limit_denial).
+--   2. Admissions take the key's transaction-level advisory lock, then decide and record in
+--      one statement whose snapshot is taken after the lock: concurrent calls never admit
+--      more than the limit, and an admission is stamped when it is admitted, not when the
+--      call started (a call that queued on the lock records the time it got through).
+-- anon callers are keyed by a header anyone can forge, so they may use windows of at most
+-- 60 minutes and at most 100 attempts: their state never outlives an hour.
+create or replace function public.enhanced_security_rate_limit(
   operation_type text,
   max_attempts integer default 5,
   window_minutes integer default 15
@@ -43,14 +46,15 @@ create function public.enhanced_security_rate_limit(
   set search_path = ''
 as $$
 declare
-  started  timestamptz := pg_catalog.clock_timestamp();
   win      interval;
   -- PL/pgSQL gives text variables and arguments the caller's collation; the statement guard
   -- calls in with "C" (from tg_table_name, of type name), and a "C" comparison cannot use the
   -- primary key (default collation): every lookup below would scan the whole table.
   key      text collate "default";
   op       text collate "default" := operation_type;
-  ok       boolean;
+  full_at  timestamptz;
+  denied_at timestamptz;
+  recorded bigint;
 begin
   if operation_type is null or operation_type !~ '^[a-z][a-z0-9_]{0,62}$' then
     raise exception 'operation_type must be a lowercase identifier such as ''admin_access'', got %',
@@ -67,56 +71,125 @@ begin
 
   win := pg_catalog.make_interval(mins => window_minutes);
   key := smsao.rate_limit_key();
-
-  if exists (
-    select from smsao.rate_limit_windows w
-     where w.caller_key = key and w.operation_type = op
-       and pg_catalog.cardinality(w.hits) >= max_attempts   -- cheap test first
-       and (select pg_catalog.count(*) from pg_catalog.unnest(w.hits) as h where h > started - win) >= max_attempts
-  ) then
-    ok := false;
-  else
-    insert into smsao.rate_limit_windows as w
-      (caller_key, operation_type, hits, window_ends, retain_window)
-    values (key, op, array[started], started + win, win)
-    on conflict on constraint rate_limit_windows_pkey do update
-      set (hits, admitted) = (
-            -- keep the newest 10,000 hits (one fewer when this call takes a place)
-            select case when r.in_window < max_attempts
-                        then r.sorted[greatest(r.n - 10000 + 2, 1):] || started
-                        else r.sorted[greatest(r.n - 10000 + 1, 1):] end,
-                   r.in_window < max_attempts
-            from (select pg_catalog.count(*) filter (where h > started - win) as in_window,
-                         pg_catalog.count(*)::integer as n,
-                         coalesce(pg_catalog.array_agg(h order by h), '{}') as sorted
-                  from pg_catalog.unnest(w.hits) as h
-                  where h > started - greatest(w.retain_window, win)) r),
-          window_ends = greatest(w.window_ends, started + greatest(w.retain_window, win)),
-          retain_window = greatest(w.retain_window, win)
-    returning w.admitted into ok;
+  if key like 'ip:%' and (max_attempts > 100 or window_minutes > 60) then
+    raise exception 'max_attempts must be at most 100 and window_minutes at most 60 for anonymous callers, got % and %',
+      max_attempts, window_minutes using errcode = '22023';
   end if;
 
-  if not ok then
-    perform smsao.audit_call('enhanced_security_rate_limit',
-      pg_catalog.jsonb_build_object('operation_type', operation_type, 'max_attempts', max_attempts,
-                                    'window_minutes', window_minutes, 'caller_key', key),
-      'rate_limited', started);
+  -- 1. Full already? (committed state, no lock)
+  select h.at, k.denied_at into full_at, denied_at
+  from smsao.rate_limit_keys k
+  join smsao.rate_limit_hits h
+    on h.caller_key = k.caller_key and h.operation_type = k.operation_type
+   and h.seq = k.admitted - max_attempts + 1
+  where k.caller_key = key and k.operation_type = op;
+  if full_at > pg_catalog.clock_timestamp() - win then
+    if denied_at is null or denied_at <= pg_catalog.clock_timestamp() - win then
+      perform smsao.record_rate_limit_denial(key, op, max_attempts, window_minutes);
+    end if;
+    return false;
   end if;
-  return ok;
+
+  -- 2. Admit under the key's lock. The statements below take their snapshots after it was
+  -- granted, so they see every attempt the previous holder committed. Each admission also
+  -- drops the key's two oldest attempts once they can no longer decide any call, so a key
+  -- keeps about what its windows hold.
+  perform pg_catalog.pg_advisory_xact_lock(7411222, pg_catalog.hashtext(key || '|' || op));
+  with k as (
+    update smsao.rate_limit_keys k
+       set admitted = k.admitted + 1,
+           retain_count = greatest(k.retain_count, max_attempts),
+           retain_window = greatest(k.retain_window, win),
+           window_ends = greatest(k.window_ends, pg_catalog.clock_timestamp() + greatest(k.retain_window, win))
+     where k.caller_key = key and k.operation_type = op
+       and not exists (select from smsao.rate_limit_hits h
+                       where h.caller_key = key and h.operation_type = op
+                         and h.seq = k.admitted - max_attempts + 1
+                         and h.at > pg_catalog.clock_timestamp() - win)
+    returning k.admitted, k.retain_count, k.retain_window
+  ), hit as (
+    insert into smsao.rate_limit_hits (caller_key, operation_type, seq, at)
+    select key, op, k.admitted, pg_catalog.clock_timestamp() from k
+  ), expired as (
+    delete from smsao.rate_limit_hits h
+    using k
+    where h.caller_key = key and h.operation_type = op
+      and h.seq in (select o.seq from smsao.rate_limit_hits o
+                    where o.caller_key = key and o.operation_type = op
+                    order by o.seq limit 2)
+      and (h.seq <= k.admitted - k.retain_count or h.at < pg_catalog.clock_timestamp() - k.retain_window)
+  )
+  select k.admitted into recorded from k;
+  if recorded is not null then
+    return true;
+  end if;
+  if exists (select from smsao.rate_limit_keys k where k.caller_key = key and k.operation_type = op) then
+    perform smsao.record_rate_limit_denial(key, op, max_attempts, window_minutes);
+    return false;  -- filled up while this call waited for the lock
+  end if;
+  -- A new key (or one pruned since): its first attempt.
+  insert into smsao.rate_limit_keys (caller_key, operation_type, admitted, retain_count, retain_window, window_ends)
+  values (key, op, 1, max_attempts, win, pg_catalog.clock_timestamp() + win);
+  insert into smsao.rate_limit_hits (caller_key, operation_type, seq, at)
+  values (key, op, 1, pg_catalog.clock_timestamp())
+  on conflict on constraint rate_limit_hits_pkey do update set at = excluded.at;
+  return true;
 end
 $$;
-revoke all on function public.enhanced_security_rate_limit(text, integer, integer) from public;
+revoke all on function public.enhanced_security_rate_limit(text, integer, integer)
+  from public, anon, authenticated, service_role;
 grant execute on function public.enhanced_security_rate_limit(text, integer, integer)
   to anon, authenticated, service_role;
 
--- Rate-limit state past its window (run by the daily housekeeping job).
-create function smsao.prune_rate_limit_state() returns integer
-  language sql
+-- A refusal: counted nowhere in the key's state, and written to function_call_audit only
+-- when it is the key's first refusal within its window, so a flood of refused calls
+-- writes one row per key, operation and window, not one per call.
+create or replace function smsao.record_rate_limit_denial(key text, op text, max_attempts integer,
+                                                         window_minutes integer)
+  returns void
+  language plpgsql
   set search_path = ''
 as $$
-  with gone as (
-    delete from smsao.rate_limit_windows where window_ends < pg_catalog.clock_timestamp() returning 1
-  )
-  select pg_catalog.count(*)::integer from gone
+declare
+  now_ timestamptz := pg_catalog.clock_timestamp();
+begin
+  update smsao.rate_limit_keys k set denied_at = now_
+  where k.caller_key = key and k.operation_type = op
+    and (k.denied_at is null or k.denied_at <= now_ - pg_catalog.make_interval(mins => window_minutes));
+  if found then
+    perform smsao.audit_call('enhanced_security_rate_limit',
+      pg_catalog.jsonb_build_object('operation_type', op, 'max_attempts', max_attempts,
+                                    'window_minutes', window_minutes, 'caller_key', key,
+                                    'first_refusal_in_window', true),
+      'rate_limited', now_);
+  end if;
+end
 $$;
-revoke all on function smsao.prune_rate_limit_state() from public;
+revoke all on function smsao.record_rate_limit_denial(text, text, integer, integer)
+  from public, anon, authenticated, service_role;
+
+-- Rate-limit state past its window, at most `max_keys` keys per call (each with its
+-- attempts). Run every minute by the performance job and daily by the housekeeping job.
+create or replace function smsao.prune_rate_limit_state(max_keys integer default 50000) returns integer
+  language plpgsql
+  set search_path = ''
+as $$
+declare
+  pruned integer;
+begin
+  with gone as (
+    delete from smsao.rate_limit_keys k
+    where k.ctid = any (array(select x.ctid from smsao.rate_limit_keys x
+                              where x.window_ends < pg_catalog.clock_timestamp()
+                              limit max_keys))
+      and k.window_ends < pg_catalog.clock_timestamp()
+    returning k.caller_key, k.operation_type
+  ), hits as (
+    delete from smsao.rate_limit_hits h using gone g
+    where h.caller_key = g.caller_key and h.operation_type = g.operation_type
+  )
+  select pg_catalog.count(*)::integer into pruned from gone;
+  return pruned;
+end
+$$;
+revoke all on function smsao.prune_rate_limit_state(integer) from public, anon, authenticated, service_role;

@@ -1,7 +1,7 @@
 -- True only for service_role, or for an authenticated caller whose profile is active,
 -- whose JWT has not expired (when it carries exp) and whose session_id (when present)
 -- is an unexpired auth.sessions row of that same user. Never an error.
-create function public.validate_user_session() returns boolean
+create or replace function public.validate_user_session() returns boolean
   language plpgsql stable security definer
   set search_path = ''
 as $$
@@ -49,14 +49,15 @@ exception
     return false;
 end
 $$;
-revoke all on function public.validate_user_session() from public;
+revoke all on function public.validate_user_session() from public, anon, authenticated, service_role;
 grant execute on function public.validate_user_session() to anon, authenticated, service_role;
 
 -- The gate of every critical operation: a valid session, then the operation's rate limit.
--- SECURITY DEFINER: the contacts and profiles triggers call it with the app user's rights.
-create function smsao.guard_critical(function_name text, operation_type text, arguments jsonb)
+-- service_role is the trusted backend: every backend worker shares its one login (and so
+-- one rate-limit key), so the operations' limits do not throttle it.
+create or replace function smsao.guard_critical(function_name text, operation_type text, arguments jsonb)
   returns void
-  language plpgsql security definer
+  language plpgsql
   set search_path = ''
 as $$
 declare
@@ -66,6 +67,9 @@ begin
     perform smsao.refuse(function_name, arguments, 'denied', '42501',
       'invalid session: sign in again (the account must be active and the token unexpired)');
   end if;
+  if smsao.caller_role() = 'service_role' then
+    return;
+  end if;
   select * into strict lim from smsao.operation_limits l where l.operation_type = guard_critical.operation_type;
   if not public.enhanced_security_rate_limit(operation_type, lim.max_attempts, lim.window_minutes) then
     perform smsao.refuse(function_name, arguments, 'rate_limited', 'PT429',
@@ -74,6 +78,15 @@ begin
   end if;
 end
 $$;
-revoke all on function smsao.guard_critical(text, text, jsonb) from public;
--- The statement triggers on contacts and profiles call it with the app user's rights.
-grant execute on function smsao.guard_critical(text, text, jsonb) to anon, authenticated;
+revoke all on function smsao.guard_critical(text, text, jsonb) from public, anon, authenticated, service_role;
+
+-- Whether the caller's own account is active: the write policies of user-owned tables ask
+-- this, so a suspended, pending or deleted user writes nothing.
+create or replace function smsao.is_active_user() returns boolean
+  language sql stable security definer
+  set search_path = ''
+as $$
+  select exists (select from public.profiles p where p.user_id = auth.uid() and p.status = 'active')
+$$;
+revoke all on function smsao.is_active_user() from public, anon, authenticated, service_role;
+grant execute on function smsao.is_active_user() to authenticated;

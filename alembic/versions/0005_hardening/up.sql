@@ -1,0 +1,1819 @@
+-- Frozen by scripts/freeze_sql.py for revision 0005_hardening. Do not edit.
+
+-- ==== sql/schema/40_hardening.sql ====
+-- Revision 0005_hardening: the rate limiter's state in O(1)-per-call form, and the call
+-- counters of the critical operations that survive a rollback.
+
+-- Rate-limit state (replaces smsao.rate_limit_windows, whose array was unnested and sorted
+-- on every call). One row per (caller, operation) and one row per admitted attempt still
+-- kept. Attempts are numbered 1, 2, 3... per key, so "the max_attempts-th newest attempt"
+-- is one primary-key lookup: a call admits when that attempt is missing or older than the
+-- window. A call's work does not depend on how many attempts the window holds.
+-- UNLOGGED: it is hot, and losing it in a crash only forgets recent attempts.
+create unlogged table smsao.rate_limit_keys (
+  caller_key     text not null,
+  operation_type text not null,
+  -- The number of the newest admitted attempt (attempts ever admitted on this key).
+  admitted       bigint not null,
+  -- The largest max_attempts and the longest window used on this key: attempts are kept
+  -- while they may still decide a call (newest retain_count, younger than retain_window).
+  retain_count   integer not null,
+  retain_window  interval not null,
+  -- Past this instant every attempt has left every window used: the key can be pruned.
+  window_ends    timestamptz not null,
+  -- When the last refusal was written to function_call_audit: at most one row per window.
+  denied_at      timestamptz,
+  primary key (caller_key, operation_type)
+) with (fillfactor = 70);  -- room on the page for HOT updates (no indexed column changes)
+
+create unlogged table smsao.rate_limit_hits (
+  caller_key     text not null,
+  operation_type text not null,
+  seq            bigint not null,        -- the attempt's number on its key
+  at             timestamptz not null,   -- when it was admitted (after the key's lock)
+  primary key (caller_key, operation_type, seq)
+);
+create index rate_limit_keys_window_ends_idx on smsao.rate_limit_keys (window_ends);
+
+-- Calls, errors and refusals of the critical operations, counted by sequences because a
+-- sequence advances even when the transaction that called nextval() rolls back: a refused
+-- or failed call raises, and the raise would take any row it wrote with it.
+--   smsao.rpc_<name>_calls     every call that reached the operation
+--   smsao.rpc_<name>_errors    calls that ended in an error other than a refusal
+--   smsao.rpc_<name>_refusals  calls refused: 42501 (denied) or PT429 (rate limited)
+-- The names of the operations are the rows of smsao.critical_operations.
+-- A crash may advance a sequence by up to 32 (its WAL is written ahead in steps of 32):
+-- the figures are counts for monitoring, not for billing.
+create table smsao.critical_operations (
+  name        text primary key check (name ~ '^[a-z][a-z0-9_]{0,40}$'),
+  description text not null
+);
+insert into smsao.critical_operations (name, description) values
+  ('request_credits', 'public.request_credits()'),
+  ('approve_credit_request', 'public.approve_credit_request()'),
+  ('reject_credit_request', 'public.reject_credit_request()'),
+  ('admin_set_user_status', 'public.admin_set_user_status()'),
+  ('admin_get_user_details', 'public.admin_get_user_details()'),
+  ('admin_list_users', 'public.admin_list_users()'),
+  ('profile_update', 'UPDATE of public.profiles by the app (one per statement)'),
+  ('contact_operation', 'INSERT/UPDATE/DELETE of public.contacts by the app (one per statement)');
+
+do $$
+declare
+  op text;
+  kind text;
+begin
+  for op in select c.name from smsao.critical_operations c loop
+    foreach kind in array array['calls', 'errors', 'refusals'] loop
+      execute pg_catalog.format('create sequence smsao.%I as bigint',
+                                'rpc_' || op || '_' || kind);
+    end loop;
+  end loop;
+end
+$$;
+
+-- Marks an INSERT statement on contacts whose ON CONFLICT DO UPDATE will fire the UPDATE
+-- statement trigger too (PostgreSQL fires both): the gate counts such an upsert once.
+-- Written only by the owner's SECURITY DEFINER gate, so an app session cannot forge it
+-- the way it could forge a setting; the mark lives from the statement's BEFORE triggers
+-- to its AFTER INSERT trigger.
+create unlogged table smsao.upsert_marks (
+  backend_pid integer not null,
+  xact_id     xid8 not null,
+  primary key (backend_pid, xact_id)
+);
+
+-- ==== sql/functions/admin_users.sql ====
+create or replace function public.admin_set_user_status(user_id uuid, status text) returns void
+  language plpgsql security definer
+  set search_path = ''
+as $$
+declare
+  started    timestamptz := pg_catalog.clock_timestamp();
+  args       jsonb := pg_catalog.jsonb_build_object('user_id', user_id, 'status', status);
+  old_status text;
+begin
+  perform smsao.count_call('admin_set_user_status');
+  if admin_set_user_status.user_id is null then
+    raise exception 'user_id must not be NULL' using errcode = '22023';
+  end if;
+  if admin_set_user_status.status is null
+     or admin_set_user_status.status not in ('active', 'suspended', 'pending', 'deleted') then
+    raise exception 'status must be one of active, suspended, pending, deleted; got %',
+      coalesce(pg_catalog.quote_literal(admin_set_user_status.status), 'NULL') using errcode = '22023';
+  end if;
+  if admin_set_user_status.user_id = smsao.caller_id() then
+    raise exception 'user_id: an admin cannot change their own status' using errcode = '22023';
+  end if;
+  perform smsao.guard_admin('admin_set_user_status', args);
+
+  select p.status into old_status from public.profiles p
+  where p.user_id = admin_set_user_status.user_id for update;
+  if not found then
+    raise exception 'user_id: no user %', admin_set_user_status.user_id using errcode = '22023';
+  end if;
+  update public.profiles p set status = admin_set_user_status.status
+  where p.user_id = admin_set_user_status.user_id;
+
+  insert into public.admin_audit_logs (admin_id, action, target_table, target_id, old_values, new_values)
+  values (smsao.caller_id(), 'admin_set_user_status', 'profiles', admin_set_user_status.user_id::text,
+          pg_catalog.jsonb_build_object('status', old_status),
+          pg_catalog.jsonb_build_object('status', admin_set_user_status.status));
+  perform smsao.audit_call('admin_set_user_status', args, 'ok', started);
+exception when others then
+  perform smsao.count_failure('admin_set_user_status', sqlstate);
+  raise;
+end
+$$;
+revoke all on function public.admin_set_user_status(uuid, text) from public, anon, authenticated, service_role;
+grant execute on function public.admin_set_user_status(uuid, text) to authenticated, service_role;
+
+-- A user's details for support, PII included; every call leaves a pii_access_audit row.
+create or replace function public.admin_get_user_details(user_id uuid) returns jsonb
+  language plpgsql security definer
+  set search_path = ''
+as $$
+declare
+  started timestamptz := pg_catalog.clock_timestamp();
+  args    jsonb := pg_catalog.jsonb_build_object('user_id', user_id);
+  details jsonb;
+begin
+  perform smsao.count_call('admin_get_user_details');
+  if admin_get_user_details.user_id is null then
+    raise exception 'user_id must not be NULL' using errcode = '22023';
+  end if;
+  perform smsao.guard_admin('admin_get_user_details', args);
+
+  select pg_catalog.jsonb_build_object(
+           'user_id', p.user_id, 'full_name', p.full_name, 'email', p.email, 'phone', p.phone,
+           'status', p.status, 'credits', p.credits, 'created_at', p.created_at,
+           'roles', (select coalesce(pg_catalog.jsonb_agg(r.role order by r.role), '[]'::jsonb)
+                     from public.user_roles r where r.user_id = p.user_id),
+           'contacts', (select pg_catalog.count(*) from public.contacts c where c.user_id = p.user_id),
+           'campaigns', (select pg_catalog.count(*) from public.campaigns c where c.user_id = p.user_id),
+           'pending_credit_requests', (select pg_catalog.count(*) from public.credit_requests c
+                                       where c.user_id = p.user_id and c.status = 'pending'))
+  into details
+  from public.profiles p where p.user_id = admin_get_user_details.user_id;
+  if details is null then
+    raise exception 'user_id: no user %', admin_get_user_details.user_id using errcode = '22023';
+  end if;
+
+  insert into public.pii_access_audit (accessor_id, subject_user_id, table_name, record_id, fields, purpose)
+  values (smsao.caller_id(), admin_get_user_details.user_id, 'profiles', admin_get_user_details.user_id::text,
+          array['full_name', 'email', 'phone'], 'admin_get_user_details');
+  perform smsao.audit_call('admin_get_user_details', args, 'ok', started);
+  return details;
+exception when others then
+  perform smsao.count_failure('admin_get_user_details', sqlstate);
+  raise;
+end
+$$;
+revoke all on function public.admin_get_user_details(uuid) from public, anon, authenticated, service_role;
+grant execute on function public.admin_get_user_details(uuid) to authenticated, service_role;
+
+-- The admins' list of users: what a list view needs, without PII (no name, email or
+-- phone: those come one user at a time from admin_get_user_details, which is audited).
+-- Admins read only their own row of public.profiles directly. Newest first, paged.
+create or replace function public.admin_list_users(page_size integer default 50, page integer default 1)
+  returns table (user_id uuid, status text, credits integer, is_admin boolean,
+                 created_at timestamptz, updated_at timestamptz)
+  language plpgsql security definer
+  set search_path = ''
+as $$
+declare
+  args jsonb := pg_catalog.jsonb_build_object('page_size', page_size, 'page', page);
+begin
+  perform smsao.count_call('admin_list_users');
+  if page_size is null or page_size not between 1 and 1000 then
+    raise exception 'page_size must be between 1 and 1000, got %', coalesce(page_size::text, 'NULL')
+      using errcode = '22023';
+  end if;
+  if page is null or page < 1 then
+    raise exception 'page must be a positive integer, got %', coalesce(page::text, 'NULL') using errcode = '22023';
+  end if;
+  perform smsao.guard_admin('admin_list_users', args);
+  return query
+  select p.user_id, p.status, p.credits,
+         exists (select from public.user_roles r where r.user_id = p.user_id and r.role = 'admin'),
+         p.created_at, p.updated_at
+  from public.profiles p
+  order by p.created_at desc, p.user_id
+  limit page_size offset (page::bigint - 1) * page_size;
+exception when others then
+  perform smsao.count_failure('admin_list_users', sqlstate);
+  raise;
+end
+$$;
+revoke all on function public.admin_list_users(integer, integer) from public, anon, authenticated, service_role;
+grant execute on function public.admin_list_users(integer, integer) to authenticated, service_role;
+
+-- ==== sql/functions/audit_call.sql ====
+-- The caller's user id, exactly what smsao.caller_id() returns (auth.uid(); NULL when the
+-- subject is absent or not a uuid), read from the request settings the way auth.uid() reads
+-- them. For the hot paths (rate limit, audit): on PostgreSQL 15 a call to a SQL function that
+-- cannot be inlined (the auth.* shim pins search_path) is parsed and planned again in every
+-- request, which cost the rate limiter a fifth of its time (bench/rate_limit_bench.py).
+create or replace function smsao.request_uid() returns uuid
+  language plpgsql stable
+  set search_path = ''
+as $$
+begin
+  return coalesce(nullif(pg_catalog.current_setting('request.jwt.claim.sub', true), ''),
+                  nullif(pg_catalog.current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub')::uuid;
+exception when invalid_text_representation then
+  return null;
+end
+$$;
+revoke all on function smsao.request_uid() from public, anon, authenticated, service_role;
+
+-- Arguments as they may be stored or logged: values under keys that name secrets are
+-- replaced, so codes and tokens never reach the audit or the server log.
+create or replace function smsao.redact_arguments(arguments jsonb) returns jsonb
+  language sql immutable
+  set search_path = ''
+as $$
+  select coalesce((
+    select pg_catalog.jsonb_object_agg(a.key,
+             case when a.key ~* '(password|secret|token|code|otp|api_?key|credential)'
+                  then '"[redacted]"'::jsonb else a.value end)
+    from pg_catalog.jsonb_each(arguments) a), '{}'::jsonb)
+$$;
+revoke all on function smsao.redact_arguments(jsonb) from public, anon, authenticated, service_role;
+
+-- Writes one function_call_audit row for the current caller, arguments redacted.
+-- PL/pgSQL rather than SQL: its INSERT is planned once per session, not once per call.
+create or replace function smsao.audit_call(
+  function_name text, arguments jsonb, outcome text, started_at timestamptz
+) returns void
+  language plpgsql security definer
+  set search_path = ''
+as $$
+begin
+  insert into public.function_call_audit (caller_id, caller_role, function_name, arguments, outcome, duration_ms)
+  values (
+    smsao.request_uid(),
+    smsao.caller_role(),
+    audit_call.function_name,
+    smsao.redact_arguments(audit_call.arguments),
+    audit_call.outcome,
+    extract(epoch from pg_catalog.clock_timestamp() - audit_call.started_at) * 1000
+  );
+end
+$$;
+revoke all on function smsao.audit_call(text, jsonb, text, timestamptz) from public, anon, authenticated, service_role;
+
+-- The one way a critical operation refuses. The raise rolls back any audit row, so the
+-- refusal goes to the server log too (arguments redacted), and the operation's entry point
+-- counts it in a sequence (smsao.count_failure), which the rollback does not undo.
+create or replace function smsao.refuse(
+  function_name text, arguments jsonb, outcome text, errcode text, message text
+) returns void
+  language plpgsql
+  set search_path = ''
+as $$
+begin
+  raise log 'smsao refusal: %', pg_catalog.jsonb_build_object(
+    'function', function_name, 'outcome', outcome, 'caller_id', smsao.caller_id(),
+    'caller_role', smsao.caller_role(), 'arguments', smsao.redact_arguments(arguments), 'message', message);
+  raise exception using errcode = refuse.errcode, message = refuse.message;
+end
+$$;
+revoke all on function smsao.refuse(text, jsonb, text, text, text) from public, anon, authenticated, service_role;
+
+-- Call counters of the critical operations (sequences, see sql/schema/40_hardening.sql).
+-- Every entry point counts its call first and, in its exception handler, the way it
+-- failed: a refusal (42501 denied, PT429 rate limited) or any other error.
+create or replace function smsao.count_call(operation text) returns void
+  language plpgsql
+  set search_path = ''
+as $$
+begin
+  perform pg_catalog.nextval(('smsao.rpc_' || operation || '_calls')::regclass);
+end
+$$;
+revoke all on function smsao.count_call(text) from public, anon, authenticated, service_role;
+
+create or replace function smsao.count_failure(operation text, failed_with text) returns void
+  language plpgsql
+  set search_path = ''
+as $$
+begin
+  perform pg_catalog.nextval(('smsao.rpc_' || operation
+    || case when failed_with in ('42501', 'PT429') then '_refusals' else '_errors' end)::regclass);
+end
+$$;
+revoke all on function smsao.count_failure(text, text) from public, anon, authenticated, service_role;
+
+-- The counters' totals since they were created: the monitoring reads differences of these.
+create or replace function smsao.critical_call_totals()
+  returns table (operation text, calls bigint, errors bigint, refusals bigint)
+  language plpgsql stable
+  set search_path = ''
+as $$
+begin
+  return query
+  select c.name,
+         coalesce(pg_catalog.pg_sequence_last_value(('smsao.rpc_' || c.name || '_calls')::regclass), 0),
+         coalesce(pg_catalog.pg_sequence_last_value(('smsao.rpc_' || c.name || '_errors')::regclass), 0),
+         coalesce(pg_catalog.pg_sequence_last_value(('smsao.rpc_' || c.name || '_refusals')::regclass), 0)
+  from smsao.critical_operations c
+  order by c.name;
+end
+$$;
+revoke all on function smsao.critical_call_totals() from public, anon, authenticated, service_role;
+
+-- ==== sql/functions/caller.sql ====
+-- Who is calling, as the contract's section 1 defines it.
+--   'anon' | 'authenticated' | 'service_role' when PostgREST switched to that role;
+--   'authenticated' for any other session carrying JWT claims with a subject;
+--   'service_role' for a claims-less superuser or owner of the schema (pg_cron, a DBA);
+--   'anon' otherwise.
+-- current_setting('role') is the SET ROLE of the request, also inside SECURITY DEFINER.
+create or replace function smsao.caller_role() returns text
+  language plpgsql stable
+  set search_path = ''
+as $$
+declare
+  requested text := pg_catalog.current_setting('role');
+  login_role name;
+begin
+  if requested in ('anon', 'authenticated', 'service_role') then
+    return requested;
+  end if;
+  if nullif(auth.jwt() ->> 'sub', '') is not null then
+    return 'authenticated';
+  end if;
+  login_role := case when requested = 'none' then session_user else requested::name end;
+  if exists (select from pg_catalog.pg_roles r where r.rolname = login_role and r.rolsuper)
+     or pg_catalog.pg_has_role(login_role,
+          (select n.nspowner from pg_catalog.pg_namespace n where n.nspname = 'smsao'),
+          'MEMBER') then
+    return 'service_role';
+  end if;
+  return 'anon';
+end
+$$;
+revoke all on function smsao.caller_role() from public, anon, authenticated, service_role;
+grant execute on function smsao.caller_role() to anon, authenticated, service_role;
+
+-- The caller's user id, or NULL when the subject claim is absent or not a uuid.
+create or replace function smsao.caller_id() returns uuid
+  language plpgsql stable
+  set search_path = ''
+as $$
+begin
+  return auth.uid();
+exception when invalid_text_representation then
+  return null;
+end
+$$;
+revoke all on function smsao.caller_id() from public, anon, authenticated, service_role;
+grant execute on function smsao.caller_id() to anon, authenticated, service_role;
+
+-- ==== sql/functions/credit_ledger.sql ====
+-- profiles.credits is the running sum of credit_transactions, whoever writes first:
+--  * ledger rows move the balances (apply_credit_transaction);
+--  * a trusted writer (service_role, DBA, loader) that sets profiles.credits directly
+--    gets the difference recorded as an 'adjustment' ledger row (record_credit_adjustment).
+-- Both are statement-level with transition tables: a statement of 100,000 ledger rows is
+-- one UPDATE of the balances it moves, not 100,000 (each of which would run the profiles'
+-- statement triggers again).
+-- A transaction-local marker tells each trigger that the other one is the writer, so
+-- the amount is applied once. It counts only inside a nested trigger (depth > 1): any
+-- session may set a custom setting, and a marker set by hand before a plain statement
+-- would otherwise skip a balance change or its ledger row.
+-- App users hold no privilege on credits or the ledger.
+
+create or replace function smsao.apply_credit_transaction() returns trigger
+  language plpgsql security definer
+  set search_path = ''
+as $$
+begin
+  if pg_catalog.pg_trigger_depth() > 1
+     and pg_catalog.current_setting('smsao.credit_writer', true) = 'profile' then
+    return null;  -- the profile rows already carry these amounts
+  end if;
+  -- Lock the balances in user order first, so two multi-user statements never deadlock.
+  perform from public.profiles p
+  where p.user_id in (select n.user_id from new_entries n)
+  order by p.user_id for no key update;
+  perform pg_catalog.set_config('smsao.credit_writer', 'ledger', true);
+  update public.profiles p set credits = p.credits + d.delta
+  from (select n.user_id, sum(n.amount) as delta from new_entries n group by n.user_id) d
+  where p.user_id = d.user_id and d.delta <> 0;
+  perform pg_catalog.set_config('smsao.credit_writer', '', true);
+  return null;
+end
+$$;
+revoke all on function smsao.apply_credit_transaction() from public, anon, authenticated, service_role;
+
+-- Balances set directly: one ledger row per changed balance. One function per event, as
+-- each sees only its own transition tables.
+create or replace function smsao.record_credit_adjustment() returns trigger
+  language plpgsql security definer
+  set search_path = ''
+as $$
+begin
+  if pg_catalog.pg_trigger_depth() > 1
+     and pg_catalog.current_setting('smsao.credit_writer', true) = 'ledger' then
+    return null;
+  end if;
+  perform pg_catalog.set_config('smsao.credit_writer', 'profile', true);
+  insert into public.credit_transactions (user_id, amount, kind)
+  select n.user_id, n.credits - o.credits, 'adjustment'
+  from old_profiles o join new_profiles n on n.user_id = o.user_id
+  where n.credits <> o.credits;
+  perform pg_catalog.set_config('smsao.credit_writer', '', true);
+  return null;
+end
+$$;
+revoke all on function smsao.record_credit_adjustment() from public, anon, authenticated, service_role;
+
+create or replace function smsao.record_initial_credits() returns trigger
+  language plpgsql security definer
+  set search_path = ''
+as $$
+begin
+  if pg_catalog.pg_trigger_depth() > 1
+     and pg_catalog.current_setting('smsao.credit_writer', true) = 'ledger' then
+    return null;
+  end if;
+  perform pg_catalog.set_config('smsao.credit_writer', 'profile', true);
+  insert into public.credit_transactions (user_id, amount, kind)
+  select n.user_id, n.credits, 'adjustment' from new_profiles n where n.credits <> 0;
+  perform pg_catalog.set_config('smsao.credit_writer', '', true);
+  return null;
+end
+$$;
+revoke all on function smsao.record_initial_credits() from public, anon, authenticated, service_role;
+
+-- ==== sql/functions/credit_requests.sql ====
+-- Credits are money: requests are created and decided only here, each call gated
+-- (session, rate limit), audited, and counted (smsao.count_call / count_failure: the
+-- counters survive the rollback of a refused or failed call).
+
+create or replace function public.request_credits(amount integer) returns uuid
+  language plpgsql security definer
+  set search_path = ''
+as $$
+declare
+  started timestamptz := pg_catalog.clock_timestamp();
+  args    jsonb := pg_catalog.jsonb_build_object('amount', amount);
+  uid     uuid := smsao.caller_id();
+  new_id  uuid;
+begin
+  perform smsao.count_call('request_credits');
+  -- Arguments first: a malformed call writes nothing, not even a rate-limit attempt.
+  if amount is null or amount not between 1 and 1000000 then
+    raise exception 'amount must be between 1 and 1000000 credits, got %', coalesce(amount::text, 'NULL')
+      using errcode = '22023';
+  end if;
+  if uid is null then
+    perform smsao.refuse('request_credits', args, 'denied', '42501',
+      'request_credits is for signed-in users: call it with a user''s token');
+  end if;
+  perform smsao.guard_critical('request_credits', 'financial_transaction', args);
+
+  insert into public.credit_requests (user_id, amount) values (uid, amount) returning id into new_id;
+  perform smsao.audit_call('request_credits', args || pg_catalog.jsonb_build_object('request_id', new_id), 'ok', started);
+  return new_id;
+exception when others then
+  perform smsao.count_failure('request_credits', sqlstate);
+  raise;
+end
+$$;
+revoke all on function public.request_credits(integer) from public, anon, authenticated, service_role;
+grant execute on function public.request_credits(integer) to authenticated;
+
+-- Moves a pending request to `decision`, or raises: 22023 unknown request, 42501 the
+-- caller's own request (an admin never decides their own), 55000 already decided. The row
+-- lock taken by the UPDATE serialises concurrent deciders; the loser finds the request no
+-- longer pending.
+create or replace function smsao.decide_credit_request(request_id uuid, decision text, reason text)
+  returns public.credit_requests
+  language plpgsql
+  set search_path = ''
+as $$
+declare
+  decider uuid := smsao.caller_id();
+  decided public.credit_requests;
+  found_request public.credit_requests;
+begin
+  update public.credit_requests r
+  set status = decision, reason = coalesce(decide_credit_request.reason, r.reason),
+      processed_at = pg_catalog.now(), processed_by = decider
+  where r.id = request_id and r.status = 'pending' and r.user_id is distinct from decider
+  returning r.* into decided;
+  if found then
+    return decided;
+  end if;
+  select r.* into found_request from public.credit_requests r where r.id = request_id;
+  if found_request.id is null then
+    raise exception 'request_id: no credit request %', request_id using errcode = '22023';
+  end if;
+  if found_request.user_id = decider then
+    perform smsao.refuse(case decision when 'approved' then 'approve_credit_request' else 'reject_credit_request' end,
+      pg_catalog.jsonb_build_object('request_id', request_id), 'denied', '42501',
+      'an admin cannot approve or reject their own credit request: another admin must decide it');
+  end if;
+  raise exception 'credit request % is already %', request_id, found_request.status
+    using errcode = '55000', hint = 'only pending requests can be approved or rejected';
+end
+$$;
+revoke all on function smsao.decide_credit_request(uuid, text, text) from public, anon, authenticated, service_role;
+
+-- The admin gate: a valid session as an active admin (or the trusted backend), then
+-- the admin_access rate limit.
+create or replace function smsao.guard_admin(function_name text, arguments jsonb) returns void
+  language plpgsql
+  set search_path = ''
+as $$
+begin
+  perform smsao.guard_critical(function_name, 'admin_access', arguments);
+  if smsao.caller_role() <> 'service_role' and not smsao.is_admin() then
+    perform smsao.refuse(function_name, arguments, 'denied', '42501',
+      function_name || ' is for admins only');
+  end if;
+end
+$$;
+revoke all on function smsao.guard_admin(text, jsonb) from public, anon, authenticated, service_role;
+
+create or replace function public.approve_credit_request(request_id uuid) returns void
+  language plpgsql security definer
+  set search_path = ''
+as $$
+declare
+  started timestamptz := pg_catalog.clock_timestamp();
+  args    jsonb := pg_catalog.jsonb_build_object('request_id', request_id);
+  req     public.credit_requests;
+  credits_after integer;
+begin
+  perform smsao.count_call('approve_credit_request');
+  if request_id is null then
+    raise exception 'request_id must not be NULL' using errcode = '22023';
+  end if;
+  perform smsao.guard_admin('approve_credit_request', args);
+
+  req := smsao.decide_credit_request(request_id, 'approved', null);
+  -- credit_request_id is unique: the credits of one request enter the ledger once.
+  insert into public.credit_transactions (user_id, amount, kind, credit_request_id)
+  values (req.user_id, req.amount, 'credit_request', req.id);
+  -- The ledger's trigger updated the balance and holds the profile's row lock until commit:
+  -- the balance read now is the one this approval produced.
+  select p.credits into credits_after from public.profiles p where p.user_id = req.user_id;
+
+  insert into public.admin_audit_logs (admin_id, action, target_table, target_id, old_values, new_values)
+  values (smsao.caller_id(), 'approve_credit_request', 'credit_requests', req.id::text,
+          pg_catalog.jsonb_build_object('status', 'pending', 'credits', credits_after - req.amount),
+          pg_catalog.jsonb_build_object('status', 'approved', 'credits', credits_after,
+                                        'user_id', req.user_id, 'amount', req.amount));
+  perform smsao.audit_call('approve_credit_request', args, 'ok', started);
+exception when others then
+  perform smsao.count_failure('approve_credit_request', sqlstate);
+  raise;
+end
+$$;
+revoke all on function public.approve_credit_request(uuid) from public, anon, authenticated, service_role;
+grant execute on function public.approve_credit_request(uuid) to authenticated, service_role;
+
+create or replace function public.reject_credit_request(request_id uuid, reason text) returns void
+  language plpgsql security definer
+  set search_path = ''
+as $$
+declare
+  started timestamptz := pg_catalog.clock_timestamp();
+  args    jsonb := pg_catalog.jsonb_build_object('request_id', request_id, 'reason', reason);
+  req     public.credit_requests;
+begin
+  perform smsao.count_call('reject_credit_request');
+  if request_id is null then
+    raise exception 'request_id must not be NULL' using errcode = '22023';
+  end if;
+  if reason is null or pg_catalog.btrim(reason) = '' or pg_catalog.length(reason) > 500 then
+    raise exception 'reason must be a non-empty text of at most 500 characters' using errcode = '22023';
+  end if;
+  perform smsao.guard_admin('reject_credit_request', args);
+
+  req := smsao.decide_credit_request(request_id, 'rejected', pg_catalog.btrim(reason));
+  insert into public.admin_audit_logs (admin_id, action, target_table, target_id, old_values, new_values)
+  values (smsao.caller_id(), 'reject_credit_request', 'credit_requests', req.id::text,
+          pg_catalog.jsonb_build_object('status', 'pending'),
+          pg_catalog.jsonb_build_object('status', 'rejected', 'reason', req.reason));
+  perform smsao.audit_call('reject_credit_request', args, 'ok', started);
+exception when others then
+  perform smsao.count_failure('reject_credit_request', sqlstate);
+  raise;
+end
+$$;
+revoke all on function public.reject_credit_request(uuid, text) from public, anon, authenticated, service_role;
+grant execute on function public.reject_credit_request(uuid, text) to authenticated, service_role;
+
+-- ==== sql/functions/cron_jobs.sql ====
+-- The pg_cron jobs of CONTRACT section 4, defined once, here. `smsao-db schedule apply`
+-- (runner/schedule.py) reads this and applies it by job name, with
+-- cron.schedule_in_database, into whichever database of the cluster holds pg_cron.
+-- The definitions live in the database because the commands call functions of this
+-- schema version: a migration that changes a job's function changes its definition in
+-- the same revision, and every tool (runner, verify, a DBA in psql) reads the same list.
+-- Migrations never schedule anything, so they apply where pg_cron is absent.
+--   runs_in: 'target' = the database this function lives in; 'cron' = pg_cron's own
+--   database (cron.job_run_details lives there).
+create or replace function smsao.cron_jobs()
+  returns table (jobname text, schedule text, command text, runs_in text)
+  language sql immutable
+  set search_path = ''
+as $$
+  values
+    ('smsao-health-check', '*/5 * * * *', 'select public.record_health_snapshot()', 'target'),
+    ('smsao-performance-check', '* * * * *', 'select public.record_performance_sample()', 'target'),
+    ('smsao-data-cleanup', '0 3 * * *', 'call smsao.run_daily_maintenance()', 'target'),
+    ('smsao-cron-history-cleanup', '30 3 * * *',
+     -- A run that never ended (server restarted mid-run) has no end_time: its start dates it.
+     'delete from cron.job_run_details where coalesce(end_time, start_time) < now() - interval ''7 days''', 'cron')
+$$;
+revoke all on function smsao.cron_jobs() from public, anon, authenticated, service_role;
+
+-- ==== sql/functions/data_cleanup.sql ====
+-- Retention cleanup (CONTRACT section 3). Exactly three rules, nothing else is deleted:
+--   otp_codes            expires_at more than 2 hours ago
+--   admin_audit_logs, pii_access_audit, function_call_audit
+--                        created_at more than 2 years ago
+--   contact_import_jobs  status completed or failed, completed_at more than 30 days ago
+--
+-- Rows go in batches of a few thousand, each one index range of the rule's column, so no
+-- statement runs long or locks much. Two entry points share the same steps:
+--   public.production_data_cleanup()  the contract's function: one transaction (a function
+--                                     cannot commit), batches bound each statement;
+--   call smsao.run_data_cleanup()     the procedure pg_cron and `smsao-db cleanup` use:
+--                                     commits after every batch, so row locks, the
+--                                     transaction's snapshot and an interruption all
+--                                     cover one batch at most.
+-- This is the only code that can delete audit rows: cleanup_batch runs as the owner with
+-- smsao.audit_retention = on for its own duration (see smsao.forbid_audit_change).
+
+-- The retention rules' categories, in cleanup order, with their cutoffs at time `at`.
+create or replace function smsao.retention_cutoffs(at timestamptz) returns table (category text, cutoff timestamptz, rule text)
+  language sql stable
+  set search_path = ''
+as $$
+  select v.category, v.cutoff, v.rule
+  from (values
+    (1, 'otp_codes', at - interval '2 hours', 'expires_at more than 2 hours ago'),
+    (2, 'contact_import_jobs', at - interval '30 days',
+        'completed or failed, completed_at more than 30 days ago'),
+    (3, 'admin_audit_logs', at - interval '2 years', 'created_at more than 2 years ago'),
+    (4, 'pii_access_audit', at - interval '2 years', 'created_at more than 2 years ago'),
+    (5, 'function_call_audit', at - interval '2 years', 'created_at more than 2 years ago')
+  ) as v(ord, category, cutoff, rule)
+  order by v.ord
+$$;
+revoke all on function smsao.retention_cutoffs(timestamptz) from public, anon, authenticated, service_role;
+
+-- One batch of one category: the rows whose key (the rule's column) is in
+-- [resume_at, upper), where upper is the key of the (batch_size + 1)-th eligible row from
+-- resume_at, found by an index-only scan; or all remaining rows up to the cutoff, and then
+-- `finished`. The DELETE is one index range scan: each row is visited once, and the
+-- next batch starts at upper, so no batch wades through rows an earlier one deleted.
+-- When more than batch_size rows share the key resume_at, the batch is batch_size of them.
+-- The DELETE repeats the rule, so a row changed meanwhile is judged by its new values.
+create or replace function smsao.cleanup_batch(category text, cutoff timestamptz, resume_at timestamptz,
+                                    batch_size integer,
+                                    out deleted integer, out next_key timestamptz, out finished boolean)
+  language plpgsql security definer
+  set search_path = ''
+  set smsao.audit_retention = 'on'
+as $$
+declare
+  upper timestamptz;
+  last_included timestamptz;
+begin
+  if batch_size is null or batch_size < 1 then
+    raise exception 'batch_size must be a positive integer' using errcode = '22023';
+  end if;
+  if cutoff is null or resume_at is null then
+    raise exception 'cutoff and resume_at must not be null' using errcode = '22023';
+  end if;
+  -- Where this batch ends: the key of the first row after it (index-only scan).
+  case category
+  when 'otp_codes' then
+    select o.expires_at into upper from public.otp_codes o
+    where o.expires_at >= resume_at and o.expires_at < cutoff
+    order by o.expires_at offset batch_size limit 1;
+  when 'contact_import_jobs' then
+    select j.completed_at into upper from public.contact_import_jobs j
+    where j.status in ('completed', 'failed') and j.completed_at >= resume_at and j.completed_at < cutoff
+    order by j.completed_at offset batch_size limit 1;
+  when 'admin_audit_logs' then
+    select a.created_at into upper from public.admin_audit_logs a
+    where a.created_at >= resume_at and a.created_at < cutoff
+    order by a.created_at offset batch_size limit 1;
+  when 'pii_access_audit' then
+    select a.created_at into upper from public.pii_access_audit a
+    where a.created_at >= resume_at and a.created_at < cutoff
+    order by a.created_at offset batch_size limit 1;
+  when 'function_call_audit' then
+    select a.created_at into upper from public.function_call_audit a
+    where a.created_at >= resume_at and a.created_at < cutoff
+    order by a.created_at offset batch_size limit 1;
+  else
+    raise exception 'category must be one of the retention categories, got %', category
+      using errcode = '22023';
+  end case;
+  finished := upper is null;
+  upper := coalesce(upper, cutoff);
+  if upper = resume_at then
+    -- More than batch_size rows share the key resume_at: this batch is batch_size of
+    -- them, found by the same index, so a batch stays bounded by rows, not by key values.
+    case category
+    when 'otp_codes' then
+      delete from public.otp_codes o where o.ctid = any (array(
+        select x.ctid from public.otp_codes x where x.expires_at = resume_at limit batch_size));
+    when 'contact_import_jobs' then
+      delete from public.contact_import_jobs j where j.ctid = any (array(
+        select x.ctid from public.contact_import_jobs x
+        where x.status in ('completed', 'failed') and x.completed_at = resume_at limit batch_size));
+    when 'admin_audit_logs' then
+      delete from public.admin_audit_logs a where a.ctid = any (array(
+        select x.ctid from public.admin_audit_logs x where x.created_at = resume_at limit batch_size));
+    when 'pii_access_audit' then
+      delete from public.pii_access_audit a where a.ctid = any (array(
+        select x.ctid from public.pii_access_audit x where x.created_at = resume_at limit batch_size));
+    when 'function_call_audit' then
+      delete from public.function_call_audit a where a.ctid = any (array(
+        select x.ctid from public.function_call_audit x where x.created_at = resume_at limit batch_size));
+    end case;
+    get diagnostics deleted = row_count;
+    next_key := resume_at;  -- the rest of that key's rows, then onwards
+    return;
+  end if;
+  -- Timestamps step by one microsecond, so "< upper" is "<= upper - 1 us": a bound the
+  -- index uses even in a cached generic plan.
+  last_included := upper - interval '1 microsecond';
+  case category
+  when 'otp_codes' then
+    delete from public.otp_codes o
+    where o.expires_at >= resume_at and o.expires_at <= last_included and o.expires_at < cutoff;
+  when 'contact_import_jobs' then
+    delete from public.contact_import_jobs j
+    where j.status in ('completed', 'failed')
+      and j.completed_at >= resume_at and j.completed_at <= last_included and j.completed_at < cutoff;
+  when 'admin_audit_logs' then
+    delete from public.admin_audit_logs a
+    where a.created_at >= resume_at and a.created_at <= last_included and a.created_at < cutoff;
+  when 'pii_access_audit' then
+    delete from public.pii_access_audit a
+    where a.created_at >= resume_at and a.created_at <= last_included and a.created_at < cutoff;
+  when 'function_call_audit' then
+    delete from public.function_call_audit a
+    where a.created_at >= resume_at and a.created_at <= last_included and a.created_at < cutoff;
+  end case;
+  get diagnostics deleted = row_count;
+  next_key := upper;
+end
+$$;
+revoke all on function smsao.cleanup_batch(text, timestamptz, timestamptz, integer) from public, anon, authenticated, service_role;
+
+-- One step of a cleanup run: the next batch of the current category. `progress` is NULL
+-- to start and then what the previous step returned; it carries the cutoffs (fixed when
+-- the run starts), the position and the counts, and is the final report once done:
+--   {"started_at", "cutoffs": {category: ts}, "categories": {category: deleted},
+--    "total", "batches", "dry_run": false, "position": {"index", "resume_at"}}
+-- Kept apart from the procedure so that the procedure body holds no expression at all
+-- (it cannot pin search_path, see smsao.run_data_cleanup).
+create or replace function smsao.data_cleanup_step(progress jsonb, batch_size integer,
+                                        out next_progress jsonb, out done boolean)
+  language plpgsql security definer
+  set search_path = ''
+as $$
+declare
+  cats text[];
+  idx integer;
+  cat text;
+  resume timestamptz;
+  b record;
+begin
+  if batch_size is null or batch_size < 1 then
+    raise exception 'batch_size must be a positive integer' using errcode = '22023';
+  end if;
+  if progress is null then
+    select pg_catalog.jsonb_build_object(
+             'started_at', pg_catalog.now(),
+             'cutoffs', pg_catalog.jsonb_object_agg(c.category, c.cutoff),
+             'categories', pg_catalog.jsonb_object_agg(c.category, 0),
+             'rules', pg_catalog.jsonb_object_agg(c.category, c.rule),
+             'total', 0, 'batches', 0, 'dry_run', false,
+             'position', pg_catalog.jsonb_build_object('index', 1, 'resume_at', '-infinity'::timestamptz))
+      into progress
+      from smsao.retention_cutoffs(pg_catalog.now()) c;
+  end if;
+  cats := array(select c.category from smsao.retention_cutoffs(pg_catalog.now()) c);
+  idx := (progress #>> '{position,index}')::integer;
+  if idx > cardinality(cats) then
+    next_progress := progress - 'position';
+    done := true;
+    return;
+  end if;
+  cat := cats[idx];
+  resume := (progress #>> '{position,resume_at}')::timestamptz;
+
+  select * into b
+  from smsao.cleanup_batch(cat, (progress #>> array['cutoffs', cat])::timestamptz, resume, batch_size);
+
+  progress := pg_catalog.jsonb_set(progress, array['categories', cat],
+                pg_catalog.to_jsonb((progress #>> array['categories', cat])::bigint + b.deleted));
+  progress := progress || pg_catalog.jsonb_build_object(
+                'total', (progress ->> 'total')::bigint + b.deleted,
+                'batches', (progress ->> 'batches')::bigint + 1);
+  if b.finished then
+    idx := idx + 1;
+    resume := '-infinity';
+  else
+    resume := b.next_key;
+  end if;
+  progress := progress || pg_catalog.jsonb_build_object('position',
+                pg_catalog.jsonb_build_object('index', idx, 'resume_at', resume));
+  done := idx > cardinality(cats);
+  next_progress := case when done then progress - 'position' else progress end;
+end
+$$;
+revoke all on function smsao.data_cleanup_step(jsonb, integer) from public, anon, authenticated, service_role;
+
+-- The committing path: pg_cron's daily job and `smsao-db cleanup` call this. Each batch
+-- is its own transaction, committed asynchronously (see the loop).
+-- PostgreSQL lets a procedure COMMIT only when it is neither SECURITY DEFINER nor has a
+-- SET clause, so this one cannot pin search_path. Its body therefore evaluates no
+-- expression of its own (no operator or unqualified name a search_path could redirect):
+-- it calls the schema-qualified, search_path-pinned step function and commits. EXECUTE
+-- is revoked from PUBLIC: the owner (pg_cron, a DBA) runs it; the app uses
+-- public.production_data_cleanup().
+create or replace procedure smsao.run_data_cleanup(batch_size integer default 5000, inout report jsonb default null)
+  language plpgsql
+as $$
+declare
+  progress jsonb;
+  finished boolean;
+begin
+  loop
+    -- A lost batch (crash before its WAL reached disk) only means those rows are
+    -- deleted again by the next run, so each batch commits without waiting for the
+    -- disk: the flushes would otherwise dominate and slow the app's own commits.
+    perform pg_catalog.set_config('synchronous_commit', 'off', true);
+    select s.next_progress, s.done into progress, finished
+    from smsao.data_cleanup_step(progress, batch_size) s;
+    commit;
+    exit when finished;
+  end loop;
+  report := progress;
+end
+$$;
+revoke all on procedure smsao.run_data_cleanup(integer, jsonb) from public, anon, authenticated, service_role;
+
+create or replace function public.production_data_cleanup() returns integer
+  language plpgsql security definer
+  set search_path = ''
+as $$
+declare
+  progress jsonb;
+  finished boolean := false;
+begin
+  perform smsao.require_operator('production_data_cleanup');
+  while not finished loop
+    select s.next_progress, s.done into progress, finished
+    from smsao.data_cleanup_step(progress, 5000) s;
+  end loop;
+  return (progress ->> 'total')::integer;
+end
+$$;
+comment on function public.production_data_cleanup() is
+  'Retention: deletes OTPs expired more than 2 hours ago, audit rows older than 2 years and '
+  'completed/failed import jobs finished more than 30 days ago, in batches; returns the total.';
+revoke all on function public.production_data_cleanup() from public, anon, authenticated, service_role;
+grant execute on function public.production_data_cleanup() to authenticated, service_role;
+
+-- What a cleanup would delete now, per category; deletes nothing. Same shape as the
+-- procedure's report, with "dry_run": true.
+create or replace function public.production_data_cleanup_report() returns jsonb
+  language plpgsql stable security definer
+  set search_path = ''
+as $$
+declare
+  c record;
+  n bigint;
+  counts jsonb := '{}'::jsonb;
+  cutoffs jsonb := '{}'::jsonb;
+  rules jsonb := '{}'::jsonb;
+  total bigint := 0::bigint;
+begin
+  perform smsao.require_operator('production_data_cleanup_report');
+  for c in select * from smsao.retention_cutoffs(pg_catalog.now()) loop
+    n := case c.category
+      when 'otp_codes' then
+        (select count(*) from public.otp_codes o where o.expires_at < c.cutoff)
+      when 'contact_import_jobs' then
+        (select count(*) from public.contact_import_jobs j
+         where j.status in ('completed', 'failed') and j.completed_at < c.cutoff)
+      when 'admin_audit_logs' then
+        (select count(*) from public.admin_audit_logs a where a.created_at < c.cutoff)
+      when 'pii_access_audit' then
+        (select count(*) from public.pii_access_audit a where a.created_at < c.cutoff)
+      when 'function_call_audit' then
+        (select count(*) from public.function_call_audit a where a.created_at < c.cutoff)
+    end;
+    counts := counts || pg_catalog.jsonb_build_object(c.category, n);
+    cutoffs := cutoffs || pg_catalog.jsonb_build_object(c.category, c.cutoff);
+    rules := rules || pg_catalog.jsonb_build_object(c.category, c.rule);
+    total := total + n;
+  end loop;
+  return pg_catalog.jsonb_build_object('started_at', pg_catalog.now(), 'cutoffs', cutoffs,
+    'categories', counts, 'rules', rules, 'total', total, 'dry_run', true);
+end
+$$;
+revoke all on function public.production_data_cleanup_report() from public, anon, authenticated, service_role;
+grant execute on function public.production_data_cleanup_report() to authenticated, service_role;
+
+-- ==== sql/functions/guard_app_writes.sql ====
+-- Statement-level gates on the tables the app writes directly (through RLS): the
+-- session must be valid and the operation within its rate limit, counted once per
+-- statement (a 5,000-row import is one attempt). Writes made inside SECURITY DEFINER
+-- functions or by trusted sessions run as another current_user and pass untouched.
+create or replace function smsao.guard_app_write() returns trigger
+  language plpgsql
+  set search_path = ''
+as $$
+begin
+  if current_user in ('authenticated', 'anon') then
+    perform smsao.guard_app_statement(tg_table_name, tg_op, tg_argv[0]);
+  end if;
+  return null;
+end
+$$;
+revoke all on function smsao.guard_app_write() from public, anon, authenticated, service_role;
+
+-- The gate itself, with the owner's rights (it writes the rate-limit state and the upsert
+-- mark). App roles can execute it only because the trigger runs with their rights; called
+-- anywhere but from a trigger it refuses.
+-- One statement is one attempt, whatever its form: INSERT ... ON CONFLICT DO UPDATE fires
+-- the BEFORE INSERT and then the BEFORE UPDATE statement triggers, so the INSERT gate marks
+-- its statement (smsao.upsert_marks) and the UPDATE gate that finds the mark passes it;
+-- the statement's AFTER INSERT trigger removes the mark (smsao.clear_upsert_mark).
+create or replace function smsao.guard_app_statement(table_name text, operation text, operation_type text)
+  returns void
+  language plpgsql security definer
+  set search_path = ''
+as $$
+declare
+  function_name text := table_name || '.' || pg_catalog.lower(operation);
+begin
+  if pg_catalog.pg_trigger_depth() < 1 then
+    raise exception 'guard_app_statement runs only from the write triggers' using errcode = '42501';
+  end if;
+  if operation = 'UPDATE' and table_name = 'contacts' then
+    delete from smsao.upsert_marks m
+    where m.backend_pid = pg_catalog.pg_backend_pid() and m.xact_id = pg_catalog.pg_current_xact_id();
+    if found then
+      return;  -- the UPDATE half of an upsert whose INSERT half was counted
+    end if;
+  end if;
+  perform smsao.count_call(operation_type);
+  begin
+    perform smsao.guard_critical(function_name, operation_type,
+                                 pg_catalog.jsonb_build_object('table', table_name, 'operation', operation));
+  exception when others then
+    perform smsao.count_failure(operation_type, sqlstate);
+    raise;
+  end;
+  if operation = 'INSERT' and table_name = 'contacts' then
+    insert into smsao.upsert_marks (backend_pid, xact_id)
+    values (pg_catalog.pg_backend_pid(), pg_catalog.pg_current_xact_id())
+    on conflict do nothing;
+  end if;
+end
+$$;
+revoke all on function smsao.guard_app_statement(text, text, text) from public, anon, authenticated, service_role;
+grant execute on function smsao.guard_app_statement(text, text, text) to anon, authenticated;
+
+-- AFTER INSERT (statement) on contacts: the statement is over, so is its upsert mark.
+create or replace function smsao.clear_upsert_mark() returns trigger
+  language plpgsql security definer
+  set search_path = ''
+as $$
+begin
+  delete from smsao.upsert_marks m
+  where m.backend_pid = pg_catalog.pg_backend_pid() and m.xact_id = pg_catalog.pg_current_xact_id();
+  return null;
+end
+$$;
+revoke all on function smsao.clear_upsert_mark() from public, anon, authenticated, service_role;
+
+-- ==== sql/functions/handle_new_user.sql ====
+-- Every auth.users row has a profile and the 'user' role. SECURITY DEFINER because
+-- the auth service inserting users has no rights on public tables.
+-- Statement-level, with the inserted rows as a transition table: importing 100,000 users
+-- in one statement writes their profiles in one statement and their roles in another, so
+-- the statement triggers of profiles (health counters, cache notifications) run once,
+-- not once per user.
+-- The name is read through to_jsonb(n): the contract promises only (id, email,
+-- created_at) of an existing auth.users, and `raw_user_meta_data` on a table without
+-- that column would make every sign-up fail.
+create or replace function smsao.handle_new_user() returns trigger
+  language plpgsql security definer
+  set search_path = ''
+as $$
+begin
+  insert into public.profiles (user_id, email, full_name)
+  select n.id, n.email, nullif(pg_catalog.to_jsonb(n) #>> '{raw_user_meta_data,full_name}', '')
+  from new_users n
+  on conflict (user_id) do nothing;
+  insert into public.user_roles (user_id, role)
+  select n.id, 'user' from new_users n
+  on conflict (user_id, role) do nothing;
+  return null;
+end
+$$;
+revoke all on function smsao.handle_new_user() from public, anon, authenticated, service_role;
+
+-- ==== sql/functions/has_role.sql ====
+-- Whether a user holds an application role. SECURITY DEFINER so RLS policies can ask
+-- without recursing into user_roles' own policies. False for NULL arguments.
+create or replace function public.has_role(user_id uuid, role public.app_role) returns boolean
+  language sql stable security definer
+  set search_path = ''
+as $$
+  select exists (
+    select from public.user_roles ur
+    where ur.user_id = has_role.user_id and ur.role = has_role.role
+  )
+$$;
+revoke all on function public.has_role(uuid, public.app_role) from public, anon, authenticated, service_role;
+grant execute on function public.has_role(uuid, public.app_role) to authenticated, service_role;
+
+-- Whether the caller is an admin whose account is active: what RLS policies ask.
+create or replace function smsao.is_admin() returns boolean
+  language sql stable security definer
+  set search_path = ''
+as $$
+  select exists (
+    select from public.user_roles ur
+    join public.profiles p on p.user_id = ur.user_id
+    where ur.user_id = auth.uid() and ur.role = 'admin' and p.status = 'active'
+  )
+$$;
+revoke all on function smsao.is_admin() from public, anon, authenticated, service_role;
+grant execute on function smsao.is_admin() to authenticated, service_role;
+
+-- ==== sql/functions/housekeeping.sql ====
+-- Housekeeping, separate from the retention rules: monitoring history older than 30 days,
+-- counter rows no reader needs, and rate-limit state past its window.
+-- Run by the daily job (smsao.run_daily_maintenance).
+create or replace function smsao.prune_housekeeping() returns jsonb
+  language plpgsql security definer
+  set search_path = ''
+as $$
+declare
+  snapshots integer;
+  samples integer;
+  counters integer;
+  rate_limit integer;
+begin
+  perform smsao.require_operator('prune_housekeeping');
+  delete from public.system_health_snapshots s where s.checked_at < pg_catalog.now() - interval '30 days';
+  get diagnostics snapshots = row_count;
+  delete from public.performance_samples p where p.sampled_at < pg_catalog.now() - interval '30 days';
+  get diagnostics samples = row_count;
+  counters := smsao.compact_health_counters();
+  rate_limit := smsao.prune_rate_limit_state();
+  return pg_catalog.jsonb_build_object(
+    'system_health_snapshots', snapshots,
+    'performance_samples', samples,
+    'health_counters', counters,
+    'rate_limit_state', rate_limit);
+end
+$$;
+revoke all on function smsao.prune_housekeeping() from public, anon, authenticated, service_role;
+
+-- The daily pg_cron job: the retention cleanup (committing per batch), then housekeeping.
+-- Like smsao.run_data_cleanup it cannot pin search_path (it commits), so it only calls
+-- schema-qualified routines.
+create or replace procedure smsao.run_daily_maintenance()
+  language plpgsql
+as $$
+declare
+  report jsonb;
+begin
+  call smsao.run_data_cleanup(5000, report);
+  perform smsao.prune_housekeeping();
+end
+$$;
+revoke all on procedure smsao.run_daily_maintenance() from public, anon, authenticated, service_role;
+
+-- ==== sql/functions/monitoring.sql ====
+-- Monitoring history, run by pg_cron (sql/functions/cron_jobs.sql) and callable by
+-- service_role.
+
+-- Store a health snapshot; on a change of status (the first snapshot counts as a change
+-- from 'healthy') insert one system_alerts row and NOTIFY system_alerts with
+--   {"alert_id", "severity", "status", "previous_status", "snapshot_id", "at"}.
+-- Returns the health report plus "snapshot_id" and "alert" (the alert row, or null).
+create or replace function public.record_health_snapshot() returns jsonb
+  language plpgsql security definer
+  set search_path = ''
+as $$
+declare
+  report jsonb;
+  current_status text;
+  previous_status text;
+  snapshot_id bigint;
+  alert jsonb;
+  severity text;
+  alert_id bigint;
+  message text;
+begin
+  if smsao.caller_role() <> 'service_role' then
+    raise exception 'record_health_snapshot: only service_role may call this' using errcode = '42501';
+  end if;
+  -- One recorder at a time: two concurrent runs would both compare against the same
+  -- previous snapshot and raise the same alert twice.
+  perform pg_catalog.pg_advisory_xact_lock(7411220, 1);
+  perform smsao.compact_health_counters();
+
+  report := smsao.health_report();
+  current_status := report ->> 'system_status';
+  select s.system_status into previous_status
+  from public.system_health_snapshots s order by s.checked_at desc, s.id desc limit 1;
+  previous_status := coalesce(previous_status, 'healthy');
+
+  insert into public.system_health_snapshots (checked_at, system_status, report)
+  values (pg_catalog.now(), current_status, report)
+  returning id into snapshot_id;
+
+  if current_status <> previous_status then
+    severity := case current_status when 'healthy' then 'recovered' else current_status end;
+    message := pg_catalog.format('system status changed from %s to %s', previous_status, current_status);
+    if pg_catalog.jsonb_array_length(report -> 'recommendations') > 0 then
+      message := message || pg_catalog.format(' (%s)', (
+        select pg_catalog.string_agg(r, ', ') from pg_catalog.jsonb_array_elements_text(report -> 'recommendations') r));
+    end if;
+    insert into public.system_alerts (severity, message, report)
+    values (severity, message, report)
+    returning id into alert_id;
+    alert := pg_catalog.jsonb_build_object('alert_id', alert_id, 'severity', severity,
+      'status', current_status, 'previous_status', previous_status,
+      'snapshot_id', snapshot_id, 'at', pg_catalog.now());
+    perform pg_catalog.pg_notify('system_alerts', alert::text);
+  end if;
+  return report || pg_catalog.jsonb_build_object('snapshot_id', snapshot_id, 'alert', alert);
+end
+$$;
+revoke all on function public.record_health_snapshot() from public, anon, authenticated, service_role;
+grant execute on function public.record_health_snapshot() to service_role;
+
+-- Store a performance sample: response time of the health check and of representative
+-- app reads (the latest sender's profile, their newest SMS page and contacts page), and the
+-- error rate of the critical operations since the previous sample: calls that ended in an
+-- error other than a refusal, over all their calls (0 when there were none). The figures
+-- come from the counters of smsao.critical_call_totals(), which count calls whose
+-- transaction rolled back too; each sample keeps the totals it saw in details.counters.
+-- Run every minute by pg_cron, it also prunes rate-limit state past its window.
+create or replace function public.record_performance_sample() returns jsonb
+  language plpgsql security definer
+  set search_path = ''
+as $$
+declare
+  started timestamptz;
+  health_ms numeric;
+  app_ms numeric;
+  sender uuid;
+  totals jsonb;
+  previous jsonb;
+  calls bigint;
+  errors bigint;
+  refusals bigint;
+  rate numeric;
+  pruned integer;
+  sample public.performance_samples;
+begin
+  if smsao.caller_role() <> 'service_role' then
+    raise exception 'record_performance_sample: only service_role may call this' using errcode = '42501';
+  end if;
+
+  started := pg_catalog.clock_timestamp();
+  perform smsao.health_report();
+  health_ms := extract(epoch from pg_catalog.clock_timestamp() - started) * 1000;
+
+  started := pg_catalog.clock_timestamp();
+  select l.user_id into sender from public.sms_logs l order by l.id desc limit 1;
+  perform from public.profiles p where p.user_id = sender;
+  perform from public.sms_logs l where l.user_id = sender order by l.created_at desc limit 50;
+  perform from public.contacts c where c.user_id = sender order by c.phone limit 50;
+  app_ms := extract(epoch from pg_catalog.clock_timestamp() - started) * 1000;
+
+  select pg_catalog.jsonb_object_agg(t.operation, pg_catalog.jsonb_build_object(
+           'calls', t.calls, 'errors', t.errors, 'refusals', t.refusals))
+    into totals from smsao.critical_call_totals() t;
+  select p.details -> 'counters' into previous
+  from public.performance_samples p order by p.sampled_at desc, p.id desc limit 1;
+  -- Differences per operation; a counter below its previous total was reset (restore).
+  select coalesce(sum(greatest(d.calls, 0)), 0)::bigint, coalesce(sum(greatest(d.errors, 0)), 0)::bigint,
+         coalesce(sum(greatest(d.refusals, 0)), 0)::bigint
+    into calls, errors, refusals
+  from (select (t.value ->> 'calls')::bigint - coalesce((previous #>> array[t.key, 'calls'])::bigint, 0) as calls,
+               (t.value ->> 'errors')::bigint - coalesce((previous #>> array[t.key, 'errors'])::bigint, 0) as errors,
+               (t.value ->> 'refusals')::bigint - coalesce((previous #>> array[t.key, 'refusals'])::bigint, 0) as refusals
+        from pg_catalog.jsonb_each(totals) t) d;
+  rate := case when calls > 0 then least(round(errors::numeric / calls, 6), 1) else 0 end;
+  pruned := smsao.prune_rate_limit_state(10000);
+
+  insert into public.performance_samples (sampled_at, response_time_ms, error_rate, details)
+  values (pg_catalog.now(), round(health_ms + app_ms, 3), rate,
+          pg_catalog.jsonb_build_object(
+            'health_check_ms', round(health_ms, 3),
+            'app_queries_ms', round(app_ms, 3),
+            'calls_since_previous', calls,
+            'errors_since_previous', errors,
+            'refusals_since_previous', refusals,
+            'rate_limit_keys_pruned', pruned,
+            'counters', totals))
+  returning * into sample;
+  return pg_catalog.to_jsonb(sample);
+end
+$$;
+revoke all on function public.record_performance_sample() from public, anon, authenticated, service_role;
+grant execute on function public.record_performance_sample() to service_role;
+
+-- ==== sql/functions/monitoring_access.sql ====
+-- Monitoring and retention are for operators: service_role (the backend, pg_cron, a DBA)
+-- and active admins. Everyone else gets 42501 naming the function.
+create or replace function smsao.require_operator(function_name text) returns void
+  language plpgsql stable
+  set search_path = ''
+as $$
+begin
+  if smsao.caller_role() = 'service_role' or smsao.is_admin() then
+    return;
+  end if;
+  raise exception '%: only admins and service_role may call this', function_name
+    using errcode = '42501';
+end
+$$;
+revoke all on function smsao.require_operator(text) from public, anon, authenticated, service_role;
+
+-- ==== sql/functions/production_system_health_check.sql ====
+-- The health report (CONTRACT section 3):
+--   {"timestamp", "system_status": "healthy"|"warning"|"critical",
+--    "metrics": {"total_users", "active_sms_configs", "pending_credit_requests",
+--                "failed_sms_24h", "orphaned_data", "sms_failure_rate"},
+--    "recommendations": [code, ...],
+--    "checks": {metric: "ok"|"warning"|"critical"}, "thresholds": {...},
+--    "details": {"orphaned_data": {...}, "sms_window": {...}}}
+--
+-- Metrics, all live (same snapshot as the caller), none scanning a big table:
+--   total_users              = count(*) from profiles                      [counter]
+--   active_sms_configs       = count(*) from sms_configurations where is_active  [small table]
+--   pending_credit_requests  = count(*) from credit_requests where status = 'pending'  [counter]
+--   failed_sms_24h           = count(*) from sms_logs where status = 'failed'
+--                              and created_at > now() - 24 hours
+--                              [per-hour counters, plus the window's first, partial hour
+--                               from the partial index sms_logs_failed_created_idx]
+--   orphaned_data            = rows whose owner is gone in the two relations that no
+--                              foreign key protects (see sql/schema/10_tables.sql):
+--                              sms_logs whose user_id has no profile, plus otp_codes
+--                              whose (non-null) user_id has no profile   [counters]
+--                              A profile exists exactly while its auth.users row does.
+--   sms_failure_rate         = failed / all sms_logs created since the start of the hour
+--                              24 hours ago (details.sms_window)        [per-hour counters]
+--
+-- Status: the worst level among the checks. Each threshold in smsao.health_thresholds
+-- gives 'warning' from warning_at and 'critical' from critical_at; no active SMS
+-- configuration is always critical (nothing can be sent).
+-- Recommendations: configure_sms_gateway (no active configuration),
+-- investigate_failed_sms (failed_sms_24h or sms_failure_rate at warning or worse),
+-- review_pending_credit_requests, cleanup_orphaned_data (their metric at warning or worse).
+create or replace function smsao.health_report() returns jsonb
+  language plpgsql stable security definer
+  set search_path = ''
+as $$
+declare
+  at timestamptz := pg_catalog.now();
+  window_start timestamptz := smsao.hour_bucket(at - interval '24 hours');
+  users bigint;
+  pending bigint;
+  orphan_sms bigint;
+  orphan_otp bigint;
+  window_total bigint;
+  window_failed bigint;
+  failed_later bigint;
+  failed_edge bigint;
+  configs bigint;
+  failed_24h bigint;
+  rate numeric;
+  t record;
+  val numeric;
+  sample numeric;
+  lvl text;
+  checks jsonb := '{}'::jsonb;
+  thresholds jsonb := '{}'::jsonb;
+  recommendations text[] := '{}'::text[];
+  status text := 'healthy';
+begin
+  select coalesce(sum(c.value) filter (where c.metric = 'total_users' and c.bucket = '-infinity'), 0)::bigint,
+         coalesce(sum(c.value) filter (where c.metric = 'pending_credit_requests' and c.bucket = '-infinity'), 0)::bigint,
+         coalesce(sum(c.value) filter (where c.metric = 'orphaned_sms_logs' and c.bucket = '-infinity'), 0)::bigint,
+         coalesce(sum(c.value) filter (where c.metric = 'orphaned_otp_codes' and c.bucket = '-infinity'), 0)::bigint,
+         coalesce(sum(c.value) filter (where c.metric = 'sms' and c.bucket >= window_start), 0)::bigint,
+         coalesce(sum(c.value) filter (where c.metric = 'sms_failed' and c.bucket >= window_start), 0)::bigint,
+         coalesce(sum(c.value) filter (where c.metric = 'sms_failed'
+                                         and c.bucket >= window_start + interval '1 hour'), 0)::bigint
+    into users, pending, orphan_sms, orphan_otp, window_total, window_failed, failed_later
+    from smsao.health_counters c;
+
+  select count(*) into failed_edge from public.sms_logs l
+  where l.status = 'failed' and l.created_at > at - interval '24 hours'
+    and l.created_at < window_start + interval '1 hour';
+  failed_24h := failed_edge + failed_later;
+
+  select count(*) into configs from public.sms_configurations s where s.is_active;
+  rate := case when window_total > 0 then round(window_failed::numeric / window_total, 4) else 0 end;
+
+  for t in select * from smsao.health_thresholds h order by h.metric loop
+    val := case t.metric
+             when 'failed_sms_24h' then failed_24h
+             when 'sms_failure_rate' then rate
+             when 'pending_credit_requests' then pending
+             when 'orphaned_data' then orphan_sms + orphan_otp
+           end;
+    sample := case t.metric when 'sms_failure_rate' then window_total else val end;
+    lvl := case when sample < t.min_sample then 'ok'
+                when val >= t.critical_at then 'critical'
+                when val >= t.warning_at then 'warning'
+                else 'ok' end;
+    checks := checks || pg_catalog.jsonb_build_object(t.metric, lvl);
+    thresholds := thresholds || pg_catalog.jsonb_build_object(t.metric, pg_catalog.jsonb_build_object(
+      'warning_at', t.warning_at, 'critical_at', t.critical_at, 'min_sample', t.min_sample));
+  end loop;
+  checks := checks || pg_catalog.jsonb_build_object(
+    'active_sms_configs', case when configs = 0 then 'critical' else 'ok' end);
+
+  if checks @> '{"active_sms_configs": "critical"}' then
+    recommendations := recommendations || 'configure_sms_gateway'::text;
+  end if;
+  if coalesce(checks ->> 'failed_sms_24h', 'ok') <> 'ok' or coalesce(checks ->> 'sms_failure_rate', 'ok') <> 'ok' then
+    recommendations := recommendations || 'investigate_failed_sms'::text;
+  end if;
+  if coalesce(checks ->> 'pending_credit_requests', 'ok') <> 'ok' then
+    recommendations := recommendations || 'review_pending_credit_requests'::text;
+  end if;
+  if coalesce(checks ->> 'orphaned_data', 'ok') <> 'ok' then
+    recommendations := recommendations || 'cleanup_orphaned_data'::text;
+  end if;
+
+  if exists (select from pg_catalog.jsonb_each_text(checks) e where e.value = 'critical') then
+    status := 'critical';
+  elsif exists (select from pg_catalog.jsonb_each_text(checks) e where e.value = 'warning') then
+    status := 'warning';
+  end if;
+
+  return pg_catalog.jsonb_build_object(
+    'timestamp', at,
+    'system_status', status,
+    'metrics', pg_catalog.jsonb_build_object(
+      'total_users', users,
+      'active_sms_configs', configs,
+      'pending_credit_requests', pending,
+      'failed_sms_24h', failed_24h,
+      'orphaned_data', orphan_sms + orphan_otp,
+      'sms_failure_rate', rate),
+    'recommendations', pg_catalog.to_jsonb(recommendations),
+    'checks', checks,
+    'thresholds', thresholds,
+    'details', pg_catalog.jsonb_build_object(
+      'orphaned_data', pg_catalog.jsonb_build_object('sms_logs', orphan_sms, 'otp_codes', orphan_otp),
+      'sms_window', pg_catalog.jsonb_build_object(
+        'since', window_start, 'total', window_total, 'failed', window_failed)));
+end
+$$;
+revoke all on function smsao.health_report() from public, anon, authenticated, service_role;
+
+create or replace function public.production_system_health_check() returns jsonb
+  language plpgsql stable security definer
+  set search_path = ''
+as $$
+begin
+  perform smsao.require_operator('production_system_health_check');
+  return smsao.health_report();
+end
+$$;
+comment on function public.production_system_health_check() is
+  'System health for admins and service_role. orphaned_data = sms_logs rows whose user_id has '
+  'no profile + otp_codes rows whose non-null user_id has no profile (the relations without a '
+  'foreign key). Thresholds: smsao.health_thresholds. See sql/functions/production_system_health_check.sql.';
+revoke all on function public.production_system_health_check() from public, anon, authenticated, service_role;
+grant execute on function public.production_system_health_check() to authenticated, service_role;
+
+-- ==== sql/functions/rate_limit.sql ====
+-- The rate-limit key of the caller: the user id, the login of a trusted backend session,
+-- or for anon the first address of x-forwarded-for (the client, as the proxy saw it).
+create or replace function smsao.rate_limit_key() returns text
+  language plpgsql stable
+  set search_path = ''
+as $$
+declare
+  uid uuid := smsao.request_uid();   -- smsao.caller_id(), without its auth.uid() call
+  forwarded text;
+begin
+  if uid is not null then
+    return 'user:' || uid::text;
+  end if;
+  if smsao.caller_role() = 'service_role' then
+    return 'service:' || session_user;
+  end if;
+  begin
+    forwarded := nullif(pg_catalog.current_setting('request.headers', true), '')::jsonb ->> 'x-forwarded-for';
+  exception when invalid_text_representation then
+    forwarded := null;
+  end;
+  return 'ip:' || coalesce(nullif(pg_catalog.btrim(pg_catalog.split_part(forwarded, ',', 1)), ''), 'unknown');
+end
+$$;
+revoke all on function smsao.rate_limit_key() from public, anon, authenticated, service_role;
+
+-- Exact sliding window: admits when fewer than max_attempts attempts were admitted in the
+-- last window_minutes. State: smsao.rate_limit_keys / rate_limit_hits (sql/schema/40_hardening.sql).
+-- The max_attempts-th newest attempt of the key decides: the call is refused when it was
+-- admitted inside the window. One primary-key lookup, however many attempts the window holds.
+--   1. Refusals are decided from committed state, with no lock and no write: admitted
+--      attempts stay admitted, so a key seen full is full now. A refusal records at most one
+--      function_call_audit row per key, operation and window (smsao.record_rate_limit_denial).
+--   2. Admissions take the key's transaction-level advisory lock, then decide and record in
+--      one statement whose snapshot is taken after the lock: concurrent calls never admit
+--      more than the limit, and an admission is stamped when it is admitted, not when the
+--      call started (a call that queued on the lock records the time it got through).
+-- anon callers are keyed by a header anyone can forge, so they may use windows of at most
+-- 60 minutes and at most 100 attempts: their state never outlives an hour.
+create or replace function public.enhanced_security_rate_limit(
+  operation_type text,
+  max_attempts integer default 5,
+  window_minutes integer default 15
+) returns boolean
+  language plpgsql security definer
+  set search_path = ''
+as $$
+declare
+  win      interval;
+  -- PL/pgSQL gives text variables and arguments the caller's collation; the statement guard
+  -- calls in with "C" (from tg_table_name, of type name), and a "C" comparison cannot use the
+  -- primary key (default collation): every lookup below would scan the whole table.
+  key      text collate "default";
+  op       text collate "default" := operation_type;
+  full_at  timestamptz;
+  denied_at timestamptz;
+  recorded bigint;
+begin
+  if operation_type is null or operation_type !~ '^[a-z][a-z0-9_]{0,62}$' then
+    raise exception 'operation_type must be a lowercase identifier such as ''admin_access'', got %',
+      coalesce(pg_catalog.quote_literal(operation_type), 'NULL') using errcode = '22023';
+  end if;
+  if max_attempts is null or max_attempts not between 1 and 10000 then
+    raise exception 'max_attempts must be between 1 and 10000, got %', coalesce(max_attempts::text, 'NULL')
+      using errcode = '22023';
+  end if;
+  if window_minutes is null or window_minutes not between 1 and 10080 then
+    raise exception 'window_minutes must be between 1 and 10080 (one week), got %',
+      coalesce(window_minutes::text, 'NULL') using errcode = '22023';
+  end if;
+
+  win := pg_catalog.make_interval(mins => window_minutes);
+  key := smsao.rate_limit_key();
+  if key like 'ip:%' and (max_attempts > 100 or window_minutes > 60) then
+    raise exception 'max_attempts must be at most 100 and window_minutes at most 60 for anonymous callers, got % and %',
+      max_attempts, window_minutes using errcode = '22023';
+  end if;
+
+  -- 1. Full already? (committed state, no lock)
+  select h.at, k.denied_at into full_at, denied_at
+  from smsao.rate_limit_keys k
+  join smsao.rate_limit_hits h
+    on h.caller_key = k.caller_key and h.operation_type = k.operation_type
+   and h.seq = k.admitted - max_attempts + 1
+  where k.caller_key = key and k.operation_type = op;
+  if full_at > pg_catalog.clock_timestamp() - win then
+    if denied_at is null or denied_at <= pg_catalog.clock_timestamp() - win then
+      perform smsao.record_rate_limit_denial(key, op, max_attempts, window_minutes);
+    end if;
+    return false;
+  end if;
+
+  -- 2. Admit under the key's lock. The statements below take their snapshots after it was
+  -- granted, so they see every attempt the previous holder committed. Each admission also
+  -- drops the key's two oldest attempts once they can no longer decide any call, so a key
+  -- keeps about what its windows hold.
+  perform pg_catalog.pg_advisory_xact_lock(7411222, pg_catalog.hashtext(key || '|' || op));
+  with k as (
+    update smsao.rate_limit_keys k
+       set admitted = k.admitted + 1,
+           retain_count = greatest(k.retain_count, max_attempts),
+           retain_window = greatest(k.retain_window, win),
+           window_ends = greatest(k.window_ends, pg_catalog.clock_timestamp() + greatest(k.retain_window, win))
+     where k.caller_key = key and k.operation_type = op
+       and not exists (select from smsao.rate_limit_hits h
+                       where h.caller_key = key and h.operation_type = op
+                         and h.seq = k.admitted - max_attempts + 1
+                         and h.at > pg_catalog.clock_timestamp() - win)
+    returning k.admitted, k.retain_count, k.retain_window
+  ), hit as (
+    insert into smsao.rate_limit_hits (caller_key, operation_type, seq, at)
+    select key, op, k.admitted, pg_catalog.clock_timestamp() from k
+  ), expired as (
+    delete from smsao.rate_limit_hits h
+    using k
+    where h.caller_key = key and h.operation_type = op
+      and h.seq in (select o.seq from smsao.rate_limit_hits o
+                    where o.caller_key = key and o.operation_type = op
+                    order by o.seq limit 2)
+      and (h.seq <= k.admitted - k.retain_count or h.at < pg_catalog.clock_timestamp() - k.retain_window)
+  )
+  select k.admitted into recorded from k;
+  if recorded is not null then
+    return true;
+  end if;
+  if exists (select from smsao.rate_limit_keys k where k.caller_key = key and k.operation_type = op) then
+    perform smsao.record_rate_limit_denial(key, op, max_attempts, window_minutes);
+    return false;  -- filled up while this call waited for the lock
+  end if;
+  -- A new key (or one pruned since): its first attempt.
+  insert into smsao.rate_limit_keys (caller_key, operation_type, admitted, retain_count, retain_window, window_ends)
+  values (key, op, 1, max_attempts, win, pg_catalog.clock_timestamp() + win);
+  insert into smsao.rate_limit_hits (caller_key, operation_type, seq, at)
+  values (key, op, 1, pg_catalog.clock_timestamp())
+  on conflict on constraint rate_limit_hits_pkey do update set at = excluded.at;
+  return true;
+end
+$$;
+revoke all on function public.enhanced_security_rate_limit(text, integer, integer)
+  from public, anon, authenticated, service_role;
+grant execute on function public.enhanced_security_rate_limit(text, integer, integer)
+  to anon, authenticated, service_role;
+
+-- A refusal: counted nowhere in the key's state, and written to function_call_audit only
+-- when it is the key's first refusal within its window, so a flood of refused calls
+-- writes one row per key, operation and window, not one per call.
+create or replace function smsao.record_rate_limit_denial(key text, op text, max_attempts integer,
+                                                         window_minutes integer)
+  returns void
+  language plpgsql
+  set search_path = ''
+as $$
+declare
+  now_ timestamptz := pg_catalog.clock_timestamp();
+begin
+  update smsao.rate_limit_keys k set denied_at = now_
+  where k.caller_key = key and k.operation_type = op
+    and (k.denied_at is null or k.denied_at <= now_ - pg_catalog.make_interval(mins => window_minutes));
+  if found then
+    perform smsao.audit_call('enhanced_security_rate_limit',
+      pg_catalog.jsonb_build_object('operation_type', op, 'max_attempts', max_attempts,
+                                    'window_minutes', window_minutes, 'caller_key', key,
+                                    'first_refusal_in_window', true),
+      'rate_limited', now_);
+  end if;
+end
+$$;
+revoke all on function smsao.record_rate_limit_denial(text, text, integer, integer)
+  from public, anon, authenticated, service_role;
+
+-- Rate-limit state past its window, at most `max_keys` keys per call (each with its
+-- attempts). Run every minute by the performance job and daily by the housekeeping job.
+create or replace function smsao.prune_rate_limit_state(max_keys integer default 50000) returns integer
+  language plpgsql
+  set search_path = ''
+as $$
+declare
+  pruned integer;
+begin
+  with gone as (
+    delete from smsao.rate_limit_keys k
+    where k.ctid = any (array(select x.ctid from smsao.rate_limit_keys x
+                              where x.window_ends < pg_catalog.clock_timestamp()
+                              limit max_keys))
+      and k.window_ends < pg_catalog.clock_timestamp()
+    returning k.caller_key, k.operation_type
+  ), hits as (
+    delete from smsao.rate_limit_hits h using gone g
+    where h.caller_key = g.caller_key and h.operation_type = g.operation_type
+  )
+  select pg_catalog.count(*)::integer into pruned from gone;
+  return pruned;
+end
+$$;
+revoke all on function smsao.prune_rate_limit_state(integer) from public, anon, authenticated, service_role;
+
+-- ==== sql/functions/validate_user_session.sql ====
+-- True only for service_role, or for an authenticated caller whose profile is active,
+-- whose JWT has not expired (when it carries exp) and whose session_id (when present)
+-- is an unexpired auth.sessions row of that same user. Never an error.
+create or replace function public.validate_user_session() returns boolean
+  language plpgsql stable security definer
+  set search_path = ''
+as $$
+declare
+  claims jsonb;
+  uid    uuid;
+  exp    numeric;
+  sid    uuid;
+begin
+  case smsao.caller_role()
+    when 'service_role' then return true;
+    when 'authenticated' then null;
+    else return false;
+  end case;
+
+  -- auth.jwt(), read the way it reads it: the shim's SQL function cannot be inlined (it pins
+  -- search_path), so calling it costs a parse and plan per request (bench/rate_limit_bench.py).
+  claims := coalesce(coalesce(nullif(pg_catalog.current_setting('request.jwt.claim', true), ''),
+                              nullif(pg_catalog.current_setting('request.jwt.claims', true), ''))::jsonb,
+                     '{}'::jsonb);
+  uid := (claims ->> 'sub')::uuid;
+  if uid is null then
+    return false;
+  end if;
+  if claims ? 'exp' then
+    exp := (claims ->> 'exp')::numeric;
+    if exp is null or exp <= extract(epoch from pg_catalog.now()) then
+      return false;
+    end if;
+  end if;
+  if claims ? 'session_id' then
+    sid := (claims ->> 'session_id')::uuid;
+    if not exists (
+      select from auth.sessions s
+      where s.id = sid and s.user_id = uid
+        and (s.not_after is null or s.not_after > pg_catalog.now())
+    ) then
+      return false;
+    end if;
+  end if;
+  return exists (select from public.profiles p where p.user_id = uid and p.status = 'active');
+exception
+  -- Malformed claims (a sub or session_id that is not a uuid, an exp that is not a number).
+  when invalid_text_representation or invalid_parameter_value or numeric_value_out_of_range then
+    return false;
+end
+$$;
+revoke all on function public.validate_user_session() from public, anon, authenticated, service_role;
+grant execute on function public.validate_user_session() to anon, authenticated, service_role;
+
+-- The gate of every critical operation: a valid session, then the operation's rate limit.
+-- service_role is the trusted backend: every backend worker shares its one login (and so
+-- one rate-limit key), so the operations' limits do not throttle it.
+create or replace function smsao.guard_critical(function_name text, operation_type text, arguments jsonb)
+  returns void
+  language plpgsql
+  set search_path = ''
+as $$
+declare
+  lim smsao.operation_limits;
+begin
+  if not public.validate_user_session() then
+    perform smsao.refuse(function_name, arguments, 'denied', '42501',
+      'invalid session: sign in again (the account must be active and the token unexpired)');
+  end if;
+  if smsao.caller_role() = 'service_role' then
+    return;
+  end if;
+  select * into strict lim from smsao.operation_limits l where l.operation_type = guard_critical.operation_type;
+  if not public.enhanced_security_rate_limit(operation_type, lim.max_attempts, lim.window_minutes) then
+    perform smsao.refuse(function_name, arguments, 'rate_limited', 'PT429',
+      pg_catalog.format('rate limit exceeded for %s: at most %s per %s minute(s), try again later',
+                        operation_type, lim.max_attempts, lim.window_minutes));
+  end if;
+end
+$$;
+revoke all on function smsao.guard_critical(text, text, jsonb) from public, anon, authenticated, service_role;
+
+-- Whether the caller's own account is active: the write policies of user-owned tables ask
+-- this, so a suspended, pending or deleted user writes nothing.
+create or replace function smsao.is_active_user() returns boolean
+  language sql stable security definer
+  set search_path = ''
+as $$
+  select exists (select from public.profiles p where p.user_id = auth.uid() and p.status = 'active')
+$$;
+revoke all on function smsao.is_active_user() from public, anon, authenticated, service_role;
+grant execute on function smsao.is_active_user() to authenticated;
+
+-- ==== sql/triggers/credits.sql ====
+create or replace trigger credit_transactions_apply
+  after insert on public.credit_transactions referencing new table as new_entries
+  for each statement execute function smsao.apply_credit_transaction();
+
+create or replace trigger profiles_record_credit_adjustment
+  after update on public.profiles referencing old table as old_profiles new table as new_profiles
+  for each statement execute function smsao.record_credit_adjustment();
+
+create or replace trigger profiles_record_initial_credits
+  after insert on public.profiles referencing new table as new_profiles
+  for each statement execute function smsao.record_initial_credits();
+
+-- ==== sql/triggers/guard_app_writes.sql ====
+create or replace trigger profiles_guard_update
+  before update on public.profiles
+  for each statement execute function smsao.guard_app_write('profile_update');
+
+create or replace trigger contacts_guard_write
+  before insert or update or delete on public.contacts
+  for each statement execute function smsao.guard_app_write('contact_operation');
+
+create or replace trigger contacts_clear_upsert_mark
+  after insert on public.contacts
+  for each statement execute function smsao.clear_upsert_mark();
+
+-- ==== sql/triggers/identity.sql ====
+create or replace trigger smsao_on_auth_user_created
+  after insert on auth.users referencing new table as new_users
+  for each statement execute function smsao.handle_new_user();
+
+create or replace trigger profiles_touch_updated_at
+  before update on public.profiles
+  for each row execute function smsao.touch_updated_at();
+
+-- ==== sql/policies/campaigns.sql ====
+alter table public.campaigns enable row level security;
+revoke all on table public.campaigns from anon, authenticated, service_role;
+grant select, insert, update, delete on table public.campaigns to service_role;
+grant select, insert, update, delete on table public.campaigns to authenticated;
+
+-- A user whose account is not active (suspended, pending, deleted) writes nothing.
+drop policy if exists campaigns_select on public.campaigns;
+create policy campaigns_select on public.campaigns for select to authenticated
+  using (user_id = (select auth.uid()) or (select smsao.is_admin()));
+drop policy if exists campaigns_insert_own on public.campaigns;
+create policy campaigns_insert_own on public.campaigns for insert to authenticated
+  with check (user_id = (select auth.uid()) and (select smsao.is_active_user()));
+drop policy if exists campaigns_update_own on public.campaigns;
+create policy campaigns_update_own on public.campaigns for update to authenticated
+  using (user_id = (select auth.uid()) and (select smsao.is_active_user()))
+  with check (user_id = (select auth.uid()));
+drop policy if exists campaigns_delete_own on public.campaigns;
+create policy campaigns_delete_own on public.campaigns for delete to authenticated
+  using (user_id = (select auth.uid()) and (select smsao.is_active_user()));
+
+-- ==== sql/policies/contact_import_jobs.sql ====
+alter table public.contact_import_jobs enable row level security;
+revoke all on table public.contact_import_jobs from anon, authenticated, service_role;
+grant select, insert, update, delete on table public.contact_import_jobs to service_role;
+grant select, insert on table public.contact_import_jobs to authenticated;
+
+drop policy if exists contact_import_jobs_select on public.contact_import_jobs;
+create policy contact_import_jobs_select on public.contact_import_jobs for select to authenticated
+  using (user_id = (select auth.uid()) or (select smsao.is_admin()));
+-- Users with an active account queue their own imports; the backend moves them through
+-- their states.
+drop policy if exists contact_import_jobs_insert_own on public.contact_import_jobs;
+create policy contact_import_jobs_insert_own on public.contact_import_jobs for insert to authenticated
+  with check (user_id = (select auth.uid()) and (select smsao.is_active_user()) and status = 'pending'
+              and processed_rows = 0 and completed_at is null);
+
+-- ==== sql/policies/hardening_state.sql ====
+-- Internal state of revision 0005_hardening (schema smsao, not exposed by PostgREST): only
+-- the owner's SECURITY DEFINER functions and a DBA touch it. RLS without policies denies
+-- anyone else who might be granted access by mistake.
+alter table smsao.rate_limit_keys enable row level security;
+revoke all on table smsao.rate_limit_keys from public, anon, authenticated, service_role;
+alter table smsao.rate_limit_hits enable row level security;
+revoke all on table smsao.rate_limit_hits from public, anon, authenticated, service_role;
+alter table smsao.upsert_marks enable row level security;
+revoke all on table smsao.upsert_marks from public, anon, authenticated, service_role;
+alter table smsao.critical_operations enable row level security;
+revoke all on table smsao.critical_operations from public, anon, authenticated, service_role;
+
+-- Sequences, including the identity sequences of public tables: Supabase's default
+-- privileges grant them to the app roles; identity columns need no sequence privilege.
+do $$
+declare
+  seq regclass;
+begin
+  for seq in select c.oid from pg_catalog.pg_class c
+             where c.relkind = 'S' and c.relnamespace in ('public'::regnamespace, 'smsao'::regnamespace) loop
+    execute pg_catalog.format('revoke all on sequence %s from public, anon, authenticated, service_role', seq);
+  end loop;
+end
+$$;
+
+-- ==== sql/policies/profiles.sql ====
+alter table public.profiles enable row level security;
+revoke all on table public.profiles from anon, authenticated, service_role;
+grant select, insert, update, delete on table public.profiles to service_role;
+grant select on table public.profiles to authenticated;
+-- Users edit their own name and phone only: credits, status and email are not theirs to set.
+grant update (full_name, phone) on table public.profiles to authenticated;
+
+-- Everyone, admins included, reads only their own profile here: other users' names,
+-- emails and phones are reached through public.admin_get_user_details(), which writes
+-- pii_access_audit; list views use public.admin_list_users(), which carries no PII.
+drop policy if exists profiles_select on public.profiles;
+create policy profiles_select on public.profiles for select to authenticated
+  using (user_id = (select auth.uid()));
+drop policy if exists profiles_update_own on public.profiles;
+create policy profiles_update_own on public.profiles for update to authenticated
+  using (user_id = (select auth.uid()))
+  with check (user_id = (select auth.uid()));

@@ -1,0 +1,182 @@
+-- Vital signs of the engine and of the scheduler, and the critical operations' call
+-- figures over time (revision 0006_vitals). production_system_health_check() reports them
+-- next to the application's metrics; the dashboard and /metrics show them.
+-- A value is NULL where it cannot be measured from here (no pg_cron, no statistics
+-- privilege): its check is then 'ok'.
+
+-- From PostgreSQL's statistics views. SECURITY DEFINER: pg_stat_activity shows other
+-- roles' transactions only to superusers and pg_read_all_stats.
+create or replace function smsao.engine_vitals(blocked_grace interval) returns jsonb
+  language plpgsql stable security definer
+  set search_path = ''
+as $$
+declare
+  this_db oid := (select d.oid from pg_catalog.pg_database d where d.datname = pg_catalog.current_database());
+  longest numeric;
+  in_use bigint;
+  blocked bigint;
+  xid_ratio numeric;
+begin
+  -- Connections are the cluster's (max_connections is); transactions this database's.
+  select count(*) into in_use from pg_catalog.pg_stat_activity a where a.backend_type = 'client backend';
+  select round(extract(epoch from max(pg_catalog.clock_timestamp() - a.xact_start))::numeric, 3)
+    into longest
+    from pg_catalog.pg_stat_activity a
+   where a.backend_type = 'client backend' and a.datid = this_db
+     and a.pid <> pg_catalog.pg_backend_pid() and a.xact_start is not null;
+  select count(distinct l.pid) into blocked
+    from pg_catalog.pg_locks l
+   where not l.granted and l.waitstart < pg_catalog.clock_timestamp() - blocked_grace
+     and l.pid in (select a.pid from pg_catalog.pg_stat_activity a where a.datid = this_db);
+  select round(max(pg_catalog.age(d.datfrozenxid))::numeric / 2147483648, 6) into xid_ratio
+    from pg_catalog.pg_database d;
+  return pg_catalog.jsonb_build_object(
+    'longest_transaction_s', coalesce(longest, 0),
+    'connection_usage', round(in_use::numeric / pg_catalog.current_setting('max_connections')::numeric, 4),
+    'xid_age_ratio', xid_ratio,
+    'blocked_sessions', blocked,
+    'database_size_bytes', pg_catalog.pg_database_size(this_db));
+end
+$$;
+revoke all on function smsao.engine_vitals(interval) from public, anon, authenticated, service_role;
+
+-- The scheduler as a dead man's switch: once this database's jobs are scheduled, the age
+-- of the newest health snapshot (they store one every 5 minutes) and the failed runs of
+-- the last hour. Both NULL when pg_cron is not loaded or the jobs are not scheduled;
+-- cron_failures_1h is also NULL where pg_cron keeps its run history in another database
+-- (`smsao-db schedule status` reads it there).
+create or replace function smsao.scheduler_vitals() returns jsonb
+  language plpgsql stable security definer
+  set search_path = ''
+as $$
+declare
+  state smsao.scheduler_state;
+  scheduled boolean;
+  failures bigint;
+  since timestamptz;
+begin
+  -- pg_settings lists cron.* only when the library defined them (loaded at server start):
+  -- a bare placeholder in postgresql.conf does not count.
+  if not exists (select from pg_catalog.pg_settings s where s.name = 'cron.database_name') then
+    return pg_catalog.jsonb_build_object('health_snapshot_age_s', null, 'cron_failures_1h', null);
+  end if;
+  select * into state from smsao.scheduler_state;
+  scheduled := coalesce(state.jobs_scheduled, false);
+  if pg_catalog.to_regclass('cron.job') is not null then
+    begin
+      -- pg_cron lives in this database: its own tables say what is scheduled and how it ran.
+      -- Dynamic: the statement names cron's tables, which other databases do not have.
+      execute pg_catalog.format(
+        $q$select exists (select from %1$I.job j where j.jobname = 'smsao-health-check'
+                           and j.database = pg_catalog.current_database() and j.active),
+                  (select count(*) from %1$I.job_run_details d join %1$I.job j on j.jobid = d.jobid
+                    where j.jobname like 'smsao-%%' and d.status = 'failed'
+                      and d.start_time > pg_catalog.now() - interval '1 hour')$q$, 'cron')
+        into scheduled, failures;
+    exception when insufficient_privilege then
+      failures := null;
+    end;
+  end if;
+  if not scheduled then
+    return pg_catalog.jsonb_build_object('health_snapshot_age_s', null, 'cron_failures_1h', null);
+  end if;
+  -- Before the first snapshot, the jobs have been due since they were scheduled.
+  select coalesce(max(s.checked_at), state.changed_at) into since from public.system_health_snapshots s;
+  return pg_catalog.jsonb_build_object(
+    'health_snapshot_age_s', round(extract(epoch from pg_catalog.now() - since)::numeric, 3),
+    'cron_failures_1h', failures);
+end
+$$;
+revoke all on function smsao.scheduler_vitals() from public, anon, authenticated, service_role;
+
+-- Called by `smsao-db schedule apply` / `remove` (runner/schedule.py).
+create or replace function smsao.record_schedule_state(jobs_scheduled boolean, cron_database text) returns void
+  language sql
+  set search_path = ''
+as $$
+  insert into smsao.scheduler_state (singleton, jobs_scheduled, cron_database, changed_at)
+  values (true, jobs_scheduled, cron_database, pg_catalog.now())
+  on conflict (singleton) do update
+    set jobs_scheduled = excluded.jobs_scheduled, cron_database = excluded.cron_database,
+        changed_at = case when smsao.scheduler_state.jobs_scheduled = excluded.jobs_scheduled
+                          then smsao.scheduler_state.changed_at else excluded.changed_at end
+$$;
+revoke all on function smsao.record_schedule_state(boolean, text) from public, anon, authenticated, service_role;
+
+-- Sum over the operations of `field` in a counters object ({op: {calls, errors, refusals}}),
+-- newer minus older, each operation at least 0 (a counter never goes back).
+create or replace function smsao.counters_delta(newer jsonb, older jsonb, field text) returns bigint
+  language sql immutable
+  set search_path = ''
+as $$
+  select coalesce(sum(greatest((n.value ->> field)::bigint - coalesce((older #>> array[n.key, field])::bigint, 0), 0)), 0)::bigint
+  from pg_catalog.jsonb_each(newer) n
+$$;
+revoke all on function smsao.counters_delta(jsonb, jsonb, text) from public, anon, authenticated, service_role;
+
+-- The counters now, in the shape performance samples store them (details.counters).
+create or replace function smsao.critical_counters_now() returns jsonb
+  language sql stable
+  set search_path = ''
+as $$
+  select coalesce(pg_catalog.jsonb_object_agg(t.operation, pg_catalog.jsonb_build_object(
+           'calls', t.calls, 'errors', t.errors, 'refusals', t.refusals)), '{}'::jsonb)
+  from smsao.critical_call_totals() t
+$$;
+revoke all on function smsao.critical_counters_now() from public, anon, authenticated, service_role;
+
+-- The counters as the newest performance sample at or before `at` stored them; NULL when
+-- no sample is that old.
+create or replace function smsao.critical_counters_at(at timestamptz) returns jsonb
+  language sql stable
+  set search_path = ''
+as $$
+  select p.details -> 'counters' from public.performance_samples p
+  where p.sampled_at <= at and p.details ? 'counters'
+  order by p.sampled_at desc limit 1
+$$;
+revoke all on function smsao.critical_counters_at(timestamptz) from public, anon, authenticated, service_role;
+
+-- Calls, errors and refusals of each critical operation since `since`, rolled-back calls
+-- included: the counters now minus those of the newest sample at or before `since`. With
+-- no sample that old (pg_cron not running yet), everything counted so far.
+create or replace function smsao.critical_calls_since(since timestamptz)
+  returns table (operation text, calls bigint, errors bigint, refusals bigint)
+  language sql stable
+  set search_path = ''
+as $$
+  with base as (select coalesce(smsao.critical_counters_at(since), '{}'::jsonb) as counters)
+  select t.operation,
+         greatest(t.calls - coalesce((b.counters #>> array[t.operation, 'calls'])::bigint, 0), 0),
+         greatest(t.errors - coalesce((b.counters #>> array[t.operation, 'errors'])::bigint, 0), 0),
+         greatest(t.refusals - coalesce((b.counters #>> array[t.operation, 'refusals'])::bigint, 0), 0)
+  from smsao.critical_call_totals() t cross join base b
+  order by t.operation
+$$;
+revoke all on function smsao.critical_calls_since(timestamptz) from public, anon, authenticated, service_role;
+
+-- Per hour (UTC) for the last `hours` hours, the critical operations' calls, errors and
+-- refusals, from the counters stored by the performance samples around each hour's edges
+-- (the current hour ends now). NULL for an hour that began before any sample.
+create or replace function smsao.critical_calls_per_hour(hours integer default 24)
+  returns table (hour timestamptz, calls bigint, errors bigint, refusals bigint)
+  language sql stable
+  set search_path = ''
+as $$
+  with edges as (
+    select h.hour,
+           smsao.critical_counters_at(h.hour) as at_start,
+           case when h.hour + interval '1 hour' > pg_catalog.now() then smsao.critical_counters_now()
+                else smsao.critical_counters_at(h.hour + interval '1 hour') end as at_end
+    from pg_catalog.generate_series(pg_catalog.date_trunc('hour', pg_catalog.now())
+                                      - pg_catalog.make_interval(hours => greatest(hours, 1) - 1),
+                                    pg_catalog.date_trunc('hour', pg_catalog.now()), interval '1 hour') h(hour)
+  )
+  select e.hour,
+         case when e.at_start is not null then smsao.counters_delta(e.at_end, e.at_start, 'calls') end,
+         case when e.at_start is not null then smsao.counters_delta(e.at_end, e.at_start, 'errors') end,
+         case when e.at_start is not null then smsao.counters_delta(e.at_end, e.at_start, 'refusals') end
+  from edges e
+  order by e.hour
+$$;
+revoke all on function smsao.critical_calls_per_hour(integer) from public, anon, authenticated, service_role;
