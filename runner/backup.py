@@ -301,6 +301,9 @@ def _allow_peer_for_pgbackrest(data_dir: Path) -> None:
     user in by peer authentication, ahead of whatever the other lines require."""
     hba = data_dir / "pg_hba.conf"
     text = hba.read_text()
+    lines = [ln.split() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    if lines and lines[0][:2] == ["local", "all"] and lines[0][-1] == "trust" and lines[0][2] in ("all", "postgres"):
+        return  # the private socket is trusted already (it is reachable only by its owner)
     if HBA_LINE not in text:
         hba.write_text(HBA_LINE + "\n" + text)
         pgserver.give_to_owner(hba, 0o600)
@@ -429,9 +432,10 @@ def backup_logical(url: str, repo: str | Path | None = None) -> dict:
         counts = package_table_counts(conn)
         major = conn.info.server_version // 10000
         schema_args = [f"--schema={s}" for s in PACKAGE_SCHEMAS if s in present]
+        dump_url, env = pgserver.without_password(libpq_url(url))
         proc = subprocess.run([str(pg_tool("pg_dump", major)), "--format=custom", f"--snapshot={snapshot}",
-                               "--no-owner", *schema_args, f"--file={target}", f"--dbname={libpq_url(url)}"],
-                              capture_output=True, text=True)
+                               "--no-owner", *schema_args, f"--file={target}", f"--dbname={dump_url}"],
+                              capture_output=True, text=True, env={**os.environ, **env})
         conn.rollback()
     if proc.returncode != 0:
         target.unlink(missing_ok=True)

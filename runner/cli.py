@@ -65,27 +65,18 @@ def up(demo_data: Annotated[bool, typer.Option("--demo", help="Load demo data.")
         console.print(f"pg_cron: {len(applied)} jobs scheduled ({changed} created or updated)")
     except UserError as exc:
         err_console.print(f"[yellow]warning:[/yellow] {exc}", highlight=False)
-    try:
-        from runner import backup as backups
+    from runner import recovery_cli
 
-        console.print(backups.configure_embedded(cluster, backup_repo), highlight=False)
-        url = cluster.url()  # turning archiving on restarts the server on a new port
-    except UserError as exc:
-        err_console.print(f"[yellow]warning:[/yellow] no backups: {exc}", highlight=False)
+    url = recovery_cli.after_up(cluster, backup_repo)  # pgBackRest + WAL archiving (may restart)
     console.print(f"[green]embedded database ready[/green]: {url}")
 
 
 @app.command()
 def down() -> None:
     """Stop the embedded PostgreSQL (its data stays in .smsao/)."""
-    try:
-        from runner import backup as backups
+    from runner import recovery_cli
 
-        archived = backups.archive_before_stop(Cluster())
-        if archived:
-            console.print(archived, highlight=False)
-    except UserError as exc:
-        err_console.print(f"[yellow]warning:[/yellow] the newest WAL was not archived: {exc}", highlight=False)
+    recovery_cli.before_down()  # archive the newest WAL first
     stopped = Cluster().stop()
     console.print("embedded database stopped" if stopped else "embedded database was not running")
 
@@ -241,7 +232,7 @@ def backup(
     a server given by URL, a logical pg_dump of the package's schemas."""
     from runner import recovery_cli
 
-    recovery_cli.backup(database_url, repo, full, json_output, console)
+    recovery_cli.backup(database_url, repo, full, json_output)
 
 
 @app.command()
@@ -256,7 +247,7 @@ def restore(
     """Restore the latest backup, or the state at --target-time, into a new data directory."""
     from runner import recovery_cli
 
-    recovery_cli.restore(database_url, to, target_time, repo, dump, console)
+    recovery_cli.restore(database_url, to, target_time, repo, dump)
 
 
 @app.command()
@@ -270,16 +261,16 @@ def drill(
     RPO and RTO. Exit 0 only if nothing committed before the backup's end is missing."""
     from runner import recovery_cli
 
-    raise typer.Exit(recovery_cli.drill(database_url, repo, keep, json_output, console))
+    raise typer.Exit(recovery_cli.drill(database_url, repo, keep, json_output))
 
 
 @app.command()
 def integrity(json_output: JsonFlag = False, database_url: DatabaseUrl = None) -> None:
     """Invariants a restore or a bug could break: balances = ledger, counters = recount, orphans
     accounted, indexes sound (amcheck). Exit 0 only when all hold."""
-    from runner import integrity as checks
+    from runner import recovery_cli
 
-    raise typer.Exit(checks.main(resolve_url(database_url), json_output, console))
+    raise typer.Exit(recovery_cli.integrity(resolve_url(database_url), json_output))
 
 
 @app.command("upgrade-check")
@@ -291,9 +282,9 @@ def upgrade_check(
 ) -> None:
     """Major-version upgrade rehearsal on a copy: pg_upgrade with the binaries in --to-bin,
     start, verify, integrity; extensions the new binaries lack are dropped on the copy and named."""
-    from runner import upgrade_check as rehearsal
+    from runner import recovery_cli
 
-    raise typer.Exit(rehearsal.main(resolve_url(database_url), to_bin, keep, json_output, console))
+    raise typer.Exit(recovery_cli.upgrade_check(resolve_url(database_url), to_bin, keep, json_output))
 
 
 def main() -> None:

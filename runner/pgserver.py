@@ -57,6 +57,21 @@ def run(args, *, what: str | None = None, check: bool = True, cwd: Path | None =
     return proc
 
 
+def without_password(url: str) -> tuple[str, dict[str, str]]:
+    """The URL without its password, and the environment that carries it instead: a
+    program's arguments are visible to every local user (ps), its environment is not."""
+    from urllib.parse import unquote, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url, {}
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = (parts.username or "") + "@" + host + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc)), {"PGPASSWORD": unquote(parts.password)}
+
+
 def owner_ids() -> tuple[int, int] | None:
     if os.geteuid() != 0:
         return None

@@ -112,8 +112,9 @@ class Rehearsal:
 
     def _rehearse(self, old, new, old_bindir, scratch, sock) -> None:
         def copy():
+            url, env = pgserver.without_password(libpq_url(self.url))
             pgserver.run([old_bindir / "pg_basebackup", "-D", old.data_dir, "-X", "stream", "-c", "fast",
-                          "--no-sync", "-d", libpq_url(self.url)], what="pg_basebackup")
+                          "--no-sync", "-d", url], what="pg_basebackup", env=env)
             old.private({"archive_mode": "off", "shared_preload_libraries": "''"})
             old.start()
             with connect(old.url("postgres"), autocommit=True) as conn:
