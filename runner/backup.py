@@ -385,14 +385,29 @@ def logical_dir(repo: Path) -> Path:
     return Path(repo) / "logical"
 
 
-def default_repo(repo: str | Path | None) -> Path:
-    from runner.embedded import DEFAULT_HOME
+def embedded_home() -> Path:
+    """The embedded database's home (`.smsao/` or SMSAO_HOME), however runner.embedded names it."""
+    from runner import embedded
 
+    home = getattr(embedded, "default_home", None)
+    return Path(home() if callable(home) else embedded.DEFAULT_HOME).resolve()
+
+
+def sql_dir() -> Path:
+    """The package's SQL: inside the installed package (runner.resources) or the checkout."""
+    try:
+        from runner.resources import SQL_DIR
+    except ImportError:
+        from runner import SQL_DIR
+    return Path(SQL_DIR)
+
+
+def default_repo(repo: str | Path | None) -> Path:
     if repo:
         return Path(repo).expanduser().resolve()
     if os.environ.get(REPO_ENV):
         return Path(os.environ[REPO_ENV]).expanduser().resolve()
-    return Path(DEFAULT_HOME).resolve() / "backup"
+    return embedded_home() / "backup"
 
 
 def pg_tool(name: str, server_major: int | None = None) -> Path:
@@ -500,10 +515,11 @@ def check_new_dir(target: Path, live_data_dir: Path | None = None) -> Path:
     return target
 
 
-def start_command(data_dir: Path, bindir: Path) -> str:
+def start_command(data_dir: Path, bindir: Path, password_file: Path | None = None) -> str:
     prefix = f"runuser -u {pgserver.OS_USER} -- " if os.geteuid() == 0 else ""
+    login = f" (the live database's password, in {password_file})" if password_file else ""
     return (f"{prefix}{bindir}/pg_ctl -D {data_dir} -l {data_dir}/server.log -o '-p 5433' start"
-            f"  # then: psql postgresql://{pgserver.DB_SUPERUSER}@127.0.0.1:5433/smsao")
+            f"  # then: psql postgresql://{pgserver.DB_SUPERUSER}@127.0.0.1:5433/smsao{login}")
 
 
 def restore_embedded(cluster, target_dir: str | Path, target_time: str | None = None,
@@ -564,7 +580,10 @@ def restore_embedded(cluster, target_dir: str | Path, target_time: str | None = 
     pgserver.append_settings(target, {"unix_socket_directories": "''"},
                              "smsao-db restore: the live cluster's socket directory is not this copy's")
     bindir = pgserver.debian_bindir(pgserver.data_major(target)) or find_bindir()
-    return Restored(target, bindir, chosen["label"], description, start_command(target, bindir),
+    # The copy has the live cluster's roles and pg_hba.conf: the same password, if any.
+    password_file = getattr(cluster, "password_file", None)
+    password_file = password_file if password_file and Path(password_file).exists() else None
+    return Restored(target, bindir, chosen["label"], description, start_command(target, bindir, password_file),
                     time.monotonic() - started)
 
 
@@ -610,10 +629,8 @@ def load_logical(server: pgserver.Server, dump_file: str) -> None:
     """Roles first (a dump carries grants to them, not the roles, which are cluster-wide):
     the package's own role definitions, attributes included (service_role bypasses RLS);
     then pg_restore."""
-    from runner import SQL_DIR
-
     with connect(server.url("postgres"), autocommit=True) as conn:
-        conn.execute((SQL_DIR / "schema" / "00_roles.sql").read_text())
+        conn.execute((sql_dir() / "schema" / "00_roles.sql").read_text())
         conn.execute("create database smsao")
     with connect(server.url("smsao"), autocommit=True) as conn:
         # The dump names schema public explicitly, so it carries its own CREATE SCHEMA.

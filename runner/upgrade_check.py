@@ -85,9 +85,9 @@ class Rehearsal:
         if not old_bindir or not (old_bindir / "pg_basebackup").exists():
             raise UserError(f"PostgreSQL {old_major} binaries (pg_basebackup) are not installed here: "
                             f"install postgresql-{old_major}")
-        from runner.embedded import DEFAULT_HOME
+        from runner.backup import embedded_home
 
-        parent = Path(DEFAULT_HOME) if Path(DEFAULT_HOME).exists() else None
+        parent = embedded_home() if embedded_home().exists() else None
         scratch = Path(tempfile.mkdtemp(prefix="upgrade-check-", dir=parent))
         pgserver.give_to_owner(scratch, 0o700)
         sock = pgserver.private_dir(Path(tempfile.mkdtemp(prefix="smsao-up-")))

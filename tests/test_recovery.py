@@ -53,8 +53,9 @@ class Live:
 
     @property
     def url(self) -> str:
-        port = (self.home / "pgdata" / "postmaster.pid").read_text().splitlines()[3]
-        return f"postgresql://postgres@127.0.0.1:{port}/smsao"
+        from runner.embedded import Cluster
+
+        return Cluster(home=self.home).url()  # credentials included, however the cluster authenticates
 
     def sql(self, query: str, params=None):
         with psycopg.connect(self.url, autocommit=True) as conn:
@@ -100,7 +101,9 @@ def markers(url: str) -> set[str]:
 
 
 def start_restored(data_dir: Path) -> pgserver.Server:
-    server = pgserver.Server(data_dir, PG15)
+    """Started as the printed command would, but reached through a private socket, so the
+    test needs no password whatever the live cluster's authentication."""
+    server = pgserver.Server(data_dir, PG15).private()
     server.start()
     server.wait_until_writable()
     return server
