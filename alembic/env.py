@@ -1,6 +1,5 @@
 """The one place that connects for Alembic: it takes the migration lock, then migrates."""
 import logging
-from logging.config import fileConfig
 
 from alembic import context
 from sqlalchemy import create_engine
@@ -9,9 +8,9 @@ from sqlalchemy.pool import NullPool
 from runner.db import connect, sqlalchemy_url
 from runner.migrate import MIGRATION_LOCK_KEY, VERSION_TABLE_SCHEMA, database_url
 
+# The configuration is built in code (runner.migrate.alembic_config) and logging is the
+# runner's (quiet unless -v): nothing to read from an ini file here.
 config = context.config
-if config.config_file_name and not config.attributes.get("skip_logging_config"):
-    fileConfig(config.config_file_name, disable_existing_loggers=False)
 log = logging.getLogger("alembic.env")
 
 

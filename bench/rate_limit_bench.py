@@ -275,7 +275,7 @@ class Bench:
         proc = subprocess.run(
             [self.pgbench, "-n", "-M", "prepared", "-c", str(self.clients), "-j", "2", *limit,
              "-f", str(path), "-h", "127.0.0.1", "-p", str(self.cluster.port), "-U", "postgres", self.dbname],
-            capture_output=True, text=True)
+            capture_output=True, text=True, env={**os.environ, "PGPASSWORD": self.cluster.password})
         out = proc.stdout + proc.stderr
         tps = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", out)
         calls = re.search(r"number of transactions actually processed: (\d+)", out)

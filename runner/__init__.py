@@ -1,5 +1,3 @@
-"""SMS AO production database: the `smsao-db` runner and helpers for apps."""
-from pathlib import Path
+"""SMS AO production database: the `smsao-db` runner and helpers for apps.
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
-SQL_DIR = PROJECT_DIR / "sql"
+The SQL and the migrations ship inside the package: see runner.resources."""

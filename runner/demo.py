@@ -1,15 +1,18 @@
-"""Loads sql/demo/demo_data.sql once into a migrated database."""
-from runner import SQL_DIR
+"""`smsao-db up --demo`: the demo data of sql/demo/, loaded once into a migrated database."""
 from runner.db import connect
+from runner.resources import SQL_DIR
 
-DEMO_SQL = SQL_DIR / "demo" / "demo_data.sql"
+DEMO_DIR = SQL_DIR / "demo"
 
 
 def load(url: str) -> bool:
-    """Load the demo data unless it is already there; True when loaded now."""
+    """Load the demo users and their data unless present, then the monitoring history
+    (itself idempotent); True when the users were loaded now."""
     with connect(url) as conn:
-        if conn.execute("select exists (select from auth.users where email like '%@demo.smsao.ao')").fetchone()[0]:
-            return False
-        conn.execute(DEMO_SQL.read_text())
+        present = conn.execute(
+            "select exists (select from auth.users where email like '%@demo.smsao.ao')").fetchone()[0]
+        if not present:
+            conn.execute((DEMO_DIR / "demo_data.sql").read_text())
+        conn.execute((DEMO_DIR / "history.sql").read_text())
         conn.commit()
-    return True
+    return not present

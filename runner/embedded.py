@@ -1,21 +1,27 @@
 """A local PostgreSQL with pg_cron, started from the Debian binaries in a project-local
 data directory. PostgreSQL refuses to run as root, so under root the server runs as
-the unprivileged `postgres` OS user (created by the Debian package)."""
+the unprivileged `postgres` OS user (created by the Debian package).
+
+Never open to other local users: TCP (127.0.0.1 only) asks for the superuser's password,
+generated once and kept in `<home>/password` (mode 0600); the only Unix socket is in
+`<home>/run`, a directory of mode 0700 owned by the server's OS user, and there pg_hba
+trusts local connections. Only that OS user (who owns the data files anyway) and root can
+enter it, and pg_cron uses it (`cron.host`) to run its jobs without a password."""
 from __future__ import annotations
 
 import glob
 import os
 import pwd
+import secrets
 import shutil
 import socket
 import subprocess
 from pathlib import Path
+from urllib.parse import quote
 
-from runner import PROJECT_DIR
 from runner.errors import UserError
 
 SUPERUSER = "postgres"
-DEFAULT_HOME = Path(os.environ.get("SMSAO_HOME", PROJECT_DIR / ".smsao"))
 INSTALL_HINT = "run ./dev setup (installs postgresql-15 and postgresql-15-cron) or set PG_BINDIR"
 
 
@@ -43,6 +49,15 @@ def find_bindir() -> Path:
     raise UserError(f"PostgreSQL 15 binaries not found: {INSTALL_HINT}")
 
 
+def default_home() -> Path:
+    """`.smsao/` in the directory where smsao-db runs (like `.venv`), or SMSAO_HOME."""
+    return Path(os.environ.get("SMSAO_HOME") or Path.cwd() / ".smsao").absolute()
+
+
+def _conf_string(value: str | Path) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -50,13 +65,15 @@ def free_port() -> int:
 
 
 class Cluster:
-    """One PostgreSQL cluster in `data_dir`, reachable on 127.0.0.1 only."""
+    """One PostgreSQL cluster in `<home>/pgdata`: 127.0.0.1 with a password, and a private socket."""
 
-    def __init__(self, home: Path = DEFAULT_HOME, cron_database: str = "smsao",
+    def __init__(self, home: Path | None = None, cron_database: str = "smsao",
                  settings: dict[str, str] | None = None):
-        self.home = Path(home)
+        self.home = Path(home) if home else default_home()
         self.data_dir = self.home / "pgdata"
         self.log_file = self.home / "postgres.log"
+        self.password_file = self.home / "password"
+        self.socket_dir = self.home / "run"
         self.cron_database = cron_database
         self.settings = settings or {}
         self.as_root = os.geteuid() == 0
@@ -74,16 +91,41 @@ class Cluster:
         return proc
 
     def _prepare_home(self) -> None:
+        if len(str(self.socket_dir / ".s.PGSQL.65535")) > 107:  # the kernel's limit for a socket path
+            raise UserError(f"the data directory's path is too long for a Unix socket ({self.home}): "
+                            "set SMSAO_HOME to a shorter path")
         self.home.mkdir(parents=True, exist_ok=True)
+        self.home.chmod(0o700)
+        self.socket_dir.mkdir(mode=0o700, exist_ok=True)
         if self.as_root:
             try:
                 owner = pwd.getpwnam(SUPERUSER)
             except KeyError:
                 raise UserError(f"running as root needs the '{SUPERUSER}' OS user: {INSTALL_HINT}") from None
-            os.chown(self.home, owner.pw_uid, owner.pw_gid)
+            for path in (self.home, self.socket_dir):
+                os.chown(path, owner.pw_uid, owner.pw_gid)
             if self._run("test", "-w", self.home, check=False).returncode != 0:
                 raise UserError(f"the '{SUPERUSER}' OS user cannot reach {self.home}: "
                                 "set SMSAO_HOME to a directory it can write")
+
+    def _write_password(self) -> None:
+        """A new random superuser password in a file only its owner reads (the server's OS user)."""
+        self.password_file.unlink(missing_ok=True)
+        fd = os.open(self.password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(24) + "\n")
+        if self.as_root:
+            owner = pwd.getpwnam(SUPERUSER)
+            os.chown(self.password_file, owner.pw_uid, owner.pw_gid)
+
+    @property
+    def password(self) -> str:
+        try:
+            return self.password_file.read_text().strip()
+        except FileNotFoundError:
+            raise UserError(f"the embedded database in {self.home} has no password file ({self.password_file}): "
+                            "it predates password authentication; `smsao-db down`, move the folder away "
+                            "and run `smsao-db up` to create a new one") from None
 
     # -- lifecycle -----------------------------------------------------------------
     @property
@@ -93,15 +135,20 @@ class Cluster:
     def init(self) -> None:
         bindir = find_bindir()
         self._prepare_home()
-        self._run(bindir / "initdb", "-D", self.data_dir, "-U", SUPERUSER, "--auth=trust",
-                  "--encoding=UTF8", "--locale=C.UTF-8")
+        self._write_password()
+        # TCP asks for the password; `local` (the private socket directory only) is trusted.
+        self._run(bindir / "initdb", "-D", self.data_dir, "-U", SUPERUSER, "--pwfile", self.password_file,
+                  "--auth-host=scram-sha-256", "--auth-local=trust", "--encoding=UTF8", "--locale=C.UTF-8")
         conf = {
             "listen_addresses": "'127.0.0.1'",
-            "unix_socket_directories": "''",
+            "unix_socket_directories": _conf_string(self.socket_dir),
+            "unix_socket_permissions": "0700",
+            "password_encryption": "'scram-sha-256'",
             "shared_preload_libraries": "'pg_cron'",
-            "cron.database_name": f"'{self.cron_database}'",
-            # pg_cron runs jobs over libpq; the server listens on TCP only.
-            "cron.host": "'127.0.0.1'",
+            "cron.database_name": _conf_string(self.cron_database),
+            # pg_cron runs each job over libpq as its owner: through the private socket,
+            # where no password is asked (a job cannot read the password file).
+            "cron.host": _conf_string(self.socket_dir),
             "timezone": "'UTC'",
             **self.settings,
         }
@@ -120,12 +167,15 @@ class Cluster:
         return int((self.data_dir / "postmaster.pid").read_text().splitlines()[3])
 
     def url(self, dbname: str = "smsao") -> str:
-        return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{dbname}"
+        """The superuser's URL over TCP, password included (for the runner, psql and apps)."""
+        return f"postgresql://{SUPERUSER}:{quote(self.password, safe='')}@127.0.0.1:{self.port}/{quote(dbname)}"
 
     def start(self) -> None:
         if self.running:
             return
-        if not self.initialized:
+        if self.initialized:
+            self._prepare_home()  # the socket directory, should it have been removed
+        else:
             self.init()
         self._run(find_bindir() / "pg_ctl", "-D", self.data_dir, "-l", self.log_file, "-w",
                   "-t", "60", "-o", f"-p {free_port()}", "start")

@@ -2,13 +2,16 @@
 people (a coloured summary) or machines (--json), with Nagios exit codes."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import psycopg
 from psycopg import errors
-from rich.console import Console
-from rich.table import Table
 
 from runner.db import connect
 from runner.errors import UserError
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 # Nagios plugin convention.
 EXIT_CODES = {"healthy": 0, "warning": 1, "critical": 2}
@@ -115,6 +118,8 @@ def format_threshold(key: str, limits: dict | None) -> str:
 
 
 def render(report: dict, console: Console) -> None:
+    from rich.table import Table
+
     status = report.get("system_status", "unknown")
     colour = COLOURS.get(status, "magenta")
     console.print(f"SMS AO health: [bold {colour}]{status.upper()}[/]  "
@@ -144,3 +149,12 @@ def render(report: dict, console: Console) -> None:
             console.print(f"  • [bold]{code}[/]: {RECOMMENDATIONS.get(code, '')} [dim]({RUNBOOK}#{code})[/]")
     else:
         console.print("[dim]no recommendations[/]")
+
+
+def record_first_look(url: str) -> None:
+    """Store a health snapshot and a performance sample now (what pg_cron does every few
+    minutes), so that a new dashboard shows a status at once."""
+    with connect(url) as conn:
+        conn.execute("select public.record_health_snapshot()")
+        conn.execute("select public.record_performance_sample()")
+        conn.commit()

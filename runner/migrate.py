@@ -1,4 +1,7 @@
-"""Alembic, driven from Python: the runner's `migrate` command and the tests use this."""
+"""Alembic, driven from Python: the runner's `migrate` command and the tests use this.
+
+The configuration is built here, not read from an alembic.ini: the migrations ship inside
+the package (runner.resources), wherever it is installed and whatever the working directory."""
 from __future__ import annotations
 
 import os
@@ -8,8 +11,8 @@ from alembic.config import Config
 from alembic.script.revision import RevisionError
 from alembic.util import CommandError
 
-from runner import PROJECT_DIR
 from runner.errors import UserError
+from runner.resources import MIGRATIONS_DIR
 from runner.sqlsource import frozen_sql
 
 MIGRATION_LOCK_KEY = 7_411_220_001  # arbitrary, constant: "smsao-db migrations"
@@ -17,7 +20,9 @@ VERSION_TABLE_SCHEMA = "smsao_migrations"
 
 
 def alembic_config(url: str) -> Config:
-    cfg = Config(str(PROJECT_DIR / "alembic.ini"))
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
+    cfg.set_main_option("path_separator", "os")
     cfg.attributes["database_url"] = url
     return cfg
 
@@ -37,7 +42,9 @@ def apply_frozen_sql(op, name: str) -> None:
     op.get_bind().connection.driver_connection.execute(frozen_sql(name))
 
 
-def run(action: str, url: str, revision: str | None = None) -> None:
+def run(action: str, url: str, revision: str | None = None) -> list[str]:
+    """Run an Alembic action. After a downgrade, returns the pg_cron jobs it unscheduled
+    because the database no longer defines them (CONTRACT section 4)."""
     cfg = alembic_config(url)
     cfg.attributes["read_only"] = action in ("current", "history")
     try:
@@ -47,6 +54,9 @@ def run(action: str, url: str, revision: str | None = None) -> None:
             if not revision:
                 raise UserError("downgrade needs a revision: e.g. `smsao-db migrate downgrade -1` or `base`")
             command.downgrade(cfg, revision)
+            from runner import schedule
+
+            return schedule.remove_orphaned(url)
         elif action == "current":
             command.current(cfg, verbose=False)
         elif action == "history":
@@ -55,3 +65,4 @@ def run(action: str, url: str, revision: str | None = None) -> None:
             raise UserError(f"unknown migrate action '{action}': use upgrade, downgrade, current or history")
     except (CommandError, RevisionError) as exc:
         raise UserError(f"migration failed: {exc}. See `smsao-db migrate history` for known revisions") from None
+    return []

@@ -23,7 +23,7 @@ from rich.text import Text
 from runner import health
 from runner.db import libpq_url, redact
 from runner.errors import UserError
-from runner.web import DashboardStore
+from runner.store import DashboardStore
 
 BADGE_STYLES = {"healthy": "bold white on green4", "warning": "bold black on yellow3",
                 "critical": "bold white on red3", "unknown": "bold white on grey42"}

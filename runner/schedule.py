@@ -7,18 +7,20 @@ cron.schedule_in_database / cron.alter_job, by name, for the connected user: app
 twice changes nothing."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timezone
+from typing import TYPE_CHECKING
 
 import psycopg
 from psycopg import errors
 from psycopg.conninfo import make_conninfo
-from rich.console import Console
-from rich.table import Table
 
 from runner.db import connect, libpq_url
 from runner.errors import UserError
 from runner.health import first_line
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 NOTHING_SCHEDULED = "nothing is scheduled"
 
@@ -40,41 +42,64 @@ class CronSetup:
     target_db: str
     cron_db: str
     cron_url: str
-    jobs: tuple[Job, ...]
+    jobs: tuple[Job, ...] = ()
+
+
+def where(conn: psycopg.Connection, url: str) -> CronSetup:
+    """This database and pg_cron's (NoCron when the server does not load pg_cron)."""
+    # pg_settings lists cron.* only when the library defined them (loaded at server
+    # start); a bare placeholder in postgresql.conf does not count.
+    row = conn.execute("select setting from pg_settings where name = 'cron.database_name'").fetchone()
+    if not row or not row[0]:
+        raise NoCron("pg_cron is not loaded on this server (it must be in shared_preload_libraries, "
+                     "and its settings readable by this role): " + NOTHING_SCHEDULED)
+    cron_db, target_db = row[0], conn.info.dbname
+    cron_url = url if cron_db == target_db else make_conninfo(libpq_url(url), dbname=cron_db)
+    return CronSetup(target_db, cron_db, cron_url)
 
 
 def locate(url: str) -> CronSetup:
     """Which jobs this database wants, and where pg_cron is. NoCron when it is not usable."""
     with connect(url) as conn:
-        # pg_settings lists cron.* only when the library defined them (loaded at server
-        # start); a bare placeholder in postgresql.conf does not count.
-        row = conn.execute("select setting from pg_settings where name = 'cron.database_name'").fetchone()
-        if not row or not row[0]:
-            raise NoCron("pg_cron is not loaded on this server (it must be in shared_preload_libraries, "
-                         "and its settings readable by this role): " + NOTHING_SCHEDULED)
-        cron_db = row[0]
-        target_db = conn.info.dbname
+        setup = where(conn, url)
         try:
             rows = conn.execute("select jobname, schedule, command, runs_in from smsao.cron_jobs()").fetchall()
         except errors.UndefinedFunction:
             raise UserError("the job definitions (smsao.cron_jobs) are not installed in this database: "
                             "run `smsao-db migrate upgrade`") from None
-    jobs = tuple(Job(name, sched, cmd, target_db if runs_in == "target" else cron_db)
+        except errors.InsufficientPrivilege as exc:
+            raise UserError(f"not allowed to read the job definitions (smsao.cron_jobs): {first_line(exc)}") from None
+    jobs = tuple(Job(name, sched, cmd, setup.target_db if runs_in == "target" else setup.cron_db)
                  for name, sched, cmd, runs_in in rows)
-    cron_url = url if cron_db == target_db else make_conninfo(libpq_url(url), dbname=cron_db)
-    return CronSetup(target_db, cron_db, cron_url, jobs)
+    return replace(setup, jobs=jobs)
 
 
-def cron_connection(setup: CronSetup, **kwargs) -> psycopg.Connection:
+def cron_connection(setup: CronSetup, create: bool = False, **kwargs) -> psycopg.Connection:
+    """A connection to pg_cron's database; with `create`, the extension is created there if
+    the server preloads it but nobody has created it yet."""
     try:
         conn = connect(setup.cron_url, **kwargs)
     except UserError as exc:
         raise NoCron(f"cannot reach pg_cron's database '{setup.cron_db}': {exc}; {NOTHING_SCHEDULED} by this run") from None
     if not conn.execute("select exists (select from pg_extension where extname = 'pg_cron')").fetchone()[0]:
-        conn.close()
-        raise NoCron(f"pg_cron is loaded but not created in database '{setup.cron_db}' "
-                     f"(run `create extension pg_cron` there): {NOTHING_SCHEDULED}")
+        if not create:
+            conn.close()
+            raise NoCron(f"pg_cron is loaded but not created in database '{setup.cron_db}' "
+                         f"(`smsao-db schedule apply` creates it): {NOTHING_SCHEDULED}")
+        _create_extension(conn, setup.cron_db)
     return conn
+
+
+def _create_extension(conn: psycopg.Connection, cron_db: str) -> None:
+    try:
+        conn.execute("create extension if not exists pg_cron")
+        conn.commit()
+    except errors.InsufficientPrivilege as exc:
+        role = conn.info.user
+        conn.close()
+        raise UserError(f"pg_cron is loaded but not created in database '{cron_db}', and role '{role}' lacks "
+                        f"the privilege to create it ({first_line(exc)}: creating pg_cron needs a superuser); "
+                        f"ask one to run `create extension pg_cron` in '{cron_db}'") from None
 
 
 def _existing(conn: psycopg.Connection, names: list[str]) -> dict[str, tuple]:
@@ -88,7 +113,7 @@ def apply(url: str) -> list[tuple[str, str, str]]:
     """Create or update every job; returns (jobname, action, database) per job."""
     setup = locate(url)
     results = []
-    with cron_connection(setup) as conn:
+    with cron_connection(setup, create=True) as conn:
         try:
             existing = _existing(conn, [j.jobname for j in setup.jobs])
             for job in setup.jobs:
@@ -121,30 +146,48 @@ def record_state(url: str, setup: CronSetup, scheduled: bool) -> None:
             conn.execute("select smsao.record_schedule_state(%s, %s)", [scheduled, setup.cron_db])
 
 
+# This package's jobs, for the connected user (pg_cron job names are unique per user).
+OURS = "jobname like 'smsao-%%' and username = current_user"
+
+
 def remove(url: str) -> list[str]:
-    """Unschedule this database's jobs (and the shared cron-history job once none is left)."""
-    setup = locate(url)
-    removed = []
+    """Unschedule this database's `smsao-*` jobs, and the shared ones in pg_cron's database
+    (the cron-history job) once no other database has any. Reads only cron.job, so it works
+    when the job definitions are gone too (after a downgrade)."""
+    with connect(url) as conn:
+        setup = where(conn, url)
     with cron_connection(setup) as conn:
-        existing = _existing(conn, [j.jobname for j in setup.jobs])
-        own = [j for j in setup.jobs if j.database == setup.target_db]
-        shared = [j for j in setup.jobs if j.database != setup.target_db]
-        for job in own:
-            found = existing.get(job.jobname)
-            if found and found[3] == setup.target_db:
-                conn.execute("select cron.unschedule(%s::bigint)", [found[0]])
-                removed.append(job.jobname)
-        still_used = conn.execute(
-            "select exists (select from cron.job where jobname = any(%s) and username = current_user)",
-            [[j.jobname for j in own]]).fetchone()[0]
-        if not still_used:
-            for job in shared:
-                if job.jobname in existing:
-                    conn.execute("select cron.unschedule(%s::bigint)", [existing[job.jobname][0]])
-                    removed.append(job.jobname)
+        try:
+            removed = _unschedule(conn, "database = %s", [setup.target_db])
+            others = conn.execute(f"select exists (select from cron.job where {OURS} and database <> %s)",
+                                  [setup.cron_db]).fetchone()[0]
+            if removed and not others:
+                removed += _unschedule(conn, "database = %s", [setup.cron_db])
+        except errors.InsufficientPrivilege as exc:
+            raise UserError(f"not allowed to unschedule pg_cron jobs in '{setup.cron_db}': {first_line(exc)}") from None
         conn.commit()
     record_state(url, setup, scheduled=False)
     return removed
+
+
+def _unschedule(conn: psycopg.Connection, condition: str, params: list) -> list[str]:
+    rows = conn.execute(f"select jobid, jobname from cron.job where {OURS} and {condition} order by jobid",
+                        params).fetchall()
+    for jobid, _ in rows:
+        conn.execute("select cron.unschedule(%s::bigint)", [jobid])
+    return [name for _, name in rows]
+
+
+def remove_orphaned(url: str) -> list[str]:
+    """After a downgrade: when the database no longer defines the jobs (smsao.cron_jobs() is
+    gone with the functions they call), unschedule them. Nothing, quietly, without pg_cron."""
+    with connect(url) as conn:
+        if conn.execute("select to_regprocedure('smsao.cron_jobs()') is not null").fetchone()[0]:
+            return []
+    try:
+        return remove(url)
+    except NoCron:
+        return []
 
 
 @dataclass
@@ -199,6 +242,8 @@ def status(url: str) -> list[JobStatus]:
 
 def render_jobs(jobs: list[JobStatus], console: Console, with_runs: bool) -> None:
     """`list`: where and when each job runs; `status`: its state, last run and failures."""
+    from rich.table import Table
+
     table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
     table.add_column("job", no_wrap=True)
     if with_runs:

@@ -1,12 +1,11 @@
 """The SQL source tree (`sql/`) and the frozen copies that migrations apply."""
 from pathlib import Path
 
-from runner import PROJECT_DIR, SQL_DIR
+from runner.resources import SQL_DIR, VERSIONS_DIR
 
 # Order matters only across folders: types and tables, then the functions that use
 # them, then the triggers and policies that call those functions.
 SOURCE_FOLDERS = ("schema", "functions", "triggers", "policies")
-VERSIONS_DIR = PROJECT_DIR / "alembic" / "versions"
 
 
 def source_files() -> list[Path]:

@@ -1,18 +1,18 @@
 """`smsao-db serve`: the admin web dashboard, `/api/health` and Prometheus `/metrics`.
 
-Everything shown is read from what the database already stores (the latest row of
-`system_health_snapshots`, `performance_samples`, open `system_alerts`), so a page view or
-a scrape costs a few indexed reads; only the refresh button runs the health check
-(`public.record_health_snapshot()`, which also stores the snapshot and raises alerts).
+A Starlette app on uvicorn (httptools parser): the page is a Jinja2 template
+(runner/templates/), the scrape is prometheus-client's exposition of a collector that reads
+the latest stored snapshot, and every query is in runner.store (a few indexed reads; only
+the refresh button runs the health check). No JavaScript or CSS from elsewhere (the chart
+is inline SVG), so the page works on an isolated host.
 
-Standard library HTTP (ThreadingHTTPServer) and a small psycopg_pool pool; no JavaScript
-or CSS from elsewhere (the chart is inline SVG), so the page works on an isolated host.
-
-Access: bound to 127.0.0.1 by default. Any other address needs a token, and then every
-request must carry it (`Authorization: Bearer <token>`, `?token=<token>` which also sets
-an HttpOnly cookie for the browser, or that cookie). Without a token the server answers
-only Host headers naming the loopback (no DNS rebinding), and POSTs from a page of another
-origin are refused (no cross-site request forgery).
+Access (the `Guard` middleware, before any route): bound to 127.0.0.1 by default. Any
+other address needs a token, and then every request must carry it (`Authorization: Bearer
+<token>`, `?token=<token>` which also sets an HttpOnly SameSite cookie for the browser, or
+that cookie). Without a token the server answers only Host headers naming the loopback (no
+DNS rebinding). POSTs from a page of another origin are refused (no cross-site request
+forgery), and request bodies (never used) are refused above 64 KiB or without a length.
+Malformed requests (bad Content-Length, bad Host) get a 4xx from uvicorn or the guard.
 
 Routes: GET / (page), GET /api/health, POST /api/refresh,
 POST /api/alerts/<id>/acknowledge, GET /metrics, GET /healthz (liveness, no database).
@@ -20,30 +20,35 @@ POST /api/alerts/<id>/acknowledge, GET /metrics, GET /healthz (liveness, no data
 from __future__ import annotations
 
 import hmac
-import html
 import ipaddress
 import json
 import logging
 import re
+import socket
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from http import HTTPStatus
-from http.cookies import SimpleCookie
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.cookies import CookieError, SimpleCookie
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import psycopg
+import uvicorn
+from jinja2 import Environment, FileSystemLoader, select_autoescape
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
-from psycopg.rows import dict_row
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import PoolTimeout
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
 
 from runner import health
-from runner.db import connect, libpq_url
 from runner.errors import UserError
+from runner.resources import TEMPLATES_DIR
+from runner.store import DashboardStore
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +56,10 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
 TOKEN_COOKIE = "smsao_dashboard_token"
 STATUSES = ("healthy", "warning", "critical", "unknown")
+MAX_BODY = 64 * 1024  # no route reads a body; anything bigger is refused unread
+STATUS_COLOURS = {"healthy": "#1a7f37", "warning": "#9a6700", "critical": "#cf222e", "unknown": "#6e7781"}
+SECURITY_HEADERS = [(b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff"),
+                    (b"x-frame-options", b"DENY")]
 
 
 def is_loopback(host: str) -> bool:
@@ -62,114 +71,10 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-# -- reading the database -------------------------------------------------------------------
-class DashboardStore:
-    """Every query the dashboard runs, over a small connection pool."""
-
-    def __init__(self, url: str, pool_size: int = 4, statement_timeout_ms: int = 15_000):
-        def configure(conn: psycopg.Connection) -> None:
-            conn.execute(f"set statement_timeout = {int(statement_timeout_ms)}")
-
-        self.url = url
-        self.pool = ConnectionPool(libpq_url(url), min_size=1, max_size=pool_size, open=False,
-                                   kwargs={"autocommit": True, "connect_timeout": 10},
-                                   configure=configure, timeout=10, name="smsao-dashboard")
-
-    def open(self) -> "DashboardStore":
-        # One plain connection first, for a clear error (wrong password, unreachable, ...).
-        connect(self.url).close()
-        self.pool.open(wait=True, timeout=15)
-        return self
-
-    def close(self) -> None:
-        self.pool.close()
-
-    def _run(self, query: str, params=None, *, write: bool = False) -> list[dict]:
-        # A pooled connection may have died with a server restart; a read is retried once.
-        for attempt in (1, 2):
-            try:
-                with self.pool.connection() as conn:
-                    cur = conn.cursor(row_factory=dict_row)
-                    cur.execute(query, params)
-                    return cur.fetchall() if cur.description else []
-            except psycopg.OperationalError:
-                if write or attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
-
-    def health_json(self) -> str | None:
-        """The latest snapshot as /api/health serves it, built as text in SQL."""
-        rows = self._run("""
-            select (s.report || pg_catalog.jsonb_build_object(
-                      'system_status', s.system_status, 'checked_at', s.checked_at,
-                      'snapshot_id', s.id,
-                      'age_seconds', round(extract(epoch from pg_catalog.now() - s.checked_at)::numeric, 3)))::text
-                   as body
-              from public.system_health_snapshots s
-             order by s.checked_at desc, s.id desc
-             limit 1""")
-        return rows[0]["body"] if rows else None
-
-    def latest_snapshot(self) -> dict | None:
-        rows = self._run("""
-            select id, checked_at, system_status, report
-              from public.system_health_snapshots
-             order by checked_at desc, id desc limit 1""")
-        return rows[0] if rows else None
-
-    def latest_sample(self) -> dict | None:
-        rows = self._run("""
-            select sampled_at, response_time_ms::float8 as response_time_ms, error_rate::float8 as error_rate
-              from public.performance_samples
-             order by sampled_at desc, id desc limit 1""")
-        return rows[0] if rows else None
-
-    def open_alerts(self, limit: int = 50) -> list[dict]:
-        return self._run("""
-            select id, created_at, severity, message
-              from public.system_alerts
-             where acknowledged_at is null
-             order by created_at desc, id desc
-             limit %s""", [limit])
-
-    def open_alert_counts(self) -> dict[str, int]:
-        rows = self._run("""
-            select severity, count(*)::int as n from public.system_alerts
-             where acknowledged_at is null group by severity""")
-        return {r["severity"]: r["n"] for r in rows}
-
-    def response_series(self, hours: int = 24, bucket_minutes: int = 5) -> list[dict]:
-        """Average and worst response time per bucket over the last `hours` (<= 288 points)."""
-        return self._run("""
-            select pg_catalog.date_bin(make_interval(mins => %(bucket)s), sampled_at,
-                                       timestamptz '2000-01-01') as bucket,
-                   avg(response_time_ms)::float8 as avg_ms, max(response_time_ms)::float8 as max_ms,
-                   max(error_rate)::float8 as max_error_rate
-              from public.performance_samples
-             where sampled_at > pg_catalog.now() - make_interval(hours => %(hours)s)
-             group by 1 order by 1""", {"bucket": bucket_minutes, "hours": hours})
-
-    def acknowledge(self, alert_id: int) -> str:
-        """'acknowledged', 'already' (acknowledged before) or 'missing'."""
-        rows = self._run("""
-            with ack as (
-              update public.system_alerts set acknowledged_at = pg_catalog.now()
-               where id = %(id)s and acknowledged_at is null
-              returning id)
-            select (select count(*) from ack) as done,
-                   exists (select from public.system_alerts where id = %(id)s) as present""",
-                         {"id": alert_id}, write=True)
-        if rows[0]["done"]:
-            return "acknowledged"
-        return "already" if rows[0]["present"] else "missing"
-
-    def health_check(self) -> dict:
-        """The live health report (runs the check; stores nothing)."""
-        return self._run("select public.production_system_health_check() as report")[0]["report"]
-
-    def refresh(self) -> dict:
-        """Run the health check now; it stores a snapshot (and an alert on a change)."""
-        return self._run("select public.record_health_snapshot() as report", write=True)[0]["report"]
+def _needs_token(host: str, token: str | None) -> None:
+    if not is_loopback(host) and not token:
+        raise UserError(f"serving on {host} (not loopback) needs a token: pass --token or set "
+                        "SMSAO_DASHBOARD_TOKEN, or bind to 127.0.0.1")
 
 
 # -- Prometheus -----------------------------------------------------------------------------
@@ -178,9 +83,7 @@ def _metric_name(name: str) -> str:
 
 
 def _number(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, (int, float)):
+    if isinstance(value, (bool, int, float)):
         return float(value)
     return None
 
@@ -208,16 +111,14 @@ class HealthCollector:
             return
         up.add_metric([], 1)
         yield up
-        status = snapshot["system_status"] if snapshot else "unknown"
-        yield from self._status(status)
+        yield from self._status(snapshot["system_status"] if snapshot else "unknown")
         if snapshot:
             checked = GaugeMetricFamily("smsao_health_check_timestamp_seconds",
                                         "Unix time of the latest stored health check")
             checked.add_metric([], snapshot["checked_at"].timestamp())
             yield checked
             yield from self._health_metrics(snapshot["report"].get("metrics") or {})
-        open_alerts = GaugeMetricFamily("smsao_open_alerts", "Unacknowledged system alerts",
-                                        labels=["severity"])
+        open_alerts = GaugeMetricFamily("smsao_open_alerts", "Unacknowledged system alerts", labels=["severity"])
         for severity in ("warning", "critical", "recovered"):
             open_alerts.add_metric([severity], alerts.get(severity, 0))
         yield open_alerts
@@ -236,8 +137,7 @@ class HealthCollector:
     @staticmethod
     def _status(status: str):
         onehot = GaugeMetricFamily("smsao_system_status",
-                                   "1 for the current system status of the latest health check",
-                                   labels=["status"])
+                                   "1 for the current system status of the latest health check", labels=["status"])
         for s in STATUSES:
             onehot.add_metric([s], 1 if s == status else 0)
         code = GaugeMetricFamily("smsao_system_status_code",
@@ -255,179 +155,15 @@ class HealthCollector:
                 g.add_metric([], number)
                 yield g
             elif isinstance(value, dict):
-                parts = {k: _number(v) for k, v in value.items()}
-                parts = {k: v for k, v in parts.items() if v is not None}
+                parts = {k: n for k, n in ((k, _number(v)) for k, v in value.items()) if n is not None}
                 if parts:
-                    g = GaugeMetricFamily(_metric_name(key), f"Health check metric '{key}' by part",
-                                          labels=["part"])
+                    g = GaugeMetricFamily(_metric_name(key), f"Health check metric '{key}' by part", labels=["part"])
                     for k, v in sorted(parts.items()):
                         g.add_metric([k], v)
                     yield g
 
 
-# -- the page -------------------------------------------------------------------------------
-def _esc(value: Any) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def _when(ts: datetime | None, now: datetime) -> str:
-    if ts is None:
-        return "never"
-    age = (now - ts).total_seconds()
-    if age < 90:
-        ago = f"{max(age, 0):.0f} s ago"
-    elif age < 5400:
-        ago = f"{age / 60:.0f} min ago"
-    elif age < 172800:
-        ago = f"{age / 3600:.1f} h ago"
-    else:
-        ago = f"{age / 86400:.0f} days ago"
-    stamp = ts.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-    return f'<time datetime="{ts.isoformat()}">{stamp}</time> <span class="ago">({ago})</span>'
-
-
-def _recommendation(code: Any) -> tuple[str, str]:
-    code = str(code)
-    text = health.RECOMMENDATIONS.get(code, code.replace("_", " "))
-    return code, text[:1].upper() + text[1:]
-
-
-def response_chart(series: list[dict], now: datetime, hours: int = 24, bucket_minutes: int = 5) -> str:
-    """An inline SVG line chart of average (and worst) response time per bucket."""
-    w, h, left, right, top, bottom = 760, 220, 56, 12, 14, 28
-    pw, ph = w - left - right, h - top - bottom
-    start = now - timedelta(hours=hours)
-    parts = [f'<svg class="chart" viewBox="0 0 {w} {h}" role="img" '
-             f'aria-label="Response time over the last {hours} hours">']
-    if not series:
-        parts.append(f'<text x="{w / 2}" y="{h / 2}" text-anchor="middle" class="muted">'
-                     f'no performance samples in the last {hours} hours</text></svg>')
-        return "".join(parts)
-    peak = max(p["max_ms"] for p in series) or 1.0
-    ymax = peak * 1.1
-
-    def x(ts: datetime) -> float:
-        return left + pw * min(max((ts - start).total_seconds() / (hours * 3600), 0), 1)
-
-    def y(ms: float) -> float:
-        return top + ph * (1 - ms / ymax)
-
-    for frac in (0, 0.5, 1):
-        yy = top + ph * (1 - frac)
-        parts.append(f'<line x1="{left}" y1="{yy:.1f}" x2="{w - right}" y2="{yy:.1f}" class="grid"/>'
-                     f'<text x="{left - 6}" y="{yy + 4:.1f}" text-anchor="end" class="axis">'
-                     f'{ymax * frac:.1f} ms</text>')
-    for hh in range(0, hours + 1, 6):
-        ts = start + timedelta(hours=hh)
-        anchor = "start" if hh == 0 else "end" if hh == hours else "middle"
-        parts.append(f'<text x="{x(ts):.1f}" y="{h - 8}" text-anchor="{anchor}" class="axis">'
-                     f'{ts.astimezone(timezone.utc):%H:%M}</text>')
-
-    # A gap in sampling (no bucket) breaks the line rather than drawing across it.
-    def path(key: str) -> str:
-        d, prev = [], None
-        for p in series:
-            cmd = "L" if prev is not None and (p["bucket"] - prev) <= timedelta(minutes=bucket_minutes) else "M"
-            d.append(f"{cmd}{x(p['bucket']):.1f},{y(p[key]):.1f}")
-            prev = p["bucket"]
-        return " ".join(d)
-
-    parts.append(f'<path d="{path("max_ms")}" class="line-max"/>')
-    parts.append(f'<path d="{path("avg_ms")}" class="line-avg"/>')
-    if len(series) == 1:
-        p = series[0]
-        parts.append(f'<circle cx="{x(p["bucket"]):.1f}" cy="{y(p["avg_ms"]):.1f}" r="3" class="dot"/>')
-    parts.append("</svg>")
-    return "".join(parts)
-
-
-PAGE_CSS = """
-:root { --ok:#1a7f37; --warn:#9a6700; --crit:#cf222e; --unk:#6e7781; --fg:#1f2328; --muted:#59636e;
-        --bg:#f6f8fa; --card:#fff; --line:#d1d9e0; --accent:#0969da; }
-* { box-sizing: border-box; }
-body { margin:0; font:15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color:var(--fg); background:var(--bg); }
-header { display:flex; align-items:center; gap:16px; padding:14px 24px; background:#fff; border-bottom:1px solid var(--line); flex-wrap:wrap; }
-header h1 { font-size:18px; margin:0; }
-header .spacer { flex:1; }
-main { padding:20px 24px; max-width:1100px; margin:0 auto; }
-.badge { display:inline-flex; align-items:center; gap:6px; padding:4px 12px; border-radius:999px; font-weight:600;
-         color:#fff; text-transform:uppercase; letter-spacing:.04em; font-size:13px; }
-.badge::before { content:""; width:8px; height:8px; border-radius:50%; background:currentColor; opacity:.9; box-shadow:0 0 0 2px rgba(255,255,255,.5); }
-.badge.big { font-size:20px; padding:6px 18px; }
-.hero { display:flex; align-items:center; gap:14px; margin-bottom:8px; }
-.hero-label { font-size:20px; font-weight:600; }
-.status-healthy { background:var(--ok); } .status-warning { background:var(--warn); }
-.status-critical { background:var(--crit); } .status-unknown { background:var(--unk); }
-.status-recovered { background:var(--ok); }
-.muted, .ago { color:var(--muted); }
-.times { font-size:13px; color:var(--muted); margin:0 0 16px; }
-.times span + span::before { content:" · "; }
-.cards { display:grid; grid-template-columns:repeat(auto-fill, minmax(170px, 1fr)); gap:12px; margin-bottom:20px; }
-.card { background:var(--card); border:1px solid var(--line); border-radius:8px; padding:12px 14px; }
-.card .label { font-size:12px; text-transform:uppercase; letter-spacing:.04em; color:var(--muted); }
-.card .value { font-size:26px; font-weight:600; font-variant-numeric:tabular-nums; }
-.card.level-warning { border-color:var(--warn); box-shadow:inset 4px 0 0 var(--warn); } .card.level-warning .value { color:var(--warn); }
-.card.level-critical { border-color:var(--crit); box-shadow:inset 4px 0 0 var(--crit); } .card.level-critical .value { color:var(--crit); }
-section { background:var(--card); border:1px solid var(--line); border-radius:8px; padding:14px 16px; margin-bottom:20px; }
-section h2 { font-size:15px; margin:0 0 10px; }
-ul.recs { margin:0; padding-left:20px; } ul.recs code { font-size:12px; color:var(--muted); }
-table.alerts { width:100%; border-collapse:collapse; }
-table.alerts td { padding:8px 6px; border-top:1px solid var(--line); vertical-align:middle; }
-table.alerts td.when { white-space:nowrap; font-size:13px; }
-button { font:inherit; border:1px solid var(--line); background:#fff; border-radius:6px; padding:5px 12px; cursor:pointer; }
-button:hover { border-color:var(--accent); color:var(--accent); }
-button.primary { background:var(--accent); color:#fff; border-color:var(--accent); }
-button.primary:hover { color:#fff; filter:brightness(1.1); }
-button[disabled] { opacity:.6; cursor:progress; }
-.error { background:#ffebe9; border:1px solid var(--crit); color:var(--crit); padding:10px 14px; border-radius:8px; margin-bottom:16px; }
-svg.chart { width:100%; height:auto; display:block; }
-svg .grid { stroke:var(--line); stroke-width:1; }
-svg .axis { fill:var(--muted); font-size:11px; }
-svg .line-avg { fill:none; stroke:var(--accent); stroke-width:2; }
-svg .line-max { fill:none; stroke:var(--accent); stroke-width:1; stroke-dasharray:3 3; opacity:.45; }
-svg .dot { fill:var(--accent); }
-.legend { font-size:12px; color:var(--muted); }
-#flash { font-size:13px; color:var(--muted); min-width:12ch; }
-"""
-
-PAGE_JS = """
-const flash = document.getElementById('flash');
-const every = Number(document.body.dataset.refresh) * 1000;
-function say(text) { flash.textContent = text; }
-async function reload() {
-  const r = await fetch(location.pathname, {headers: {'Accept': 'text/html'}, cache: 'no-store'});
-  if (!r.ok) { say('reload failed: HTTP ' + r.status); return; }
-  const doc = new DOMParser().parseFromString(await r.text(), 'text/html');
-  document.getElementById('content').replaceWith(doc.getElementById('content'));
-  document.title = doc.title;
-}
-async function post(url) {
-  const r = await fetch(url, {method: 'POST', headers: {'X-Smsao-Dashboard': '1'}});
-  let body = {}; try { body = await r.json(); } catch (e) {}
-  if (!r.ok) throw new Error(body.error || ('HTTP ' + r.status));
-  return body;
-}
-document.addEventListener('click', async (ev) => {
-  const btn = ev.target.closest('button[data-action]');
-  if (!btn) return;
-  btn.disabled = true;
-  try {
-    if (btn.dataset.action === 'refresh') {
-      say('running health check…');
-      await post('/api/refresh');
-      say('health check done');
-    } else if (btn.dataset.action === 'ack') {
-      await post('/api/alerts/' + btn.dataset.id + '/acknowledge');
-      say('alert ' + btn.dataset.id + ' acknowledged');
-    }
-    await reload();
-  } catch (e) { say('failed: ' + e.message); }
-  finally { btn.disabled = false; }
-});
-if (every > 0) setInterval(() => reload().catch(e => say('reload failed: ' + e.message)), every);
-"""
-
-
+# -- what the page shows --------------------------------------------------------------------
 @dataclass
 class PageData:
     now: datetime
@@ -444,101 +180,287 @@ def load_page_data(store: DashboardStore) -> PageData:
         return PageData(now, store.latest_snapshot(), store.latest_sample(), store.open_alerts(),
                         store.response_series())
     except (psycopg.Error, PoolTimeout) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return PageData(now, None, None, [], [], error=f"cannot read the database: {first}")
+        return PageData(now, None, None, [], [], error=f"cannot read the database: {health.first_line(exc)}")
 
 
-STATUS_COLOURS = {"healthy": "#1a7f37", "warning": "#9a6700", "critical": "#cf222e", "unknown": "#6e7781"}
+@dataclass
+class Card:
+    key: str
+    label: str
+    value: str
+    level: str = "ok"
 
 
-def _favicon(status: str) -> str:
+@dataclass
+class CardGroup:
+    id: str
+    title: str
+    cards: list[Card] = field(default_factory=list)
+
+
+# The cards, in groups, in page order: (id, title, metric keys). A metric of the health
+# report goes to the group that lists it (others, unlisted, to the first group), labelled
+# and formatted as `smsao-db health` does; its level comes from the report's "checks".
+# A new group of report metrics (say "engine": longest_transaction_s, connection_usage, ...)
+# is one line here.
+CARD_GROUPS = (
+    ("application", "Application", tuple(health.METRICS)),
+    ("performance", "Performance and alerts", ("response_time_ms", "error_rate", "open_alerts")),
+)
+
+
+def cards(data: PageData) -> list[CardGroup]:
+    report = (data.snapshot or {}).get("report") or {}
+    checks = report.get("checks") or {}
+    found = {key: Card(key, health.METRICS.get(key, (key.replace("_", " "),))[0],
+                       health.format_value(key, value), checks.get(key, "ok"))
+             for key, value in (report.get("metrics") or {}).items()}
+    if data.sample:
+        found["response_time_ms"] = Card("response_time_ms", "response time", f"{data.sample['response_time_ms']:.1f} ms")
+        rate = data.sample["error_rate"]
+        found["error_rate"] = Card("error_rate", "error rate", f"{rate * 100:.2f} %", "warning" if rate else "ok")
+    found["open_alerts"] = Card("open_alerts", "open alerts", str(len(data.alerts)),
+                                "warning" if data.alerts else "ok")
+    groups = [CardGroup(gid, title, [found.pop(k) for k in keys if k in found]) for gid, title, keys in CARD_GROUPS]
+    groups[0].cards += [found[k] for k in sorted(found)]
+    return [g for g in groups if g.cards]
+
+
+def when(ts: datetime | None, now: datetime) -> dict | None:
+    """A timestamp as the page shows it: UTC stamp and how long ago."""
+    if ts is None:
+        return None
+    age = max((now - ts).total_seconds(), 0)
+    if age < 90:
+        ago = f"{age:.0f} s ago"
+    elif age < 5400:
+        ago = f"{age / 60:.0f} min ago"
+    elif age < 172800:
+        ago = f"{age / 3600:.1f} h ago"
+    else:
+        ago = f"{age / 86400:.0f} days ago"
+    return {"iso": ts.isoformat(), "stamp": ts.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"), "ago": ago}
+
+
+def recommendation(code: Any) -> dict:
+    code = str(code)
+    text = health.RECOMMENDATIONS.get(code, code.replace("_", " "))
+    return {"code": code, "text": text[:1].upper() + text[1:]}
+
+
+def chart(series: list[dict], now: datetime, hours: int = 24, bucket_minutes: int = 5) -> dict:
+    """Geometry of the response-time chart (average and worst per bucket), for the template."""
+    w, h, left, right, top, bottom = 760, 220, 56, 12, 14, 28
+    geometry: dict[str, Any] = {"w": w, "h": h, "hours": hours, "left": left, "right": w - right}
+    if not series:
+        return geometry
+    pw, ph = w - left - right, h - top - bottom
+    start = now - timedelta(hours=hours)
+    ymax = (max(p["max_ms"] for p in series) or 1.0) * 1.1
+
+    def x(ts: datetime) -> float:
+        return left + pw * min(max((ts - start).total_seconds() / (hours * 3600), 0), 1)
+
+    def y(ms: float) -> float:
+        return top + ph * (1 - ms / ymax)
+
+    # A gap in sampling (no bucket) breaks the line rather than drawing across it.
+    def path(key: str) -> str:
+        d, prev = [], None
+        for p in series:
+            cmd = "L" if prev is not None and (p["bucket"] - prev) <= timedelta(minutes=bucket_minutes) else "M"
+            d.append(f"{cmd}{x(p['bucket']):.1f},{y(p[key]):.1f}")
+            prev = p["bucket"]
+        return " ".join(d)
+
+    geometry["grid"] = [{"y": f"{top + ph * (1 - f):.1f}", "label_y": f"{top + ph * (1 - f) + 4:.1f}",
+                         "label": f"{ymax * f:.1f} ms"} for f in (0, 0.5, 1)]
+    geometry["ticks"] = [{"x": f"{x(start + timedelta(hours=hh)):.1f}",
+                          "anchor": "start" if hh == 0 else "end" if hh == hours else "middle",
+                          "label": f"{(start + timedelta(hours=hh)).astimezone(timezone.utc):%H:%M}"}
+                         for hh in range(0, hours + 1, 6)]
+    geometry["max_path"], geometry["avg_path"] = path("max_ms"), path("avg_ms")
+    if len(series) == 1:
+        geometry["dot"] = {"x": f"{x(series[0]['bucket']):.1f}", "y": f"{y(series[0]['avg_ms']):.1f}"}
+    return geometry
+
+
+def favicon(status: str) -> str:
     """A dot in the status colour: the browser tab shows the status too (and asks for no file)."""
     colour = STATUS_COLOURS.get(status, STATUS_COLOURS["unknown"]).replace("#", "%23")
     return ("data:image/svg+xml,<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 16 16'>"
             f"<circle cx='8' cy='8' r='7' fill='{colour}'/></svg>")
 
 
+templates = Environment(loader=FileSystemLoader(TEMPLATES_DIR), autoescape=select_autoescape(["html"]),
+                        trim_blocks=True, lstrip_blocks=True, auto_reload=False)
+
+
 def render_page(data: PageData, refresh_seconds: int) -> str:
-    now, snap = data.now, data.snapshot
-    status = snap["system_status"] if snap else "unknown"
-    report = (snap or {}).get("report") or {}
-    metrics = report.get("metrics") or {}
-    body: list[str] = []
-    if data.error:
-        body.append(f'<div class="error" role="alert">{_esc(data.error)}</div>')
-    elif not snap:
-        body.append('<div class="error" role="alert">No health check stored yet: press '
-                    '“Run health check now” or schedule it (`smsao-db schedule apply`).</div>')
-
-    body.append('<p class="times">'
-                f'<span>Last check: {_when(snap["checked_at"] if snap else None, now)}</span>'
-                f'<span>Last performance sample: {_when(data.sample["sampled_at"] if data.sample else None, now)}</span>'
-                f'<span>Page rendered: {now:%Y-%m-%d %H:%M:%S} UTC</span></p>')
-
-    cards = []
-    # The health command's metrics first, in its order (and with its labels); others after.
-    order = {k: i for i, k in enumerate(health.METRICS)}
-    levels = report.get("checks") or {}
-    for key, value in sorted(metrics.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])):
-        label = health.METRICS.get(key, (key.replace("_", " "),))[0]
-        level = levels.get(key, "ok")
-        cards.append(f'<div class="card level-{_esc(level)}" data-metric="{_esc(key)}" data-level="{_esc(level)}">'
-                     f'<div class="label">{_esc(label)}</div>'
-                     f'<div class="value">{_esc(health.format_value(key, value))}</div></div>')
-    if data.sample:
-        cards.append('<div class="card" data-metric="response_time_ms"><div class="label">response time</div>'
-                     f'<div class="value">{data.sample["response_time_ms"]:.1f} ms</div></div>')
-        cards.append(f'<div class="card{" level-warning" if data.sample["error_rate"] else ""}" data-metric="error_rate">'
-                     '<div class="label">error rate</div>'
-                     f'<div class="value">{data.sample["error_rate"] * 100:.2f} %</div></div>')
-    cards.append(f'<div class="card{" level-warning" if data.alerts else ""}" data-metric="open_alerts">'
-                 f'<div class="label">open alerts</div><div class="value">{len(data.alerts)}</div></div>')
-    body.append(f'<div class="cards">{"".join(cards)}</div>')
-
-    recs = report.get("recommendations") or []
-    items = "".join(f'<li data-code="{_esc(code)}">{_esc(text)} <code>{_esc(code)}</code></li>'
-                    for code, text in map(_recommendation, recs))
-    body.append('<section id="recommendations"><h2>Recommendations</h2>'
-                + (f'<ul class="recs">{items}</ul>' if items else '<p class="muted">None: nothing to do.</p>')
-                + '</section>')
-
-    if data.alerts:
-        rows = "".join(
-            f'<tr data-alert-id="{a["id"]}"><td><span class="badge status-{_esc(a["severity"])}">'
-            f'{_esc(a["severity"])}</span></td><td class="when">{_when(a["created_at"], now)}</td>'
-            f'<td>{_esc(a["message"])}</td><td><button data-action="ack" data-id="{a["id"]}">'
-            'Acknowledge</button></td></tr>' for a in data.alerts)
-        alerts_html = f'<table class="alerts">{rows}</table>'
-    else:
-        alerts_html = '<p class="muted">No open alerts.</p>'
-    body.append(f'<section id="alerts"><h2>Open alerts</h2>{alerts_html}</section>')
-
-    body.append('<section id="performance"><h2>Response time, last 24 hours</h2>'
-                + response_chart(data.series, now)
-                + '<div class="legend">solid: average per 5 minutes · dashed: worst per 5 minutes · times in UTC</div>'
-                + '</section>')
-
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{_esc(status)} · SMS AO database</title>
-<link rel="icon" href="{_favicon(status)}">
-<style>{PAGE_CSS}</style></head>
-<body data-refresh="{int(refresh_seconds)}">
-<header><h1>SMS AO database</h1>
-<span class="spacer"></span><span id="flash" aria-live="polite"></span>
-<button class="primary" data-action="refresh">Run health check now</button></header>
-<main id="content" data-status="{_esc(status)}">
-<div class="hero"><span class="hero-label">System status</span>
-<span id="status" class="badge big status-{_esc(status)}">{_esc(status)}</span></div>
-{"".join(body)}
-</main>
-<script>{PAGE_JS}</script>
-</body></html>"""
+    status = data.snapshot["system_status"] if data.snapshot else "unknown"
+    report = (data.snapshot or {}).get("report") or {}
+    return templates.get_template("dashboard.html").render(
+        status=status, favicon=favicon(status), refresh_seconds=int(refresh_seconds), error=data.error,
+        has_snapshot=data.snapshot is not None,
+        checked=when(data.snapshot["checked_at"] if data.snapshot else None, data.now),
+        sampled=when(data.sample["sampled_at"] if data.sample else None, data.now),
+        now=f"{data.now:%Y-%m-%d %H:%M:%S}", card_groups=cards(data),
+        recommendations=[recommendation(c) for c in report.get("recommendations") or []],
+        alerts=[{**a, "when": when(a["created_at"], data.now)} for a in data.alerts],
+        chart=chart(data.series, data.now))
 
 
-# -- HTTP ---------------------------------------------------------------------------------
-def _token_cookie(token: str) -> str:
+# -- routes ---------------------------------------------------------------------------------
+def _store(request: Request) -> DashboardStore:
+    return request.app.state.store
+
+
+def page(request: Request) -> Response:
+    html = render_page(load_page_data(_store(request)), request.app.state.refresh_seconds)
+    return HTMLResponse(html)
+
+
+def api_health(request: Request) -> Response:
+    body = _store(request).health_json()
+    if body is None:
+        return JSONResponse({"system_status": "unknown", "error": "no health check stored yet"}, 503)
+    return Response(body, media_type="application/json")
+
+
+def refresh(request: Request) -> Response:
+    return Response(json.dumps(_store(request).refresh(), default=str), media_type="application/json")
+
+
+def acknowledge(request: Request) -> Response:
+    raw = request.path_params["alert_id"]
+    if not re.fullmatch(r"\d{1,18}", raw):
+        return JSONResponse({"error": f"no such action: {request.url.path}"}, 404)
+    outcome = _store(request).acknowledge(int(raw))
+    status = {"acknowledged": 200, "already": 409, "missing": 404}[outcome]
+    return JSONResponse({"id": int(raw), "outcome": outcome}, status)
+
+
+def metrics(request: Request) -> Response:
+    return Response(generate_latest(request.app.state.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+async def healthz(request: Request) -> Response:
+    return PlainTextResponse("ok\n")
+
+
+async def not_found(request: Request, exc: Exception) -> Response:
+    status = getattr(exc, "status_code", 404)
+    what = "page" if request.method in ("GET", "HEAD") else "action"
+    return JSONResponse({"error": f"no such {what}: {request.method} {request.url.path}"}, status)
+
+
+async def database_error(request: Request, exc: Exception) -> Response:
+    first = health.first_line(exc)
+    if isinstance(exc, psycopg.errors.UndefinedFunction):
+        first += " (is the database migrated to head? `smsao-db migrate upgrade`)"
+    log.warning("dashboard request %s %s failed: %s", request.method, request.url.path, first)
+    return JSONResponse({"system_status": "unknown", "error": first}, 503)
+
+
+def create_app(store: DashboardStore, *, token: str | None = None, refresh_seconds: int = 30) -> Guard:
+    app = Starlette(routes=[
+        Route("/", page),
+        Route("/api/health", api_health),
+        Route("/api/refresh", refresh, methods=["POST"]),
+        Route("/api/alerts/{alert_id}/acknowledge", acknowledge, methods=["POST"]),
+        Route("/metrics", metrics),
+        Route("/healthz", healthz),
+    ], exception_handlers={404: not_found, 405: not_found, psycopg.Error: database_error,
+                           PoolTimeout: database_error})
+    app.state.store = store
+    app.state.refresh_seconds = refresh_seconds
+    app.state.registry = CollectorRegistry(auto_describe=False)
+    app.state.registry.register(HealthCollector(store))
+    return Guard(app, token)
+
+
+# -- access control -------------------------------------------------------------------------
+class Guard:
+    """ASGI middleware in front of every route: token, Host, Origin and body size checks, the
+    token cookie, and the security headers on every response."""
+
+    def __init__(self, app, token: str | None):
+        self.app = app
+        self.token = token
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        refusal, extra = self.check(scope, headers)
+
+        async def send_with_headers(message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS, *extra]
+            await send(message)
+
+        if refusal is not None:
+            return await refusal(scope, receive, send_with_headers)
+        await self.app(scope, receive, send_with_headers)
+
+    def check(self, scope, headers: dict[str, str]) -> tuple[Response | None, list]:
+        """A response refusing the request (or None), and headers to add to the answer."""
+        extra: list = []
+        if self.token:
+            given, from_query = self.presented_token(scope, headers)
+            if not given or not hmac.compare_digest(given.encode(), self.token.encode()):
+                return self.unauthorized(headers), extra
+            if from_query:
+                extra.append((b"set-cookie", token_cookie(self.token).encode("latin-1")))
+        else:
+            # Without a token only loopback names are served: a DNS-rebinding page cannot reach us.
+            try:
+                host = urlsplit("//" + headers.get("host", "")).hostname
+            except ValueError:
+                return JSONResponse({"error": "malformed Host header"}, 400), extra
+            if host and not is_loopback(host):
+                return JSONResponse({"error": f"host {host!r} is not served without a token"}, 403), extra
+        if scope["method"] == "POST" and "origin" in headers:
+            try:
+                same = urlsplit(headers["origin"]).netloc == headers.get("host")
+            except ValueError:
+                same = False
+            if not same:
+                return JSONResponse({"error": "cross-origin request refused"}, 403), extra
+        if "transfer-encoding" in headers:  # a body of unknown length: no route takes one
+            return JSONResponse({"error": "request bodies need a Content-Length"}, 411), extra
+        length = headers.get("content-length")
+        if length is not None and not length.isdigit():
+            return JSONResponse({"error": "malformed Content-Length"}, 400), extra
+        if length is not None and int(length) > MAX_BODY:
+            return JSONResponse({"error": f"request body over {MAX_BODY} bytes"}, 413), extra
+        return None, extra
+
+    @staticmethod
+    def presented_token(scope, headers: dict[str, str]) -> tuple[str | None, bool]:
+        """The token the request carries, and whether it came in the query string."""
+        auth = headers.get("authorization", "")
+        if auth.lower().startswith("bearer "):
+            return auth[7:].strip(), False
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        if "token" in query:
+            return query["token"][0], True
+        try:
+            cookie = SimpleCookie(headers.get("cookie", ""))
+        except CookieError:
+            return None, False
+        return (cookie[TOKEN_COOKIE].value, False) if TOKEN_COOKIE in cookie else (None, False)
+
+    @staticmethod
+    def unauthorized(headers: dict[str, str]) -> Response:
+        challenge = {"WWW-Authenticate": 'Bearer realm="smsao-dashboard"'}
+        if "text/html" in headers.get("accept", ""):
+            html = templates.get_template("unauthorized.html").render(favicon=favicon("unknown"))
+            return HTMLResponse(html, 401, headers=challenge)
+        return JSONResponse({"error": "a valid token is required"}, 401, headers=challenge)
+
+
+def token_cookie(token: str) -> str:
     """The browser keeps the token after one visit with ?token=, so the page's own requests carry it."""
     c = SimpleCookie()
     c[TOKEN_COOKIE] = token
@@ -546,184 +468,64 @@ def _token_cookie(token: str) -> str:
     return c.output(header="").strip()
 
 
-UNAUTHORIZED_PAGE = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
-<title>token required · SMS AO database</title><link rel="icon" href="{_favicon('unknown')}"></head>
-<body style="font-family:system-ui,sans-serif;margin:40px"><h1>Token required</h1>
-<p>This dashboard serves only requests that carry its token: open it as
-<code>/?token=&lt;token&gt;</code> (the browser then keeps it in a cookie), or send
-<code>Authorization: Bearer &lt;token&gt;</code>.</p></body></html>"""
-
-
-class DashboardServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
+# -- the server -----------------------------------------------------------------------------
+class DashboardServer:
+    """uvicorn serving the app on a socket bound here (so port 0 is known at once, and a busy
+    port is one clear error), in the foreground or in a thread (tests)."""
 
     def __init__(self, host: str, port: int, store: DashboardStore, *, token: str | None = None,
                  refresh_seconds: int = 30):
-        if not is_loopback(host) and not token:
-            raise UserError(f"serving on {host} (not loopback) needs a token: pass --token or set "
-                            "SMSAO_DASHBOARD_TOKEN, or bind to 127.0.0.1")
-        self.store = store
-        self.token = token
-        self.refresh_seconds = refresh_seconds
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(HealthCollector(store))
+        _needs_token(host, token)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        # proto given: asyncio disables Nagle only on sockets that say IPPROTO_TCP, and with
+        # Nagle a kept-alive connection waits ~40 ms (the client's delayed ACK) per response.
+        self.socket = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            super().__init__((host, port), DashboardHandler)
+            self.socket.bind((host, port))
         except OSError as exc:
+            self.socket.close()
             raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        self.socket.listen(128)
+        config = uvicorn.Config(create_app(store, token=token, refresh_seconds=refresh_seconds),
+                                http="httptools", lifespan="off", access_log=False, log_config=None,
+                                server_header=False, timeout_graceful_shutdown=5)
+        self.server = uvicorn.Server(config)
+        self.thread: threading.Thread | None = None
+
+    @property
+    def server_address(self) -> tuple:
+        return self.socket.getsockname()
 
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+    def serve_forever(self) -> None:
+        self.server.run(sockets=[self.socket])
 
     def serve_in_thread(self) -> threading.Thread:
-        t = threading.Thread(target=self.serve_forever, name="smsao-dashboard", daemon=True)
-        t.start()
-        return t
+        self.thread = threading.Thread(target=self.serve_forever, name="smsao-dashboard", daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started and self.thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.thread
 
+    def shutdown(self) -> None:
+        self.server.should_exit = True
+        if self.thread:
+            self.thread.join(10)
 
-class DashboardHandler(BaseHTTPRequestHandler):
-    server: DashboardServer
-    protocol_version = "HTTP/1.1"  # keep-alive: scrapers and the page reuse connections
-    # Headers and body go out in two writes; with Nagle on, the second waits for the
-    # client's delayed ACK (~40 ms per response on a kept-alive connection).
-    disable_nagle_algorithm = True
-    server_version = "smsao-dashboard"
-
-    # -- plumbing --------------------------------------------------------------------------
-    def log_message(self, fmt: str, *args) -> None:
-        log.debug("%s %s", self.address_string(), fmt % args)
-
-    def _send(self, status: int, body: bytes | str, content_type: str, headers: dict | None = None) -> None:
-        data = body.encode() if isinstance(body, str) else body
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("Cache-Control", "no-store")
-        self.send_header("X-Content-Type-Options", "nosniff")
-        self.send_header("X-Frame-Options", "DENY")
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
-
-    def _json(self, status: int, payload: Any, headers: dict | None = None) -> None:
-        body = payload if isinstance(payload, str) else json.dumps(payload, default=str)
-        self._send(status, body, "application/json", headers)
-
-    def _presented_token(self, query: dict) -> tuple[str | None, bool]:
-        """The token the request carries, and whether it came in the query string."""
-        auth = self.headers.get("Authorization", "")
-        if auth.lower().startswith("bearer "):
-            return auth[7:].strip(), False
-        if "token" in query:
-            return query["token"][0], True
-        cookie = SimpleCookie(self.headers.get("Cookie", ""))
-        if TOKEN_COOKIE in cookie:
-            return cookie[TOKEN_COOKIE].value, False
-        return None, False
-
-    def _allowed(self, query: dict) -> tuple[bool, dict]:
-        """Check token / Host / Origin; on success, headers to add (the token cookie)."""
-        srv = self.server
-        if srv.token:
-            given, from_query = self._presented_token(query)
-            if not given or not hmac.compare_digest(given.encode(), srv.token.encode()):
-                challenge = {"WWW-Authenticate": 'Bearer realm="smsao-dashboard"'}
-                if "text/html" in self.headers.get("Accept", ""):
-                    self._send(HTTPStatus.UNAUTHORIZED, UNAUTHORIZED_PAGE, "text/html; charset=utf-8", challenge)
-                else:
-                    self._json(HTTPStatus.UNAUTHORIZED, {"error": "a valid token is required"}, challenge)
-                return False, {}
-            extra = {"Set-Cookie": _token_cookie(srv.token)} if from_query else {}
-        else:
-            # Without a token only loopback names are served: a DNS-rebinding page cannot reach us.
-            host = urlsplit("//" + (self.headers.get("Host") or "")).hostname
-            if host and not is_loopback(host):
-                self._json(HTTPStatus.FORBIDDEN, {"error": f"host {host!r} is not served without a token"})
-                return False, {}
-            extra = {}
-        if self.command == "POST":
-            origin = self.headers.get("Origin")
-            if origin and urlsplit(origin).netloc != self.headers.get("Host"):
-                self._json(HTTPStatus.FORBIDDEN, {"error": "cross-origin request refused"})
-                return False, {}
-        return True, extra
-
-    # -- routes ----------------------------------------------------------------------------
-    def do_HEAD(self) -> None:
-        self.do_GET()
-
-    def do_GET(self) -> None:
-        url = urlsplit(self.path)
-        query = parse_qs(url.query)
-        ok, extra = self._allowed(query)
-        if not ok:
-            return
-        try:
-            if url.path == "/":
-                html_text = render_page(load_page_data(self.server.store), self.server.refresh_seconds)
-                self._send(HTTPStatus.OK, html_text, "text/html; charset=utf-8", extra)
-            elif url.path == "/api/health":
-                self._api_health(extra)
-            elif url.path == "/metrics":
-                self._send(HTTPStatus.OK, generate_latest(self.server.registry), CONTENT_TYPE_LATEST, extra)
-            elif url.path == "/healthz":
-                self._send(HTTPStatus.OK, "ok\n", "text/plain; charset=utf-8", extra)
-            else:
-                self._json(HTTPStatus.NOT_FOUND, {"error": f"no such page: {url.path}"})
-        except (psycopg.Error, PoolTimeout) as exc:
-            self._db_error(exc)
-
-    def do_POST(self) -> None:
-        url = urlsplit(self.path)
-        ok, extra = self._allowed(parse_qs(url.query))
-        if not ok:
-            return
-        # Any request body is ignored, but must be read so that keep-alive stays in step.
-        length = int(self.headers.get("Content-Length") or 0)
-        if length:
-            self.rfile.read(min(length, 1 << 16))
-        try:
-            if url.path == "/api/refresh":
-                self._json(HTTPStatus.OK, self.server.store.refresh(), extra)
-                return
-            m = re.fullmatch(r"/api/alerts/(\d{1,18})/acknowledge", url.path)
-            if m:
-                outcome = self.server.store.acknowledge(int(m.group(1)))
-                status = {"acknowledged": HTTPStatus.OK, "already": HTTPStatus.CONFLICT,
-                          "missing": HTTPStatus.NOT_FOUND}[outcome]
-                self._json(status, {"id": int(m.group(1)), "outcome": outcome}, extra)
-                return
-            self._json(HTTPStatus.NOT_FOUND, {"error": f"no such action: {url.path}"})
-        except (psycopg.Error, PoolTimeout) as exc:
-            self._db_error(exc)
-
-    def _api_health(self, extra: dict) -> None:
-        body = self.server.store.health_json()
-        if body is None:
-            self._json(HTTPStatus.SERVICE_UNAVAILABLE,
-                       {"system_status": "unknown", "error": "no health check stored yet"}, extra)
-        else:
-            self._json(HTTPStatus.OK, body, extra)
-
-    def _db_error(self, exc: Exception) -> None:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if isinstance(exc, psycopg.errors.UndefinedFunction):
-            first += " (is the database migrated to head? `smsao-db migrate upgrade`)"
-        log.warning("dashboard request %s %s failed: %s", self.command, self.path, first)
-        self._json(HTTPStatus.SERVICE_UNAVAILABLE, {"system_status": "unknown", "error": first})
+    def server_close(self) -> None:
+        self.socket.close()
 
 
 def serve(url: str, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, token: str | None = None,
           refresh_seconds: int = 30, on_ready=None) -> None:
     """Run the dashboard until interrupted."""
-    if not is_loopback(host) and not token:
-        raise UserError(f"serving on {host} (not loopback) needs a token: pass --token or set "
-                        "SMSAO_DASHBOARD_TOKEN, or bind to 127.0.0.1")
+    _needs_token(host, token)
     store = DashboardStore(url).open()
     try:
         server = DashboardServer(host, port, store, token=token, refresh_seconds=refresh_seconds)

@@ -9,13 +9,18 @@ files (source files replace cleanly when re-applied: `create or replace`, `drop 
 exists`). `--restore` writes <revision>/restore.sql for the downgrade: the definitions the
 named files had before <revision>, taken from the newest older revision that froze each
 file, rewritten to replace what is there (`create or replace`, `drop policy if exists`).
-A released migration never changes: run this only for the revision being written."""
+A released migration never changes: run this only for the revision being written.
+It works on the checkout (the repository's sql/ and alembic/), never on an installed copy:
+the checkout goes first on sys.path."""
 import re
 import sys
 from pathlib import Path
 
-from runner import PROJECT_DIR
-from runner.sqlsource import SOURCE_FOLDERS, VERSIONS_DIR, source_files
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT_DIR))
+
+from runner.resources import VERSIONS_DIR  # noqa: E402
+from runner.sqlsource import SOURCE_FOLDERS, source_files  # noqa: E402
 
 SECTION = re.compile(r"^-- ==== (?P<path>\S+) ====\n", re.M)
 

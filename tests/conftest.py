@@ -46,8 +46,32 @@ def cluster():
     shutil.rmtree(home, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def cron_cluster_home():
+    """A second cluster that preloads pg_cron for database `smsao` where nobody has
+    created the extension yet: what a new server looks like to `schedule apply`."""
+    home = Path(tempfile.mkdtemp(prefix="smsao-fresh-cron-"))
+    c = Cluster(home=home, settings={"fsync": "off", "synchronous_commit": "off"})
+    c.start()
+    yield c
+    c.stop()
+    shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture
+def cron_not_created(cron_cluster_home):
+    """That cluster with an empty database `smsao` and no pg_cron created; as found again after the test."""
+    c = cron_cluster_home
+    with psycopg.connect(c.url("postgres"), autocommit=True) as conn:
+        conn.execute("drop database if exists smsao with (force)")
+        conn.execute("create database smsao")
+    yield c
+    with psycopg.connect(c.url("postgres"), autocommit=True) as conn:
+        conn.execute("drop database smsao with (force)")
+
+
 def janitor(cluster: Cluster, dbname: str, template: str | None = None) -> DatabaseJanitor:
-    return DatabaseJanitor(user=SUPERUSER, host="127.0.0.1", port=cluster.port,
+    return DatabaseJanitor(user=SUPERUSER, password=cluster.password, host="127.0.0.1", port=cluster.port,
                            dbname=dbname, template_dbname=template)
 
 

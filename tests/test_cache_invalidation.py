@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from runner import PROJECT_DIR
+from support import PROJECT_DIR
 from runner.cache import Cache, CacheInvalidationListener, contacts_key, dashboard_stats_key, sms_logs_key
 from support import Caller
 

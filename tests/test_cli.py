@@ -11,7 +11,8 @@ import psycopg
 import pytest
 from alembic.script import ScriptDirectory
 
-from runner import PROJECT_DIR, migrate
+from runner import migrate
+from support import PROJECT_DIR
 from runner.embedded import Cluster, free_port
 
 SMSAO_DB = PROJECT_DIR / ".venv" / "bin" / "smsao-db"
@@ -98,11 +99,35 @@ def test_migrate_upgrade_then_current(empty_db_url):
     up = smsao_db("migrate", "upgrade", "head", *option)
     assert up.returncode == 0, up.stderr
     assert "Running upgrade  -> 0001_foundation" in up.stderr
+    # Quiet by default: Alembic's set-up chatter only with -v.
+    assert "Context impl" not in up.stderr and "Will assume" not in up.stderr, up.stderr
     current = smsao_db("migrate", "current", env=env)
     assert current.returncode == 0, current.stderr
     assert current.stdout.strip() == f"{HEAD} (head)"
     again = smsao_db("migrate", "upgrade", env=env)  # head is the default, and a no-op now
     assert again.returncode == 0 and "Running upgrade" not in again.stderr, again.stderr
+
+
+def test_global_options_before_or_after_the_command(db):
+    """--database-url and -v are accepted on both sides of the command; after wins."""
+    for args in (["--database-url", db.url, "health", "--json"], ["health", "--json", "--database-url", db.url],
+                 ["-v", "--database-url", db.url, "migrate", "current"],
+                 ["migrate", "current", "-v", "--database-url", db.url]):
+        proc = smsao_db(*args)
+        assert proc.returncode in (0, 2) and "Traceback" not in proc.stderr, (args, proc.stderr)
+    assert smsao_db("--database-url", db.url, "migrate", "current").stdout.strip() == f"{HEAD} (head)"
+    unreachable = f"postgresql://postgres@127.0.0.1:{free_port()}/smsao"
+    # The one after the command wins over the one before, which wins over DATABASE_URL.
+    assert smsao_db("--database-url", unreachable, "migrate", "current", "--database-url", db.url).returncode == 0
+    assert smsao_db("--database-url", db.url, "migrate", "current", env={"DATABASE_URL": unreachable}).returncode == 0
+    assert "unreachable" in one_line_error(smsao_db("migrate", "current", env={"DATABASE_URL": unreachable}))
+
+
+def test_verbose_shows_alembic_details_before_or_after(db):
+    for args in (["-v", "--database-url", db.url, "migrate", "upgrade"],
+                 ["migrate", "upgrade", "--database-url", db.url, "--verbose"]):
+        proc = smsao_db(*args)
+        assert proc.returncode == 0 and "Context impl PostgresqlImpl" in proc.stderr, (args, proc.stderr)
 
 
 def test_no_database_anywhere(tmp_path):
@@ -134,11 +159,17 @@ def test_up_up_down_embedded():
         first = smsao_db("up", env=env)
         assert first.returncode == 0, first.stderr
         assert "embedded database ready" in first.stdout
+        assert "Context impl" not in first.stderr
         url = cluster.url()
+        assert cluster.password not in first.stdout + first.stderr  # only `url` prints it
+        assert smsao_db("url", env=env).stdout.strip() == url
         with psycopg.connect(url) as conn:
             assert conn.execute(f"select version_num from {migrate.VERSION_TABLE_SCHEMA}.alembic_version"
                                 ).fetchall() == [(HEAD,)]
             assert conn.execute("select extname from pg_extension where extname = 'pg_cron'").fetchone()
+            # A first look shows a status at once: `up` stored a snapshot and a sample.
+            assert conn.execute("select system_status from public.system_health_snapshots").fetchall() == [("critical",)]
+            assert conn.execute("select count(*) from public.performance_samples").fetchone()[0] == 1
             conn.execute("insert into auth.users (id, email) values (gen_random_uuid(), 'keep@test.ao')")
             conn.commit()
         if os.geteuid() == 0:
@@ -154,6 +185,7 @@ def test_up_up_down_embedded():
         down = smsao_db("down", env=env)
         assert down.returncode == 0 and "stopped" in down.stdout, down.stderr
         assert not cluster.running
+        assert "not running" in one_line_error(smsao_db("url", env=env))
         down_again = smsao_db("down", env=env)
         assert down_again.returncode == 0 and "was not running" in down_again.stdout
 
@@ -161,5 +193,59 @@ def test_up_up_down_embedded():
         assert smsao_db("up", env=env).returncode == 0
         with psycopg.connect(cluster.url()) as conn:
             assert conn.execute("select count(*) from public.profiles where email = 'keep@test.ao'").fetchone()[0] == 1
+    finally:
+        cluster.destroy()
+
+
+def test_up_demo_loads_a_day_of_history_once(tmp_path):
+    """`up --demo` twice: demo users, 24 h of snapshots and samples, one incident; nothing doubled."""
+    home = Path(tempfile.mkdtemp(prefix="smsao-demo-"))
+    cluster = Cluster(home=home)
+    try:
+        for _ in range(2):
+            proc = smsao_db("up", "--demo", env={"SMSAO_HOME": str(home)})
+            assert proc.returncode == 0, proc.stderr
+        with psycopg.connect(cluster.url()) as conn:
+            demo = conn.execute("""
+                select count(*), min(checked_at) < now() - interval '23 hours',
+                       count(*) filter (where system_status = 'critical')
+                  from public.system_health_snapshots where report ->> 'demo' = 'true'""").fetchone()
+            assert demo == (288, True, 8)
+            assert conn.execute("select count(*) from public.performance_samples "
+                                "where details ->> 'demo' = 'true'").fetchone()[0] == 1440
+            alerts = conn.execute("select severity from public.system_alerts where report ->> 'demo' = 'true' "
+                                  "order by created_at").fetchall()
+            assert [a for (a,) in alerts] == ["critical", "recovered"]
+            assert conn.execute("select count(*) from auth.users where email like '%@demo.smsao.ao'").fetchone()[0] == 300
+            # The newest snapshot is the real one `up` recorded, not demo history.
+            assert conn.execute("select report ->> 'demo' from public.system_health_snapshots "
+                                "order by checked_at desc limit 1").fetchone()[0] is None
+    finally:
+        cluster.destroy()
+
+
+def test_the_embedded_database_is_closed_to_others(tmp_path):
+    """TCP needs the password (kept 0600); the socket directory is private to the server's OS user."""
+    home = Path(tempfile.mkdtemp(prefix="smsao-sec-"))
+    cluster = Cluster(home=home)
+    try:
+        cluster.start()
+        assert cluster.password_file.stat().st_mode & 0o777 == 0o600
+        assert cluster.socket_dir.stat().st_mode & 0o777 == 0o700
+        assert home.stat().st_mode & 0o777 == 0o700
+        for url in (f"postgresql://postgres@127.0.0.1:{cluster.port}/postgres",
+                    f"postgresql://postgres:wrong@127.0.0.1:{cluster.port}/postgres"):
+            with pytest.raises(psycopg.OperationalError, match="password"):
+                psycopg.connect(url, connect_timeout=5)
+        line = one_line_error(smsao_db("migrate", "current", "--database-url",
+                                       f"postgresql://postgres:wrong@127.0.0.1:{cluster.port}/postgres"))
+        assert "wrong user or password" in line
+        with psycopg.connect(cluster.url("postgres")) as conn:
+            assert conn.execute("select current_setting('cron.host')").fetchone()[0] == str(cluster.socket_dir)
+        if os.geteuid() == 0:  # another local user cannot even reach the socket
+            proc = subprocess.run(["runuser", "-u", "nobody", "--", "psql", "-h", str(cluster.socket_dir),
+                                   "-p", str(cluster.port), "-U", "postgres", "-c", "select 1", "postgres"],
+                                  capture_output=True, text=True, timeout=30)
+            assert proc.returncode != 0 and "Permission denied" in proc.stderr, proc.stderr
     finally:
         cluster.destroy()

@@ -5,6 +5,7 @@ import pytest
 
 from cli_support import smsao_db
 from monitoring_support import add_config, add_sms, set_threshold
+from support import login_url
 
 
 def test_health_exit_codes_follow_nagios(db):
@@ -40,9 +41,9 @@ def test_health_is_unknown_when_it_cannot_tell(empty_db_url):
 
 
 def test_health_as_a_role_that_may_not_run_it(db):
-    db.sql("create role smsao_test_reader login")
+    db.sql("create role smsao_test_reader login password 'Reader-Pass-1'")
     try:
-        url = db.url.replace("postgres@", "smsao_test_reader@")
+        url = login_url(db.url, "smsao_test_reader", "Reader-Pass-1")
         denied = smsao_db("health", url=url)
         assert denied.returncode == 3 and "not allowed" in denied.stderr
     finally:

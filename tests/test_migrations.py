@@ -12,8 +12,9 @@ import psycopg
 import pytest
 from alembic.script import ScriptDirectory
 
-from runner import PROJECT_DIR, migrate
-from runner.embedded import SUPERUSER, find_bindir
+from runner import migrate
+from support import PROJECT_DIR
+from runner.embedded import find_bindir
 from runner.errors import UserError
 from runner.sqlsource import source_files
 
@@ -21,10 +22,8 @@ HEAD = ScriptDirectory.from_config(migrate.alembic_config("")).get_current_head(
 
 
 def pg_dump(url: str, *extra: str) -> str:
-    conninfo = psycopg.conninfo.conninfo_to_dict(url)
     proc = subprocess.run(
-        [find_bindir() / "pg_dump", "--schema-only", "-h", "127.0.0.1", "-p", str(conninfo["port"]),
-         "-U", SUPERUSER, *extra, conninfo["dbname"]],
+        [find_bindir() / "pg_dump", "--schema-only", *extra, "--dbname", url],
         capture_output=True, text=True, check=True)
     # The one normalisation: pg_dump >= 15.14 wraps its output in `\restrict <random key>`
     # and `\unrestrict <key>` (psql meta-commands against CVE-2025-8714); the key differs on
@@ -106,7 +105,8 @@ def test_migrated_schema_equals_sql_source(cluster, empty_db_url):
 
 def test_concurrent_upgrades_apply_the_schema_once(empty_db_url):
     # Separate processes: Alembic's `context` is process-global, so threads would share it.
-    code = "import sys; from runner import migrate; migrate.run('upgrade', sys.argv[1], 'head')"
+    code = ("import sys; from runner import cli, migrate; cli.configure_logging(False); "
+            "migrate.run('upgrade', sys.argv[1], 'head')")
     procs = [subprocess.Popen([sys.executable, "-c", code, empty_db_url], cwd=PROJECT_DIR,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     results = [(p.wait(timeout=120), p.stderr.read()) for p in procs]

@@ -7,9 +7,9 @@ import threading
 import time
 
 
-from runner import PROJECT_DIR
+from support import PROJECT_DIR
 from runner.monitor import AlertListener, frames, minute_values, sparkline
-from runner.web import DashboardStore
+from runner.store import DashboardStore
 
 
 def monitor_once(url: str) -> subprocess.CompletedProcess:

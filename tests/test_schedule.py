@@ -12,6 +12,7 @@ from cli_support import smsao_db
 from conftest import CRON_DB
 from runner import migrate, schedule
 from runner.embedded import Cluster
+from support import login_url
 
 JOB_NAMES = ("smsao-health-check", "smsao-performance-check", "smsao-data-cleanup", "smsao-cron-history-cleanup")
 
@@ -122,3 +123,54 @@ def test_without_pg_cron_migrations_apply_and_nothing_is_scheduled(plain_cluster
     listed = smsao_db("schedule", "list", url=url)
     assert listed.returncode == 0 and "nothing is scheduled" in listed.stdout
     assert smsao_db("health", url=url).returncode == 2        # no SMS gateway: critical, but known
+    assert migrate.run("downgrade", url, "base") == []        # nothing to unschedule, quietly
+
+
+def test_apply_creates_pg_cron_where_it_is_preloaded_but_not_created(cron_not_created):
+    url = cron_not_created.url("smsao")
+    migrate.run("upgrade", url, "head")
+    with pytest.raises(schedule.NoCron, match="not created in database 'smsao'"):
+        schedule.status(url)
+    # A login that may not create it is told which privilege is missing, in one line.
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("create role smsao_cron_owner login password 'Owner-Pass-1' in role pg_read_all_settings")
+        conn.execute("grant usage on schema smsao to smsao_cron_owner")
+        conn.execute("grant execute on function smsao.cron_jobs() to smsao_cron_owner")
+    try:
+        denied = smsao_db("schedule", "apply", url=login_url(url, "smsao_cron_owner", "Owner-Pass-1"))
+        assert denied.returncode == 1 and "Traceback" not in denied.stderr, denied.stderr
+        assert len(denied.stderr.strip().splitlines()) == 1, denied.stderr
+        assert "lacks the privilege to create it" in denied.stderr and "superuser" in denied.stderr
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("drop owned by smsao_cron_owner")
+            conn.execute("drop role smsao_cron_owner")
+    applied = smsao_db("schedule", "apply", url=url)
+    assert applied.returncode == 0, applied.stderr
+    assert applied.stdout.count(": created (runs in database 'smsao')") == 4
+    with psycopg.connect(url) as conn:
+        assert conn.execute("select count(*) from cron.job where jobname like 'smsao-%'").fetchone()[0] == 4
+
+
+def test_a_downgrade_below_the_job_definitions_unschedules_the_jobs(db, cron):
+    schedule.apply(db.url)
+    # Down to a revision that still defines them: the jobs stay.
+    assert migrate.run("downgrade", db.url, "0003_monitoring") == []
+    assert len(jobs(cron)) == 4
+    removed = migrate.run("downgrade", db.url, "0002_security")
+    assert sorted(removed) == sorted(JOB_NAMES)
+    assert jobs(cron) == {}
+    migrate.run("upgrade", db.url, "head")
+    assert [a for _, a, _ in schedule.apply(db.url)] == ["created"] * 4
+
+
+def test_the_shared_job_stays_while_another_database_has_jobs(db, cron, empty_db_url):
+    """Our per-database jobs moved to another database: a downgrade of the first one removes
+    nothing, not even the shared cron-history job; the other's downgrade removes them all."""
+    schedule.apply(db.url)
+    migrate.run("upgrade", empty_db_url, "head")
+    schedule.apply(empty_db_url)          # our per-database jobs move there
+    assert migrate.run("downgrade", db.url, "base") == []
+    assert len(jobs(cron)) == 4
+    assert sorted(migrate.run("downgrade", empty_db_url, "base")) == sorted(JOB_NAMES)
+    assert jobs(cron) == {}

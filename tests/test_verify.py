@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from runner import PROJECT_DIR
+from support import PROJECT_DIR, login_url
 from runner.errors import UserError
 from runner.verify import CHECKS, verify
 
@@ -192,9 +192,9 @@ def test_only_runs_the_matching_checks(db):
 
 def test_a_login_that_cannot_act_as_the_app_roles_is_told_so_in_one_line(db, cluster):
     name = f"verify_{uuid.uuid4().hex[:8]}"
-    db.sql(f"create role {name} login")
+    db.sql(f"create role {name} login password 'Verify-Pass-1'")
     try:
-        url = db.url.replace("postgres@", f"{name}@")
+        url = login_url(db.url, name, "Verify-Pass-1")
         with pytest.raises(UserError, match="may not `set role`"):
             verify(url)
         proc = cli(url)

@@ -3,19 +3,25 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from runner import PROJECT_DIR
+from support import PROJECT_DIR
+from runner.embedded import Cluster, free_port
 from runner.errors import UserError
-from runner.web import DashboardServer, DashboardStore
+from runner.store import DashboardStore
+from runner.web import DashboardServer
 
 ARTIFACTS = PROJECT_DIR / "test-artifacts"
+SMSAO_DB = Path(sys.executable).parent / "smsao-db"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
@@ -51,15 +57,21 @@ def seed_samples(db) -> None:
 
 
 class Client:
-    def __init__(self, server: DashboardServer):
-        self.host, self.port = "127.0.0.1", server.server_address[1]
+    def __init__(self, server: DashboardServer | None):
+        self.host, self.port = "127.0.0.1", server.server_address[1] if server else 0
+
+    @classmethod
+    def at(cls, port: int) -> "Client":
+        c = cls(None)
+        c.port = port
+        return c
 
     def request(self, method: str, path: str, headers: dict | None = None):
         conn = http.client.HTTPConnection(self.host, self.port, timeout=10)
         try:
             conn.request(method, path, headers=headers or {})
             resp = conn.getresponse()
-            return resp.status, dict(resp.getheaders()), resp.read().decode()
+            return resp.status, resp.headers, resp.read().decode()  # headers: case-insensitive
         finally:
             conn.close()
 
@@ -242,6 +254,53 @@ def test_without_a_token_only_loopback_hosts_and_same_origin_posts_are_served(db
     assert client.request("POST", f"/api/alerts/{alert}/acknowledge", same)[0] == 200
 
 
+# -- malformed requests, over a raw socket -------------------------------------------------
+def raw(port: int, request: bytes) -> bytes:
+    """Sends `request` as is and returns what the server answers (it must answer, not hang)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(request)
+        s.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+        return answer
+
+
+def status_of(answer: bytes) -> int:
+    return int(answer.split(b" ", 2)[1])
+
+
+@pytest.mark.parametrize("name, request_bytes, expected", [
+    ("bad Content-Length", b"POST /api/refresh HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: abc\r\n\r\n", 400),
+    ("negative Content-Length", b"POST /api/refresh HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: -5\r\n\r\n", 400),
+    ("two Content-Lengths", b"POST /api/refresh HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1\r\n"
+                            b"Content-Length: 2\r\n\r\nab", 400),
+    ("oversized body announced", b"POST /api/refresh HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                 b"Content-Length: 10000000\r\n\r\nshort", 413),
+    ("oversized body sent", b"POST /api/refresh HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 200000\r\n\r\n"
+                            + b"x" * 200000, 413),
+    ("chunked body", b"POST /api/refresh HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     b"5\r\nhello\r\n0\r\n\r\n", 411),
+    ("bad Host", b"GET /api/health HTTP/1.1\r\nHost: evil.example.com\r\n\r\n", 403),
+    ("malformed Host", b"GET /api/health HTTP/1.1\r\nHost: [::1\r\n\r\n", 400),
+    ("cross-origin POST", b"POST /api/refresh HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: http://evil.example.com\r\n"
+                          b"Content-Length: 0\r\n\r\n", 403),
+    ("malformed Origin", b"POST /api/refresh HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: http://[::1\r\n"
+                         b"Content-Length: 0\r\n\r\n", 403),
+    ("garbage request line", b"HELLO THERE\r\n\r\n", 400),
+    ("wrong method", b"DELETE /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 405),
+])
+def test_malformed_requests_get_a_4xx_not_a_traceback_or_a_hang(db, server, caplog, name, request_bytes, expected):
+    port = server.server_address[1]
+    answer = raw(port, request_bytes)
+    assert status_of(answer) == expected, (name, answer[:300])
+    assert b"Traceback" not in answer
+    assert not [r for r in caplog.records if r.exc_info], name
+    # Nothing was run, and the server still answers.
+    assert db.one("select count(*) from public.system_health_snapshots") == 0
+    assert status_of(raw(port, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")) == 200
+
+
 # -- the page in a real browser -------------------------------------------------------------
 @pytest.fixture(scope="module")
 def browser():
@@ -385,3 +444,38 @@ def test_metrics_have_a_gauge_for_every_metric_of_a_real_health_report(db, clien
     assert m[("smsao_system_status_code", ())] == status_code
     assert m[("smsao_response_time_seconds", ())] > 0
     assert m[("smsao_error_rate", ())] == 0
+
+
+def test_the_first_load_right_after_up_shows_the_status(page):
+    """`smsao-db up` then `smsao-db serve`, as a newcomer runs them: the page shows a real
+    status and a response time at once, not UNKNOWN."""
+    home = Path(tempfile.mkdtemp(prefix="smsao-first-"))
+    env = {**os.environ, "SMSAO_HOME": str(home)}
+    env.pop("DATABASE_URL", None)
+    cluster = Cluster(home=home)
+    server = None
+    try:
+        up = subprocess.run([str(SMSAO_DB), "up"], env=env, capture_output=True, text=True, timeout=120)
+        assert up.returncode == 0, up.stderr
+        port = free_port()
+        server = subprocess.Popen([str(SMSAO_DB), "serve", "--port", str(port), "--refresh", "0"], env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if Client.at(port).request("GET", "/healthz")[0] == 200:
+                    break
+            except OSError:
+                time.sleep(0.1)
+        page.goto(f"http://127.0.0.1:{port}/")
+        assert page.locator("#status").inner_text().lower() == "critical"  # a new database has no SMS gateway
+        assert page.locator('[data-metric="response_time_ms"] .value').inner_text().endswith("ms")
+        assert page.locator('#recommendations li[data-code="configure_sms_gateway"]').count() == 1
+    finally:
+        if server:
+            server.terminate()
+            assert server.wait(15) is not None
+            assert "Traceback" not in server.stderr.read()
+            server.stdout.close()
+            server.stderr.close()
+        cluster.destroy()
