@@ -1,18 +1,33 @@
 #!/usr/bin/env python3
-"""Throughput of public.enhanced_security_rate_limit against its floors and the naive design,
-and of the guarded (audited) contacts table against an unguarded copy.
+"""Throughput of public.enhanced_security_rate_limit against the floor of any stateful check,
+over the three key shapes of issue 10, and of the guarded contacts table against an unguarded copy.
 
     .venv/bin/python bench/rate_limit_bench.py [--seconds 3] [--rounds 3] [--clients 8]
 
 It starts a throwaway PostgreSQL (runner.embedded.Cluster in a temp dir), migrates a database
-to head, creates 10,000 users with sessions, and drives every variant with pgbench custom
-scripts over the same connections. Every call is one transaction made the way PostgREST makes
-it: BEGIN; SET LOCAL ROLE authenticated; set_config('request.jwt.claims', ..., true); the call;
-COMMIT. Ratios within one run are what count; absolute figures depend on the machine.
+to head, creates 10,000 users with sessions, seeds the limiter's state tables
+(smsao.rate_limit_keys / smsao.rate_limit_hits, revision 0005) and drives every variant with
+pgbench custom scripts over the same connections. Every call is one transaction made the way
+PostgREST makes it: BEGIN; SET LOCAL ROLE authenticated; set_config('request.jwt.claims', ...,
+true); the call; COMMIT. Ratios within one run are what count; absolute figures depend on the
+machine.
+
+Key shapes (issue 10):
+  1k keys   1,000 callers, each key holding hundreds of admitted hits in its window
+            (admits at the contract's largest limit, 10,000 per minute; refuses on keys
+            holding 300 hits at 300 per 60 minutes)
+  10k keys  10,000 callers (admits at 60 per minute; refuses on full keys, 5 per 60 minutes)
+  hot key   every connection as one caller (admits at 10,000 per minute, a fresh key each
+            round and a bounded number of calls, --hot-calls per connection, so that every
+            call is admitted and the key holds up to thousands of hits; refuses on a key
+            holding 10,000 hits at 10,000 per 60 minutes)
+Each shape against its floor: a single-row UPDATE of an UNLOGGED table keyed like the limiter,
+on the same keys, in the same transaction shape, in the same run (the hot key's floor updates
+one row from every connection, serialised on its row lock as the limiter is on its key).
 
 Server settings: fsync stays on (the default), synchronous_commit = off for every variant:
-otherwise a refusal, which writes a logged audit row, would wait for a WAL flush that the
-unlogged floor never waits for, and the figure would measure the disk, not the design.
+the first refusal of a key in its window writes a logged audit row, and the figure should
+measure the design, not the disk's flush latency.
 """
 from __future__ import annotations
 
@@ -37,15 +52,28 @@ from runner.embedded import Cluster, find_bindir  # noqa: E402
 
 USERS = 10_000
 HOT = 1                      # the user every connection uses in the hot-key runs
-ADMIT_MAX = 60               # admitted calls: the contract's 60 a minute (admin_access, contacts)
-# The stress runs (one key, the contract's largest limit) are bounded by a number of calls so
-# that every call is admitted: 8 x 1,200 < 10,000 within the minute.
-STRESS_MAX = 10_000
-STRESS_CALLS_PER_CLIENT = 1_200
 
 # Deterministic ids, so a pgbench script can name user :u without a lookup table.
 UID = "'00000000-0000-4000-8000-' || lpad(({n})::text, 12, '0')"
 SID = "'00000000-0000-4000-9000-' || lpad(({n})::text, 12, '0')"
+
+
+@dataclass
+class Shape:
+    name: str
+    keys: int                 # callers 1..keys
+    admit_max: int            # admitting calls: max_attempts per 1 minute
+    admit_hits: int           # hits seeded in the window of every admitting key
+    refuse_max: int           # refusing calls: keys holding refuse_max hits, max refuse_max / 60 min
+    tag: str
+
+
+SHAPES = [
+    Shape("1k keys", 1_000, 10_000, 300, 300, "k1"),
+    Shape("10k keys", 10_000, 60, 0, 5, "k10"),
+    Shape("hot key", 1, 10_000, 0, 10_000, "hot"),
+]
+REFUSE_WINDOW = 60
 
 SETUP_SQL = f"""
 insert into auth.users (id, email)
@@ -56,7 +84,7 @@ insert into auth.sessions (id, user_id)
 create schema bench;
 grant usage on schema bench to authenticated;
 
--- (b) the floor of any stateful check: one single-row update of an UNLOGGED table keyed like
+-- The floor of any stateful check: one single-row update of an UNLOGGED table keyed like
 -- the limiter, with the same fillfactor (room for HOT updates).
 create unlogged table bench.floor (
   caller_key text, operation_type text, n bigint not null default 0,
@@ -65,57 +93,6 @@ create unlogged table bench.floor (
 insert into bench.floor (caller_key, operation_type)
   select 'user:' || ({UID.format(n='i')}), 'floor' from generate_series(1, {USERS}) i;
 grant select, update on bench.floor to authenticated;
--- Rotating hot keys for admitted calls (see rotating()).
-create sequence bench.rl_admit_hot;
-create sequence bench.naive_admit_hot;
-grant usage on sequence bench.rl_admit_hot, bench.naive_admit_hot to authenticated;
-
--- (c) the naive design: one row per admitted attempt, counted over the window before inserting.
--- UNLOGGED like the limiter's state, so the comparison is about the design, not the WAL. It
--- takes a transaction advisory lock on the key: without one it admits more than max_attempts
--- under concurrency, and the contract asks for exactness. Refusals count nothing and are
--- audited, as the contract says.
-create unlogged table bench.naive_hits (caller_key text not null, operation_type text not null,
-                                        at timestamptz not null);
-create index on bench.naive_hits (caller_key, operation_type, at);
-
-create function bench.naive_rate_limit(operation_type text, max_attempts integer, window_minutes integer)
-  returns boolean
-  language plpgsql security definer
-  set search_path = ''
-as $$
-declare
-  started timestamptz := pg_catalog.clock_timestamp();
-  key     text;
-  n       bigint;
-begin
-  if operation_type is null or operation_type !~ '^[a-z][a-z0-9_]{{0,62}}$' then
-    raise exception 'operation_type' using errcode = '22023';
-  end if;
-  if max_attempts is null or max_attempts not between 1 and 10000 then
-    raise exception 'max_attempts' using errcode = '22023';
-  end if;
-  if window_minutes is null or window_minutes not between 1 and 10080 then
-    raise exception 'window_minutes' using errcode = '22023';
-  end if;
-  key := smsao.rate_limit_key();
-  perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended(key || '/' || operation_type, 0));
-  select pg_catalog.count(*) into n from bench.naive_hits h
-   where h.caller_key = key and h.operation_type = naive_rate_limit.operation_type
-     and h.at > started - pg_catalog.make_interval(mins => window_minutes);
-  if n >= max_attempts then
-    perform smsao.audit_call('naive_rate_limit',
-      pg_catalog.jsonb_build_object('operation_type', operation_type, 'max_attempts', max_attempts,
-                                    'window_minutes', window_minutes, 'caller_key', key),
-      'rate_limited', started);
-    return false;
-  end if;
-  insert into bench.naive_hits values (key, operation_type, started);
-  return true;
-end
-$$;
-revoke all on function bench.naive_rate_limit(text, integer, integer) from public;
-grant execute on function bench.naive_rate_limit(text, integer, integer) to authenticated;
 
 -- The audited table's twin: same columns, constraints, indexes, foreign key, RLS policy,
 -- grants and cache-invalidation trigger as public.contacts, without the statement-level
@@ -131,31 +108,29 @@ create trigger contacts_plain_cache_insert after insert on bench.contacts_plain
   execute function smsao.cache_invalidation_on_insert('contacts:{{user_id}}', 'dashboard_stats:{{user_id}}');
 """
 
-# Refused calls hit a key that is already full: 5 admitted in the last 60 minutes.
-REFUSE_MAX, REFUSE_WINDOW = 5, 60
 
-
-def prefill_state(conn, op: str, users: str, full: bool) -> None:
-    """Steady state before a run: every key already has state, as it does in production
-    between daily prunes (the floor's rows exist too). Full keys hold REFUSE_MAX hits inside
-    the window; the others one hit that has left it (admitted 2 minutes ago)."""
-    hits, at = (REFUSE_MAX, "now()") if full else (1, "now() - interval '2 minutes'")
-    window = REFUSE_WINDOW if full else 1
+def seed_state(conn, op: str, keys: int, hits: int, retain: int, window_min: int, denied: bool = False) -> None:
+    """Steady state before a run, written straight into the limiter's tables: every key of
+    the shape holds `hits` attempts admitted just now (seq 1..hits), kept in a ring of `retain`
+    attempts and `window_min` minutes, exactly what `hits` admitted calls leave behind.
+    denied: the key was already refused once in this window (its audit row is written), as
+    every key of a flood is after its first refused call; the refusing runs measure that
+    steady state (the first refusal of a key per window costs one logged audit insert)."""
     key = f"'user:' || ({UID.format(n='i')})"
-    if op.startswith("naive"):
-        conn.execute(f"insert into bench.naive_hits select {key}, '{op}', {at} "
-                     f"from {users}, generate_series(1, {hits})")
-    else:
-        conn.execute(f"""
-          insert into smsao.rate_limit_windows (caller_key, operation_type, hits, window_ends, retain_window)
-            select {key}, '{op}', array_fill({at}, array[{hits}]),
-                   {at} + make_interval(mins => {window}), make_interval(mins => {window})
-            from {users}""")
+    conn.execute(f"""
+      insert into smsao.rate_limit_keys (caller_key, operation_type, admitted, ring_size, retain_window,
+                                         window_ends, denied_at)
+        select {key}, '{op}', {hits}, {retain}, make_interval(mins => {window_min}),
+               now() + make_interval(mins => {window_min}), {'now()' if denied else 'null'}
+        from generate_series(1, {keys}) i;
+      insert into smsao.rate_limit_hits (caller_key, operation_type, slot, seq, at)
+        select {key}, '{op}', s % {retain}, s, now()
+        from generate_series(1, {keys}) i, generate_series(greatest(1, {hits} - {retain} + 1), {hits}) s""")
 
 
-def script(call: str, hot: bool) -> str:
-    """One request exactly as PostgREST makes it, for user :u."""
-    pick = f"\\set u {HOT}" if hot else f"\\set u random(1, {USERS})"
+def script(call: str, keys: int) -> str:
+    """One request exactly as PostgREST makes it, for user :u among the shape's callers."""
+    pick = f"\\set u {HOT}" if keys == 1 else f"\\set u random(1, {keys})"
     # Built without a literal colon: pgbench would read ":4102444800" as a variable.
     claims = (f"json_build_object('role', 'authenticated', 'exp', 4102444800, "
               f"'sub', {UID.format(n=':u')}, 'session_id', {SID.format(n=':u')})::text")
@@ -173,71 +148,67 @@ def script(call: str, hot: bool) -> str:
 @dataclass
 class Variant:
     name: str
-    call: str
-    kind: str = ""            # "admit" | "refuse": expected answer, checked after the run
-    op: str = ""              # operation_type whose state is prefilled (see prefill_state)
-    bounded: bool = False     # stress runs: a fixed number of calls, see STRESS_*
+    shape: Shape
+    kind: str = ""            # "floor" | "admit" | "refuse" | "" (no check)
+    call: str = ""
+    op: str = ""              # the limiter's operation_type (admit / refuse)
+    bounded: bool = False     # hot admits: a fixed number of calls per connection
+
+    @property
+    def key(self) -> str:
+        return f"{self.shape.name}/{self.name}"
 
 
-def rl(op_sql: str, max_attempts: int, window: int) -> str:
-    return f"SELECT public.enhanced_security_rate_limit({op_sql}, {max_attempts}, {window})"
+def rl(op: str, max_attempts: int, window: int) -> str:
+    return f"SELECT public.enhanced_security_rate_limit('{op}', {max_attempts}, {window})"
 
 
-def naive(op_sql: str, max_attempts: int, window: int) -> str:
-    return f"SELECT bench.naive_rate_limit({op_sql}, {max_attempts}, {window})"
+FLOOR_CALL = ("UPDATE bench.floor SET n = n + 1 WHERE caller_key = 'user:' || (SELECT auth.uid())"
+              " AND operation_type = 'floor'")
 
 
-def rotating(prefix: str) -> str:
-    """An operation name shared by every connection that moves on every ADMIT_MAX calls: one
-    hot key at a time, each admitting all its calls at the realistic limit (a hot key that
-    stays under its limit); the state of each is at most ADMIT_MAX hits, as in production."""
-    return f"'{prefix}_' || (nextval('bench.{prefix}') / {ADMIT_MAX})"
-
-
-def variants(hot: bool) -> list[Variant]:
-    tag = "hot" if hot else "many"
-    admit_rl = rotating("rl_admit_hot") if hot else "'rl_admit_many'"
-    admit_naive = rotating("naive_admit_hot") if hot else "'naive_admit_many'"
-    vs = [
-        Variant("(a) SELECT 1", "SELECT 1"),
-        Variant("(b) UNLOGGED 1-row update",
-                "UPDATE bench.floor SET n = n + 1 WHERE caller_key = 'user:' || (SELECT auth.uid())"
-                " AND operation_type = 'floor'"),
-        Variant("(c) naive, admits", naive(admit_naive, ADMIT_MAX, 1), "admit",
-                "" if hot else "naive_admit_many"),
-        Variant("(c') naive, refuses", naive(f"'naive_refuse_{tag}'", REFUSE_MAX, REFUSE_WINDOW), "refuse",
-                f"naive_refuse_{tag}"),
-        Variant("(d) rate_limit, admits", rl(admit_rl, ADMIT_MAX, 1), "admit",
-                "" if hot else "rl_admit_many"),
-        Variant("(e) rate_limit, refuses", rl(f"'rl_refuse_{tag}'", REFUSE_MAX, REFUSE_WINDOW), "refuse",
-                f"rl_refuse_{tag}"),
-    ]
-    if hot:
-        # The worst case the contract allows: one key admitting up to 10,000 a minute keeps
-        # up to 10,000 hits (the limiter rewrites them per call; the naive design counts them).
+def variants() -> list[Variant]:
+    vs = [Variant("SELECT 1", SHAPES[1], call="SELECT 1")]
+    for sh in SHAPES:
         vs += [
-            Variant("(c*) naive, admits, max 10k", naive("'naive_stress'", STRESS_MAX, 1), "admit", bounded=True),
-            Variant("(d*) rate_limit, admits, 10k", rl("'rl_stress'", STRESS_MAX, 1), "admit", bounded=True),
+            Variant("floor: UNLOGGED 1-row update", sh, "floor", FLOOR_CALL),
+            Variant(f"admits ({sh.admit_max}/1 min)", sh, "admit", op=f"admit_{sh.tag}",
+                    bounded=sh.keys == 1),
+            Variant(f"refuses (full at {sh.refuse_max}/{REFUSE_WINDOW} min)", sh, "refuse",
+                    rl(f"refuse_{sh.tag}", sh.refuse_max, REFUSE_WINDOW), op=f"refuse_{sh.tag}"),
         ]
     return vs
 
 
 WRITE_VARIANTS = [
-    Variant("contacts INSERT, guarded", "INSERT INTO public.contacts (user_id, phone) "
-            "VALUES ((SELECT auth.uid()), '+' || :p)", op="contact_operation"),
-    Variant("copy without the guard", "INSERT INTO bench.contacts_plain (user_id, phone) "
+    Variant("contacts INSERT, guarded", SHAPES[1], call="INSERT INTO public.contacts (user_id, phone) "
+            "VALUES ((SELECT auth.uid()), '+' || :p)"),
+    Variant("copy without the guard", SHAPES[1], call="INSERT INTO bench.contacts_plain (user_id, phone) "
             "VALUES ((SELECT auth.uid()), '+' || :p)"),
 ]
 
 
 class Bench:
-    def __init__(self, cluster: Cluster, dbname: str, clients: int, seconds: int, workdir: Path):
+    def __init__(self, cluster: Cluster, dbname: str, clients: int, seconds: int, hot_calls: int,
+                 workdir: Path):
         self.cluster, self.dbname = cluster, dbname
-        self.clients, self.seconds, self.workdir = clients, seconds, workdir
+        self.clients, self.seconds, self.hot_calls, self.workdir = clients, seconds, hot_calls, workdir
         self.pgbench = str(find_bindir() / "pgbench")
         self.conn = psycopg.connect(cluster.url(dbname), autocommit=True)
-        self.prefilled: set[str] = set()
         self.postmaster = int((cluster.data_dir / "postmaster.pid").read_text().split()[0])
+        self.round = 0
+
+    def seed(self) -> None:
+        for sh in SHAPES:
+            if sh.admit_hits:
+                seed_state(self.conn, f"admit_{sh.tag}", sh.keys, sh.admit_hits, sh.admit_max, 1)
+            seed_state(self.conn, f"refuse_{sh.tag}", sh.keys, sh.refuse_max, sh.refuse_max, REFUSE_WINDOW,
+                       denied=True)
+        # The guarded contacts inserts find every caller's contact_operation key in place.
+        seed_state(self.conn, "contact_operation", USERS, 1, 60, 1)
+        # Nothing prunes the state meanwhile: migrations schedule no pg_cron job (the runs
+        # check their answers against smsao.rate_limit_keys).
+        self.conn.execute("vacuum analyze")
 
     def cpu_seconds(self) -> float:
         """CPU used so far by exited backends (reaped by the postmaster: cutime + cstime of
@@ -255,23 +226,33 @@ class Bench:
             time.sleep(0.01)
         time.sleep(0.05)  # and for the postmaster to reap them
 
-    def audit_rows(self) -> int:
-        return self.conn.execute("select count(*) from public.function_call_audit").fetchone()[0]
+    def one(self, sql: str, params=None):
+        return self.conn.execute(sql, params).fetchone()[0]
 
-    def run(self, v: Variant, hot: bool) -> tuple[float, float]:
+    def state(self, op: str) -> tuple[int, int]:
+        """Attempts admitted on op's keys so far, and audit rows written by the limiter."""
+        return (self.one("select coalesce(sum(admitted), 0) from smsao.rate_limit_keys where operation_type = %s",
+                         [op]),
+                self.one("select count(*) from public.function_call_audit "
+                         "where function_name = 'enhanced_security_rate_limit' and arguments->>'operation_type' = %s",
+                         [op]))
+
+    def run(self, v: Variant) -> tuple[float, float]:
         """calls/s and CPU microseconds per call (server and pgbench) of one pgbench run, after
         checking that every call answered as expected."""
-        if v.op and v.op not in self.prefilled:
-            prefill_state(self.conn, v.op, f"(values ({HOT})) as v (i)" if hot else
-                          f"generate_series(1, {USERS}) i", full=v.kind == "refuse")
-            self.prefilled.add(v.op)
+        call, op = v.call, v.op
+        if v.kind == "admit":
+            # A fresh key per run for the hot key (each run admits up to clients x hot_calls,
+            # under its 10,000 a minute); the others keep their keys and seeded hits.
+            op = f"{v.op}_r{self.round}" if v.bounded else v.op
+            call = rl(op, v.shape.admit_max, 1)
         path = self.workdir / "script.sql"
-        path.write_text(script(v.call, hot))
+        path.write_text(script(call, v.shape.keys))
         self.conn.execute("vacuum analyze")
         self.conn.execute("checkpoint")
-        audited = self.audit_rows()
+        before = self.state(op) if op else None
         cpu = self.cpu_seconds()
-        limit = ["-t", str(STRESS_CALLS_PER_CLIENT)] if v.bounded else ["-T", str(self.seconds)]
+        limit = ["-t", str(self.hot_calls)] if v.bounded else ["-T", str(self.seconds)]
         proc = subprocess.run(
             [self.pgbench, "-n", "-M", "prepared", "-c", str(self.clients), "-j", "2", *limit,
              "-f", str(path), "-h", "127.0.0.1", "-p", str(self.cluster.port), "-U", "postgres", self.dbname],
@@ -281,27 +262,34 @@ class Bench:
         calls = re.search(r"number of transactions actually processed: (\d+)", out)
         failed = re.search(r"number of failed transactions: (\d+)", out)
         if proc.returncode != 0 or not tps or not calls or (failed and int(failed.group(1))):
-            raise SystemExit(f"pgbench failed for {v.name}:\n{out}")
+            raise SystemExit(f"pgbench failed for {v.key}:\n{out}")
         n = int(calls.group(1))
         self.wait_for_backends_to_exit()
         cpu_per_call = (self.cpu_seconds() - cpu) * 1e6 / n
-        refusals = self.audit_rows() - audited
-        expected = n if v.kind == "refuse" else 0
-        if v.kind and refusals != expected:
-            raise SystemExit(f"{v.name}: expected {expected} refusals, audit has {refusals}")
+        if op:
+            admitted, audited = (a - b for a, b in zip(self.state(op), before))
+            if v.kind == "admit" and (admitted != n or audited != 0):
+                raise SystemExit(f"{v.key}: {n} calls should all be admitted; admitted {admitted}, audited {audited}")
+            if v.kind == "refuse" and (admitted != 0 or audited != 0):
+                raise SystemExit(f"{v.key}: {n} calls should all be refused, each key already audited in its window; "
+                                 f"admitted {admitted}, audited {audited}")
         return float(tps.group(1)), cpu_per_call
 
 
 def ratio(x: float, base: float | None) -> str:
-    return f"{x / base:5.2f}x" if base else "     -"
-
-
-def b_key(hot: bool) -> str:
-    return "(b) UNLOGGED 1-row update" + str(hot)
+    return f"{x / base:5.2f}x" if base else "-"
 
 
 def spread(runs: list[float]) -> str:
     return f"{min(runs):.0f}-{max(runs):.0f}" if len(runs) > 1 else ""
+
+
+def print_rows(header: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    print("  ".join(h.ljust(w) if i < 2 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths))))
+    print("  ".join("-" * w for w in widths))
+    for r in rows:
+        print("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
 
 
 def main() -> None:
@@ -310,7 +298,14 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3,
                     help="timed runs per variant, interleaved; the median is reported (default 3)")
     ap.add_argument("--clients", type=int, default=8, help="connections (default 8)")
+    ap.add_argument("--hot-calls", type=int, default=1_200,
+                    help="calls per connection in a hot-key admitting run (default 1200: 8 x 1200 < 10,000)")
+    ap.add_argument("--with-sql", metavar="FILE",
+                    help="SQL applied right after migrating (a proposed change, e.g. "
+                         "bench/proposed/issue10_fixes.sql), measured against the same floors")
     args = ap.parse_args()
+    if args.clients * args.hot_calls >= 10_000:
+        raise SystemExit("--clients x --hot-calls must stay under 10,000: every hot-key call must be admitted")
 
     home = Path(tempfile.mkdtemp(prefix="smsao-bench-"))
     cluster = Cluster(home=home, cron_database="postgres", settings={
@@ -324,61 +319,64 @@ def main() -> None:
         url = cluster.url("bench")
         migrate.run("upgrade", url, "head")
         with psycopg.connect(url, autocommit=True) as c:
+            if args.with_sql:
+                c.execute(Path(args.with_sql).read_text())
             c.execute(SETUP_SQL)
-        bench = Bench(cluster, "bench", args.clients, args.seconds, home)
+        bench = Bench(cluster, "bench", args.clients, args.seconds, args.hot_calls, home)
+        bench.seed()
 
-        # Every timed variant once per round, rounds interleaved, so that load from elsewhere
-        # on the machine falls on all of them alike; the bounded stress runs go once, last.
-        limiter = [(v, hot) for hot in (False, True) for v in variants(hot)]
-        timed = [(v, hot) for v, hot in limiter if not v.bounded] + [(v, False) for v in WRITE_VARIANTS]
-        runs: dict[str, list[float]] = {v.name + str(hot): [] for v, hot in limiter + timed}
-        cpus: dict[str, list[float]] = {k: [] for k in runs}
-        schedule = timed * args.rounds + [(v, hot) for v, hot in limiter if v.bounded]
-        for v, hot in schedule:
-            tps, cpu_per_call = bench.run(v, hot)
-            runs[v.name + str(hot)].append(tps)
-            cpus[v.name + str(hot)].append(cpu_per_call)
+        # Every variant once per round, rounds interleaved, so that load from elsewhere on the
+        # machine falls on all of them alike.
+        timed = variants() + WRITE_VARIANTS
+        runs: dict[str, list[float]] = {v.key: [] for v in timed}
+        cpus: dict[str, list[float]] = {v.key: [] for v in timed}
+        for r in range(args.rounds):
+            bench.round = r
+            for v in timed:
+                tps, cpu_per_call = bench.run(v)
+                runs[v.key].append(tps)
+                cpus[v.key].append(cpu_per_call)
         median = {k: statistics.median(r) for k, r in runs.items()}
         cpu = {k: statistics.median(r) for k, r in cpus.items()}
+        sizes = bench.conn.execute(
+            "select operation_type, count(*), max(admitted) from smsao.rate_limit_keys group by 1 order by 1").fetchall()
+        hit_rows = bench.one("select count(*) from smsao.rate_limit_hits")
 
         print(f"\nRate limiter, {args.clients} connections, one PostgREST-style transaction per call; "
-              f"median of {args.rounds} interleaved runs of {args.seconds} s")
-        print(f"admits: {ADMIT_MAX}/1 min (hot: the key moves on every {ADMIT_MAX} calls); refuses: a full key, "
-              f"{REFUSE_MAX}/{REFUSE_WINDOW} min; *: one run of {args.clients} x {STRESS_CALLS_PER_CLIENT} calls "
-              f"at {STRESS_MAX}/1 min")
-        print("vs (c): each rate_limit row against the naive design doing the same thing "
-              "((d)/(c), (e)/(c'), (d*)/(c*))")
+              f"median of {args.rounds} interleaved runs of {args.seconds} s "
+              f"(hot-key admits: {args.clients} x {args.hot_calls} calls per run)"
+              + (f"; with {args.with_sql}" if args.with_sql else ""))
+        print("vs floor: calls/s over the floor's calls/s in the same shape (goal: admits >= 0.90x, "
+              "refuses >= 0.60x)")
         print("us/call: CPU per call, server and pgbench (steadier than calls/s on a busy machine); "
-              "cpu vs (b): (b)'s us/call over the row's\n")
-        header = (f"{'variant':<30} {'keys':>6} {'calls/s':>9} {'range':>12} {'vs (b)':>7} {'vs (c)':>7} "
-                  f"{'us/call':>8} {'cpu vs (b)':>10}")
-        print(header)
-        print("-" * len(header))
-        for hot in (False, True):
-            base = {v.name[:4]: median[v.name + str(hot)] for v in variants(hot)}
-            for v in variants(hot):
-                tps = median[v.name + str(hot)]
-                naive_peer = {"(d) ": "(c) ", "(e) ": "(c')", "(d*)": "(c*)"}.get(v.name[:4])
-                k = v.name + str(hot)
-                print(f"{v.name:<30} {'1' if hot else USERS:>6} {tps:9.0f} {spread(runs[k]):>12} "
-                      f"{ratio(tps, base['(b) ']) if v.name[:4] not in ('(a) ', '(b) ') else '      -':>7} "
-                      f"{ratio(tps, base[naive_peer]) if naive_peer else '      -':>7} {cpu[k]:8.0f} "
-                      f"{ratio(cpu[b_key(hot)], cpu[k]) if v.name[:4] not in ('(a) ', '(b) ') else '      -':>10}")
+              "cpu vs floor: the floor's us/call over the row's\n")
+        header = ["shape", "variant", "calls/s", "range", "vs floor", "goal", "us/call", "cpu vs floor"]
+        rows = []
+        for v in variants():
+            k = v.key
+            floor_key = f"{v.shape.name}/floor: UNLOGGED 1-row update"
+            is_call = v.kind in ("admit", "refuse")
+            goal = {"admit": 0.9, "refuse": 0.6}.get(v.kind)
+            met = "-" if goal is None else ("met" if median[k] / median[floor_key] >= goal else "NOT met")
+            rows.append([v.shape.name if v.shape.keys != 10_000 or v.name != "SELECT 1" else "10k keys",
+                         v.name, f"{median[k]:.0f}", spread(runs[k]),
+                         ratio(median[k], median[floor_key]) if is_call else "-", met,
+                         f"{cpu[k]:.0f}", ratio(cpu[floor_key], cpu[k]) if is_call else "-"])
+        print_rows(header, rows)
+        print("\nstate after the runs (smsao.rate_limit_keys per operation: keys, newest attempt number; "
+              f"smsao.rate_limit_hits rows in all: {hit_rows:,})")
+        for op, n, mx in sizes:
+            print(f"  {op:<14} {n:>6,} keys, up to {mx:,} attempts admitted")
 
         print(f"\nAudited table writes: single-row INSERTs as an authenticated user through RLS, "
               f"{USERS} users; median of {args.rounds} interleaved runs of {args.seconds} s")
         print("guarded: public.contacts, whose statement trigger validates the session and applies "
               "contact_operation (60/1 min)\n")
-        header = (f"{'variant':<30} {'keys':>6} {'inserts/s':>9} {'range':>12} {'vs copy':>7} "
-                  f"{'us/call':>8} {'cpu vs copy':>11}")
-        print(header)
-        print("-" * len(header))
-        plain = median[WRITE_VARIANTS[1].name + "False"]
-        for v in WRITE_VARIANTS:
-            tps = median[v.name + "False"]
-            k = v.name + "False"
-            print(f"{v.name:<30} {USERS:>6} {tps:9.0f} {spread(runs[k]):>12} {ratio(tps, plain):>7} "
-                  f"{cpu[k]:8.0f} {ratio(cpu[WRITE_VARIANTS[1].name + 'False'], cpu[k]):>11}")
+        plain = WRITE_VARIANTS[1].key
+        print_rows(["variant", "keys", "inserts/s", "range", "vs copy", "us/call", "cpu vs copy"],
+                   [[v.name, f"{USERS}", f"{median[v.key]:.0f}", spread(runs[v.key]),
+                     ratio(median[v.key], median[plain]), f"{cpu[v.key]:.0f}", ratio(cpu[plain], cpu[v.key])]
+                    for v in WRITE_VARIANTS])
         print(f"\ntotal {time.monotonic() - started:.0f} s")
         bench.conn.close()
     finally:

@@ -97,6 +97,34 @@ class DashboardStore:
              where sampled_at > pg_catalog.now() - make_interval(hours => %(hours)s)
              group by 1 order by 1""", {"bucket": bucket_minutes, "hours": hours})
 
+    # -- security: refusals and errors counted through rollback, and the audit trails --
+    def critical_call_totals(self) -> list[dict]:
+        """Calls, errors and refusals of each critical operation since counting began."""
+        return self._run("select operation, calls, errors, refusals from smsao.critical_call_totals()")
+
+    def critical_calls_last_hour(self) -> list[dict]:
+        return self._run("""
+            select operation, calls, errors, refusals
+              from smsao.critical_calls_since(pg_catalog.now() - interval '1 hour')""")
+
+    def critical_calls_per_hour(self, hours: int = 24) -> list[dict]:
+        return self._run("select hour, calls, errors, refusals from smsao.critical_calls_per_hour(%s)", [hours])
+
+    def admin_actions(self, page: int, per_page: int) -> list[dict]:
+        """The newest admin actions, one page (1 = newest), one row more to tell a next page."""
+        return self._run("""
+            select id, created_at, admin_id, action, target_table, target_id
+              from public.admin_audit_logs
+             order by created_at desc, id desc
+             limit %s offset %s""", [per_page + 1, (page - 1) * per_page])
+
+    def pii_accesses(self, page: int, per_page: int) -> list[dict]:
+        return self._run("""
+            select id, created_at, accessor_id, subject_user_id, table_name, fields, purpose
+              from public.pii_access_audit
+             order by created_at desc, id desc
+             limit %s offset %s""", [per_page + 1, (page - 1) * per_page])
+
     def acknowledge(self, alert_id: int) -> str:
         """'acknowledged', 'already' (acknowledged before) or 'missing'."""
         rows = self._run("""

@@ -37,7 +37,7 @@ import psycopg
 import uvicorn
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from psycopg_pool import PoolTimeout
 from starlette.applications import Starlette
@@ -103,6 +103,7 @@ class HealthCollector:
             snapshot = self.store.latest_snapshot()
             sample = self.store.latest_sample()
             alerts = self.store.open_alert_counts()
+            calls = self.store.critical_call_totals()
         except (psycopg.Error, PoolTimeout) as exc:
             log.warning("metrics scrape could not read the database: %s", exc)
             up.add_metric([], 0)
@@ -118,6 +119,7 @@ class HealthCollector:
             checked.add_metric([], snapshot["checked_at"].timestamp())
             yield checked
             yield from self._health_metrics(snapshot["report"].get("metrics") or {})
+        yield self._critical_calls(calls)
         open_alerts = GaugeMetricFamily("smsao_open_alerts", "Unacknowledged system alerts", labels=["severity"])
         for severity in ("warning", "critical", "recovered"):
             open_alerts.add_metric([severity], alerts.get(severity, 0))
@@ -146,8 +148,21 @@ class HealthCollector:
         return onehot, code
 
     @staticmethod
+    def _critical_calls(totals: list[dict]) -> CounterMetricFamily:
+        """Calls of the critical operations by outcome, counted through rollback (sequences)."""
+        counter = CounterMetricFamily(
+            "smsao_critical_calls", "Calls of the critical operations since counting began, by outcome "
+            "(calls: all; errors: failed other than refused; refusals: denied or rate limited), "
+            "rolled-back calls included", labels=["operation", "outcome"])
+        for row in totals:
+            for outcome in ("calls", "errors", "refusals"):
+                counter.add_metric([row["operation"], outcome], row[outcome])
+        return counter
+
+    @staticmethod
     def _health_metrics(metrics: dict):
-        """One gauge per numeric health metric; an object of numbers becomes a labelled gauge."""
+        """One gauge per numeric health metric (none for one not measurable: null); an object of
+        numbers becomes a labelled gauge."""
         for key, value in sorted(metrics.items()):
             number = _number(value)
             if number is not None:
@@ -164,6 +179,23 @@ class HealthCollector:
 
 
 # -- what the page shows --------------------------------------------------------------------
+AUDIT_PAGE_SIZE = 10
+
+
+@dataclass
+class Security:
+    """The Security panel: refusals per hour, the last hour per operation, and one page of each
+    audit trail (pages count from 1 = newest)."""
+    per_hour: list[dict] = field(default_factory=list)
+    last_hour: list[dict] = field(default_factory=list)
+    admin_actions: list[dict] = field(default_factory=list)
+    pii_accesses: list[dict] = field(default_factory=list)
+    admin_page: int = 1
+    pii_page: int = 1
+    admin_more: bool = False
+    pii_more: bool = False
+
+
 @dataclass
 class PageData:
     now: datetime
@@ -171,14 +203,23 @@ class PageData:
     sample: dict | None
     alerts: list[dict]
     series: list[dict]
+    security: Security = field(default_factory=Security)
     error: str | None = None
 
 
-def load_page_data(store: DashboardStore) -> PageData:
+def load_security(store: DashboardStore, admin_page: int, pii_page: int) -> Security:
+    admin = store.admin_actions(admin_page, AUDIT_PAGE_SIZE)
+    pii = store.pii_accesses(pii_page, AUDIT_PAGE_SIZE)
+    return Security(store.critical_calls_per_hour(24), store.critical_calls_last_hour(),
+                    admin[:AUDIT_PAGE_SIZE], pii[:AUDIT_PAGE_SIZE], admin_page, pii_page,
+                    len(admin) > AUDIT_PAGE_SIZE, len(pii) > AUDIT_PAGE_SIZE)
+
+
+def load_page_data(store: DashboardStore, admin_page: int = 1, pii_page: int = 1) -> PageData:
     now = datetime.now(timezone.utc)
     try:
         return PageData(now, store.latest_snapshot(), store.latest_sample(), store.open_alerts(),
-                        store.response_series())
+                        store.response_series(), load_security(store, admin_page, pii_page))
     except (psycopg.Error, PoolTimeout) as exc:
         return PageData(now, None, None, [], [], error=f"cannot read the database: {health.first_line(exc)}")
 
@@ -204,7 +245,12 @@ class CardGroup:
 # A new group of report metrics (say "engine": longest_transaction_s, connection_usage, ...)
 # is one line here.
 CARD_GROUPS = (
-    ("application", "Application", tuple(health.METRICS)),
+    ("application", "Application", ("total_users", "active_sms_configs", "pending_credit_requests",
+                                    "failed_sms_24h", "sms_failure_rate", "orphaned_data")),
+    ("engine", "Engine", ("longest_transaction_s", "connection_usage", "xid_age_ratio", "blocked_sessions",
+                          "database_size_bytes")),
+    ("scheduler", "Scheduler", ("health_snapshot_age_s", "cron_failures_1h")),
+    ("security", "Security", ("security_refusals_1h",)),
     ("performance", "Performance and alerts", ("response_time_ms", "error_rate", "open_alerts")),
 )
 
@@ -307,7 +353,22 @@ def render_page(data: PageData, refresh_seconds: int) -> str:
         now=f"{data.now:%Y-%m-%d %H:%M:%S}", card_groups=cards(data),
         recommendations=[recommendation(c) for c in report.get("recommendations") or []],
         alerts=[{**a, "when": when(a["created_at"], data.now)} for a in data.alerts],
-        chart=chart(data.series, data.now))
+        chart=chart(data.series, data.now), security=security_view(data.security, data.now))
+
+
+def security_view(sec: Security, now: datetime) -> dict:
+    """The Security panel for the template: bars of refusals per hour (height relative to the
+    busiest hour), the operations of the last hour, and the two audit pages."""
+    peak = max([h["refusals"] or 0 for h in sec.per_hour] + [1])
+    hours = [{"label": f"{h['hour'].astimezone(timezone.utc):%H:00}", "refusals": h["refusals"],
+              "errors": h["errors"], "calls": h["calls"],
+              "height": 0 if h["refusals"] is None else max(round(100 * h["refusals"] / peak), 2 if h["refusals"] else 0)}
+             for h in sec.per_hour]
+    return {"hours": hours, "operations": [o for o in sec.last_hour if o["calls"]],
+            "admin_actions": [{**a, "when": when(a["created_at"], now)} for a in sec.admin_actions],
+            "pii_accesses": [{**a, "when": when(a["created_at"], now)} for a in sec.pii_accesses],
+            "admin_page": sec.admin_page, "pii_page": sec.pii_page,
+            "admin_more": sec.admin_more, "pii_more": sec.pii_more}
 
 
 # -- routes ---------------------------------------------------------------------------------
@@ -315,9 +376,18 @@ def _store(request: Request) -> DashboardStore:
     return request.app.state.store
 
 
+def page_number(request: Request, name: str) -> int | None:
+    """A ?<name>=N page number (1 when absent); None when malformed."""
+    raw = request.query_params.get(name, "1")
+    return int(raw) if re.fullmatch(r"[1-9]\d{0,5}", raw) else None
+
+
 def page(request: Request) -> Response:
-    html = render_page(load_page_data(_store(request)), request.app.state.refresh_seconds)
-    return HTMLResponse(html)
+    admin_page, pii_page = page_number(request, "admin_page"), page_number(request, "pii_page")
+    if admin_page is None or pii_page is None:
+        return JSONResponse({"error": "admin_page and pii_page must be page numbers from 1"}, 400)
+    data = load_page_data(_store(request), admin_page, pii_page)
+    return HTMLResponse(render_page(data, request.app.state.refresh_seconds))
 
 
 def api_health(request: Request) -> Response:

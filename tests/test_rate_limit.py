@@ -73,8 +73,7 @@ def test_window_slides(db):
     assert attempt(db, me, window=10) is False     # all three still inside the window
     age_hits(db, 1)
     assert attempt(db, me, window=10) is True      # the first three left it
-    # Each admission drops up to two attempts that can no longer decide any call.
-    assert kept_attempts(db) == 2
+    assert kept_attempts(db) == 3                  # the ring of the key's limit: its 3 newest
 
 
 @pytest.mark.parametrize("args, argument", [
@@ -188,14 +187,18 @@ def test_anonymous_callers_get_bounded_windows_and_limits(db):
     assert db.one("select count(*) from smsao.rate_limit_keys") == 1
 
 
-def test_state_per_call_does_not_grow_with_the_window(db):
-    """A key with a big limit keeps what its window holds, not every attempt ever made."""
+def test_a_key_keeps_at_most_its_largest_limit_of_attempts(db):
+    """The state of a key is a ring of its newest attempts, as many as its largest limit:
+    a call's work and a key's size do not grow with the attempts ever made."""
     me = Caller.user(db.create_user())
-    for _ in range(30):
-        assert attempt(db, me, op="bulk", max_attempts=10000, window=1) is True
-    assert kept_attempts(db) == 30
-    age_hits(db, 2)                               # all 30 left every window used
-    for _ in range(20):
-        assert attempt(db, me, op="bulk", max_attempts=10000, window=1) is True
-    # each admission dropped two expired attempts: 30 - 2 * 15 expired ones left
-    assert kept_attempts(db) == 20
+    for _ in range(4):
+        for _ in range(3):
+            assert attempt(db, me, op="ring", max_attempts=3, window=1) is True
+        assert attempt(db, me, op="ring", max_attempts=3, window=1) is False
+        age_hits(db, 1)
+    assert kept_attempts(db) == 3
+    assert db.one("select admitted from smsao.rate_limit_keys") == 12
+    # A larger limit grows the ring; the attempts kept stay countable.
+    assert [attempt(db, me, op="ring", max_attempts=5, window=1) for _ in range(6)] == [True] * 5 + [False]
+    assert kept_attempts(db) == 5
+    assert attempt(db, me, op="ring", max_attempts=3, window=1) is False   # a smaller limit stays exact

@@ -46,18 +46,21 @@ class Model:
         return ok
 
 
-# One step of a sequence: ("advance", minutes) or ("call", caller, op, max_attempts).
+# One step of a sequence: ("advance", minutes) or ("call", caller, op).
 # Callers: two users and one anon client (keyed by its x-forwarded-for address). The draws
 # lean on one key and on short advances so that sequences often reach the limit and the
 # window's edge; the other keys are there to prove they stay apart.
 advance = st.tuples(st.just("advance"), st.one_of(st.integers(1, 2), st.integers(1, 6)))
 call = st.tuples(st.just("call"), st.sampled_from([0, 0, 0, 1, 2]),
-                 st.sampled_from(["alpha", "alpha", "beta"]), st.integers(1, 4))
-# The window is the operation's (as smsao.operation_limits fixes it for the app): drawn once
-# per operation and example. State is kept for the longest window a key has used so far, so
-# a later, longer window could not see attempts dropped before it was first used; a shorter
-# window after a longer one stays exact (test_shorter_window_call_does_not_forget_older_attempts).
+                 st.sampled_from(["alpha", "alpha", "beta"]))
+# The limit and window are the operation's (as smsao.operation_limits fixes them for the
+# app): drawn once per operation and example. A key keeps the attempts of its largest limit
+# and longest window so far, so a later, larger one could not see attempts dropped before it
+# was first used; a smaller one after a larger one stays exact
+# (test_shorter_window_call_does_not_forget_older_attempts, and the ring test in
+# test_rate_limit.py).
 windows = st.fixed_dictionaries({op: st.integers(1, 5) for op in OPS})
+limits = st.fixed_dictionaries({op: st.integers(1, 4) for op in OPS})
 steps = st.lists(st.one_of(call, call, advance), min_size=8, max_size=40)
 
 
@@ -74,8 +77,8 @@ def rate_limited_rows(db) -> int:
 # starts from empty limiter state (truncate: the table is hot state, not an audit table)
 # and counts audit rows as a delta (function_call_audit is append-only by design).
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(windows=windows, steps=steps)
-def test_matches_sliding_window_model(db, callers, windows, steps):
+@given(windows=windows, limits=limits, steps=steps)
+def test_matches_sliding_window_model(db, callers, windows, limits, steps):
     db.sql("truncate smsao.rate_limit_keys, smsao.rate_limit_hits")
     audited_before = rate_limited_rows(db)
     model = Model()
@@ -84,9 +87,9 @@ def test_matches_sliding_window_model(db, callers, windows, steps):
             age_hits(db, step[1])
             model.advance(step[1])
             continue
-        _, who, op, max_attempts = step
-        got = attempt(db, callers[who], op=op, max_attempts=max_attempts, window=windows[op])
-        assert got is model.call(who, op, max_attempts, windows[op]), f"step {i}: {step}"
+        _, who, op = step
+        got = attempt(db, callers[who], op=op, max_attempts=limits[op], window=windows[op])
+        assert got is model.call(who, op, limits[op], windows[op]), f"step {i}: {step}"
     assert rate_limited_rows(db) - audited_before == model.audited_refusals
 
 

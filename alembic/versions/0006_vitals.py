@@ -1,6 +1,7 @@
-"""Vital signs (issue 11): the engine's and the scheduler's health in the health check,
-with thresholds in smsao.health_thresholds, and the critical operations' calls, errors
-and refusals over time, counted through rollback.
+"""Vital signs of the engine and the scheduler in the health check (issue 11).
+
+Thresholds in smsao.health_thresholds, and the critical operations' calls, errors and
+refusals over time, counted through rollback.
 
 Revision ID: 0006_vitals
 Revises: 0005_hardening

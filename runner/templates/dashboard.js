@@ -2,7 +2,7 @@ const flash = document.getElementById('flash');
 const every = Number(document.body.dataset.refresh) * 1000;
 function say(text) { flash.textContent = text; }
 async function reload() {
-  const r = await fetch(location.pathname, {headers: {'Accept': 'text/html'}, cache: 'no-store'});
+  const r = await fetch(location.pathname + location.search, {headers: {'Accept': 'text/html'}, cache: 'no-store'});
   if (!r.ok) { say('reload failed: HTTP ' + r.status); return; }
   const doc = new DOMParser().parseFromString(await r.text(), 'text/html');
   document.getElementById('content').replaceWith(doc.getElementById('content'));

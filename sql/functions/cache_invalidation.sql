@@ -14,7 +14,7 @@
 -- tables (an INSERT trigger has no old rows); they share smsao.send_cache_invalidation.
 
 -- owners NULL means "everyone" (TRUNCATE); an empty array sends nothing.
-create function smsao.send_cache_invalidation(owners uuid[], templates text[]) returns void
+create or replace function smsao.send_cache_invalidation(owners uuid[], templates text[]) returns void
   language plpgsql
   set search_path = ''
 as $$
@@ -24,7 +24,10 @@ begin
   if owners is not null and pg_catalog.cardinality(owners) = 0 then
     return;  -- the statement changed no row
   end if;
-  if owners is not null then
+  -- A key is at least a uuid (36 characters) with its quotes and a separator: past that
+  -- many keys the payload cannot fit, so it is not built (at 100k owners it would be
+  -- megabytes of text thrown away).
+  if owners is not null and pg_catalog.cardinality(owners) * pg_catalog.cardinality(templates) * 39 <= 7900 then
     select pg_catalog.to_jsonb(pg_catalog.array_agg(pg_catalog.replace(t.template, '{user_id}', o.owner::text)
                                                      order by t.ord, o.owner))::text
       into payload
@@ -40,12 +43,12 @@ begin
   perform pg_catalog.pg_notify('cache_invalidation', payload);
 end
 $$;
-revoke all on function smsao.send_cache_invalidation(uuid[], text[]) from public;
+revoke all on function smsao.send_cache_invalidation(uuid[], text[]) from public, anon, authenticated, service_role;
 -- The triggers run with the writer's rights, and app users and the backend write these
 -- tables (anon never can). Calling it directly can only make caches drop keys early.
 grant execute on function smsao.send_cache_invalidation(uuid[], text[]) to authenticated, service_role;
 
-create function smsao.cache_invalidation_on_insert() returns trigger
+create or replace function smsao.cache_invalidation_on_insert() returns trigger
   language plpgsql
   set search_path = ''
 as $$
@@ -55,10 +58,10 @@ begin
   return null;
 end
 $$;
-revoke all on function smsao.cache_invalidation_on_insert() from public;
+revoke all on function smsao.cache_invalidation_on_insert() from public, anon, authenticated, service_role;
 
 -- Both owners: an UPDATE may move a row from one user to another.
-create function smsao.cache_invalidation_on_update() returns trigger
+create or replace function smsao.cache_invalidation_on_update() returns trigger
   language plpgsql
   set search_path = ''
 as $$
@@ -69,9 +72,9 @@ begin
   return null;
 end
 $$;
-revoke all on function smsao.cache_invalidation_on_update() from public;
+revoke all on function smsao.cache_invalidation_on_update() from public, anon, authenticated, service_role;
 
-create function smsao.cache_invalidation_on_delete() returns trigger
+create or replace function smsao.cache_invalidation_on_delete() returns trigger
   language plpgsql
   set search_path = ''
 as $$
@@ -81,9 +84,9 @@ begin
   return null;
 end
 $$;
-revoke all on function smsao.cache_invalidation_on_delete() from public;
+revoke all on function smsao.cache_invalidation_on_delete() from public, anon, authenticated, service_role;
 
-create function smsao.cache_invalidation_on_truncate() returns trigger
+create or replace function smsao.cache_invalidation_on_truncate() returns trigger
   language plpgsql
   set search_path = ''
 as $$
@@ -92,4 +95,4 @@ begin
   return null;
 end
 $$;
-revoke all on function smsao.cache_invalidation_on_truncate() from public;
+revoke all on function smsao.cache_invalidation_on_truncate() from public, anon, authenticated, service_role;

@@ -12,13 +12,16 @@ create or replace function smsao.handle_new_user() returns trigger
   set search_path = ''
 as $$
 begin
+  -- An anti-join rather than ON CONFLICT (speculative insertion costs about twice a plain
+  -- insert per row): a profile or role can already exist only if another trigger on
+  -- auth.users wrote it (a Supabase project's own handle_new_user), in this statement.
   insert into public.profiles (user_id, email, full_name)
   select n.id, n.email, nullif(pg_catalog.to_jsonb(n) #>> '{raw_user_meta_data,full_name}', '')
   from new_users n
-  on conflict (user_id) do nothing;
+  where not exists (select from public.profiles p where p.user_id = n.id);
   insert into public.user_roles (user_id, role)
   select n.id, 'user' from new_users n
-  on conflict (user_id, role) do nothing;
+  where not exists (select from public.user_roles r where r.user_id = n.id and r.role = 'user');
   return null;
 end
 $$;

@@ -18,7 +18,7 @@
 -- Add `delta` to a metric without waiting for any other writer: take any row of the
 -- metric that no other transaction holds, or start a new row. Row count per metric stays
 -- near the peak number of concurrent writers; smsao.compact_health_counters folds them.
-create function smsao.bump_counter(metric_name text, at_bucket timestamptz, delta bigint) returns void
+create or replace function smsao.bump_counter(metric_name text, at_bucket timestamptz, delta bigint) returns void
   language plpgsql
   set search_path = ''
 as $$
@@ -35,16 +35,16 @@ begin
   end if;
 end
 $$;
-revoke all on function smsao.bump_counter(text, timestamptz, bigint) from public;
+revoke all on function smsao.bump_counter(text, timestamptz, bigint) from public, anon, authenticated, service_role;
 
 -- The hour bucket of a timestamp, the same in every session time zone.
-create function smsao.hour_bucket(ts timestamptz) returns timestamptz
+create or replace function smsao.hour_bucket(ts timestamptz) returns timestamptz
   language sql immutable parallel safe
   set search_path = ''
 as $$
   select pg_catalog.date_bin('1 hour', ts, '2000-01-01 00:00:00+00'::timestamptz)
 $$;
-revoke all on function smsao.hour_bucket(timestamptz) from public;
+revoke all on function smsao.hour_bucket(timestamptz) from public, anon, authenticated, service_role;
 
 -- Orphan accounting. A row of sms_logs / otp_codes is orphaned when its user_id has no
 -- profile; smsao.missing_owners holds exactly those user ids that rows refer to. Four
@@ -66,7 +66,7 @@ revoke all on function smsao.hour_bucket(timestamptz) from public;
 
 -- How many of some entering rows are orphaned. owner_ids/row_counts: the distinct
 -- non-null user_ids of the rows and how many rows each has.
-create function smsao.entering_orphans(owner_ids uuid[], row_counts bigint[]) returns bigint
+create or replace function smsao.entering_orphans(owner_ids uuid[], row_counts bigint[]) returns bigint
   language plpgsql
   set search_path = ''
 as $$
@@ -102,14 +102,14 @@ begin
           join unnest(missing) as m(u) on m.u = t.u);
 end
 $$;
-revoke all on function smsao.entering_orphans(uuid[], bigint[]) from public;
+revoke all on function smsao.entering_orphans(uuid[], bigint[]) from public, anon, authenticated, service_role;
 
 -- The trigger functions below run once per statement, one per table and event (a
 -- trigger with transition tables serves one event). SECURITY DEFINER: whoever writes
 -- the counted table needs no right on the smsao tables.
 
 -- profiles: total_users, and the orphan counters when an owner comes or goes.
-create function smsao.count_profiles_insert() returns trigger
+create or replace function smsao.count_profiles_insert() returns trigger
   language plpgsql security definer
   set search_path = ''
 as $$
@@ -141,9 +141,9 @@ begin
   return null;
 end
 $$;
-revoke all on function smsao.count_profiles_insert() from public;
+revoke all on function smsao.count_profiles_insert() from public, anon, authenticated, service_role;
 
-create function smsao.count_profiles_delete() returns trigger
+create or replace function smsao.count_profiles_delete() returns trigger
   language plpgsql security definer
   set search_path = ''
 as $$
@@ -174,10 +174,10 @@ begin
   return null;
 end
 $$;
-revoke all on function smsao.count_profiles_delete() from public;
+revoke all on function smsao.count_profiles_delete() from public, anon, authenticated, service_role;
 
 -- credit_requests: pending_credit_requests.
-create function smsao.count_credit_requests_insert() returns trigger
+create or replace function smsao.count_credit_requests_insert() returns trigger
   language plpgsql security definer
   set search_path = ''
 as $$
@@ -187,9 +187,9 @@ begin
   return null;
 end
 $$;
-revoke all on function smsao.count_credit_requests_insert() from public;
+revoke all on function smsao.count_credit_requests_insert() from public, anon, authenticated, service_role;
 
-create function smsao.count_credit_requests_update() returns trigger
+create or replace function smsao.count_credit_requests_update() returns trigger
   language plpgsql security definer
   set search_path = ''
 as $$
@@ -200,9 +200,9 @@ begin
   return null;
 end
 $$;
-revoke all on function smsao.count_credit_requests_update() from public;
+revoke all on function smsao.count_credit_requests_update() from public, anon, authenticated, service_role;
 
-create function smsao.count_credit_requests_delete() returns trigger
+create or replace function smsao.count_credit_requests_delete() returns trigger
   language plpgsql security definer
   set search_path = ''
 as $$
@@ -212,11 +212,11 @@ begin
   return null;
 end
 $$;
-revoke all on function smsao.count_credit_requests_delete() from public;
+revoke all on function smsao.count_credit_requests_delete() from public, anon, authenticated, service_role;
 
 -- sms_logs: per-hour totals and failures (`sms`, `sms_failed`), and orphaned_sms_logs.
 -- Hours older than 48 h are not kept: the health check reads the last 25.
-create function smsao.count_sms_logs_insert() returns trigger
+create or replace function smsao.count_sms_logs_insert() returns trigger
   language plpgsql security definer
   set search_path = ''
 as $$
@@ -240,9 +240,9 @@ begin
   return null;
 end
 $$;
-revoke all on function smsao.count_sms_logs_insert() from public;
+revoke all on function smsao.count_sms_logs_insert() from public, anon, authenticated, service_role;
 
-create function smsao.count_sms_logs_delete() returns trigger
+create or replace function smsao.count_sms_logs_delete() returns trigger
   language plpgsql security definer
   set search_path = ''
 as $$
@@ -266,12 +266,12 @@ begin
   return null;
 end
 $$;
-revoke all on function smsao.count_sms_logs_delete() from public;
+revoke all on function smsao.count_sms_logs_delete() from public, anon, authenticated, service_role;
 
 -- Status updates (delivery reports) are the common case: they move a row in or out of
 -- `sms_failed` and leave the rest alone; a changed user_id is a leaving old row plus an
 -- entering new one.
-create function smsao.count_sms_logs_update() returns trigger
+create or replace function smsao.count_sms_logs_update() returns trigger
   language plpgsql security definer
   set search_path = ''
 as $$
@@ -295,7 +295,10 @@ begin
     perform smsao.bump_counter('sms', r.bucket, r.total);
     perform smsao.bump_counter('sms_failed', r.bucket, r.failed);
   end loop;
-  if exists (select from old_rows o join new_rows n on n.id = o.id where n.user_id <> o.user_id) then
+  -- A count, not EXISTS: under EXISTS the planner optimises for the first row and joins the
+  -- transition tables by nested loop, comparing every pair when no row changed its owner
+  -- (a status update, the usual case): quadratic in the statement's rows.
+  if (select count(*) from old_rows o join new_rows n on n.id = o.id where n.user_id <> o.user_id) > 0 then
     select -count(*) into orphans
     from old_rows o join new_rows n on n.id = o.id join smsao.missing_owners m on m.user_id = o.user_id
     where n.user_id <> o.user_id;
@@ -308,10 +311,10 @@ begin
   return null;
 end
 $$;
-revoke all on function smsao.count_sms_logs_update() from public;
+revoke all on function smsao.count_sms_logs_update() from public, anon, authenticated, service_role;
 
 -- otp_codes: orphaned_otp_codes (OTPs without user_id are for phones, never orphaned).
-create function smsao.count_otp_codes_insert() returns trigger
+create or replace function smsao.count_otp_codes_insert() returns trigger
   language plpgsql security definer
   set search_path = ''
 as $$
@@ -325,11 +328,11 @@ begin
   return null;
 end
 $$;
-revoke all on function smsao.count_otp_codes_insert() from public;
+revoke all on function smsao.count_otp_codes_insert() from public, anon, authenticated, service_role;
 
 -- The retention cleanup deletes OTPs by the million: with no orphaned owners at all (the
 -- usual case) this costs one look at an empty table per statement.
-create function smsao.count_otp_codes_delete() returns trigger
+create or replace function smsao.count_otp_codes_delete() returns trigger
   language plpgsql security definer
   set search_path = ''
 as $$
@@ -343,9 +346,9 @@ begin
   return null;
 end
 $$;
-revoke all on function smsao.count_otp_codes_delete() from public;
+revoke all on function smsao.count_otp_codes_delete() from public, anon, authenticated, service_role;
 
-create function smsao.count_otp_codes_update() returns trigger
+create or replace function smsao.count_otp_codes_update() returns trigger
   language plpgsql security definer
   set search_path = ''
 as $$
@@ -354,8 +357,9 @@ declare
   counts bigint[];
   orphans bigint := 0::bigint;
 begin
-  if exists (select from old_rows o join new_rows n on n.id = o.id
-             where n.user_id is distinct from o.user_id) then
+  -- A count, not EXISTS: see smsao.count_sms_logs_update.
+  if (select count(*) from old_rows o join new_rows n on n.id = o.id
+      where n.user_id is distinct from o.user_id) > 0 then
     select -count(*) into orphans
     from old_rows o join new_rows n on n.id = o.id join smsao.missing_owners m on m.user_id = o.user_id
     where n.user_id is distinct from o.user_id;
@@ -368,14 +372,14 @@ begin
   return null;
 end
 $$;
-revoke all on function smsao.count_otp_codes_update() from public;
+revoke all on function smsao.count_otp_codes_update() from public, anon, authenticated, service_role;
 
 -- Recompute every counter from the tables. Run by the migration that introduces the
 -- counters, after a TRUNCATE or a change of profiles.user_id (both rare), and by a DBA
 -- after loading data with triggers disabled (session_replication_role = replica).
 -- Cost: one pass over each counted table. Writers of those tables wait meanwhile
 -- (SHARE lock), which is what makes the result exact.
-create function smsao.recount_health_counters() returns jsonb
+create or replace function smsao.recount_health_counters() returns jsonb
   language plpgsql security definer
   set search_path = ''
 as $$
@@ -415,9 +419,9 @@ begin
                 where c.bucket = '-infinity' group by c.metric) t);
 end
 $$;
-revoke all on function smsao.recount_health_counters() from public;
+revoke all on function smsao.recount_health_counters() from public, anon, authenticated, service_role;
 
-create function smsao.recount_health_counters_trigger() returns trigger
+create or replace function smsao.recount_health_counters_trigger() returns trigger
   language plpgsql security definer
   set search_path = ''
 as $$
@@ -426,13 +430,13 @@ begin
   return null;
 end
 $$;
-revoke all on function smsao.recount_health_counters_trigger() from public;
+revoke all on function smsao.recount_health_counters_trigger() from public, anon, authenticated, service_role;
 
 -- Fold each metric's rows into one and drop hours no reader needs, skipping rows that a
 -- writer holds right now (they are folded next time). Returns the rows removed.
 -- Run by record_health_snapshot() and the daily housekeeping; correctness never depends
 -- on it, only the size of smsao.health_counters does.
-create function smsao.compact_health_counters() returns integer
+create or replace function smsao.compact_health_counters() returns integer
   language plpgsql security definer
   set search_path = ''
 as $$
@@ -458,4 +462,4 @@ begin
   return removed + folded;
 end
 $$;
-revoke all on function smsao.compact_health_counters() from public;
+revoke all on function smsao.compact_health_counters() from public, anon, authenticated, service_role;

@@ -25,16 +25,21 @@ $$;
 revoke all on function smsao.rate_limit_key() from public, anon, authenticated, service_role;
 
 -- Exact sliding window: admits when fewer than max_attempts attempts were admitted in the
--- last window_minutes. State: smsao.rate_limit_keys / rate_limit_hits (sql/schema/40_hardening.sql).
--- The max_attempts-th newest attempt of the key decides: the call is refused when it was
--- admitted inside the window. One primary-key lookup, however many attempts the window holds.
+-- last window_minutes. State: smsao.rate_limit_keys and the ring of each key's newest
+-- attempts in smsao.rate_limit_hits (sql/schema/40_hardening.sql). The max_attempts-th
+-- newest attempt decides: the call is refused when it was admitted inside the window.
 --   1. Refusals are decided from committed state, with no lock and no write: admitted
 --      attempts stay admitted, so a key seen full is full now. A refusal records at most one
 --      function_call_audit row per key, operation and window (smsao.record_rate_limit_denial).
---   2. Admissions take the key's transaction-level advisory lock, then decide and record in
---      one statement whose snapshot is taken after the lock: concurrent calls never admit
---      more than the limit, and an admission is stamped when it is admitted, not when the
---      call started (a call that queued on the lock records the time it got through).
+--   2. Admissions take the key's transaction-level advisory lock and record the attempt only
+--      if no other call was admitted since step 1 (else they look again, under the lock):
+--      concurrent calls never admit more than the limit, and an attempt is stamped when it is
+--      admitted, not when the call started (a call that queued records when it got through).
+-- Every lookup is by full primary key, so no plan depends on the tables' statistics (they
+-- are stale after a crash empties the UNLOGGED tables, or after a night's pruning).
+-- A key keeps the attempts of its largest limit and longest window: a later call with a
+-- larger limit or a longer window than ever before cannot see attempts already dropped
+-- (limits are per operation in practice, smsao.operation_limits).
 -- anon callers are keyed by a header anyone can forge, so they may use windows of at most
 -- 60 minutes and at most 100 attempts: their state never outlives an hour.
 create or replace function public.enhanced_security_rate_limit(
@@ -52,9 +57,10 @@ declare
   -- primary key (default collation): every lookup below would scan the whole table.
   key      text collate "default";
   op       text collate "default" := operation_type;
-  full_at  timestamptz;
-  denied_at timestamptz;
-  recorded bigint;
+  seen     bigint;
+  ring     integer;
+  denied   timestamptz;
+  deciding timestamptz;
 begin
   if operation_type is null or operation_type !~ '^[a-z][a-z0-9_]{0,62}$' then
     raise exception 'operation_type must be a lowercase identifier such as ''admin_access'', got %',
@@ -76,70 +82,91 @@ begin
       max_attempts, window_minutes using errcode = '22023';
   end if;
 
-  -- 1. Full already? (committed state, no lock)
-  select h.at, k.denied_at into full_at, denied_at
-  from smsao.rate_limit_keys k
-  join smsao.rate_limit_hits h
-    on h.caller_key = k.caller_key and h.operation_type = k.operation_type
-   and h.seq = k.admitted - max_attempts + 1
-  where k.caller_key = key and k.operation_type = op;
-  if full_at > pg_catalog.clock_timestamp() - win then
-    if denied_at is null or denied_at <= pg_catalog.clock_timestamp() - win then
-      perform smsao.record_rate_limit_denial(key, op, max_attempts, window_minutes);
+  -- 1. Full already? Committed state, no lock: admitted attempts stay admitted, so a key
+  --    seen full is full now. Every lookup is by full primary key.
+  -- (A second round runs under the lock and settles it, but for a concurrent prune of the
+  -- key or the growth of its ring: a few rounds always suffice.)
+  for round in 1..5 loop
+    select k.admitted, k.ring_size, k.denied_at into seen, ring, denied
+      from smsao.rate_limit_keys k where k.caller_key = key and k.operation_type = op;
+    deciding := null;
+    if seen >= max_attempts and ring >= max_attempts then
+      select h.at into deciding from smsao.rate_limit_hits h
+       where h.caller_key = key and h.operation_type = op
+         and h.slot = ((seen - max_attempts + 1) % ring)::integer and h.seq = seen - max_attempts + 1;
     end if;
-    return false;
-  end if;
+    if deciding > pg_catalog.clock_timestamp() - win then
+      if denied is null or denied <= pg_catalog.clock_timestamp() - win then
+        perform smsao.record_rate_limit_denial(key, op, max_attempts, window_minutes);
+      end if;
+      return false;
+    end if;
 
-  -- 2. Admit under the key's lock. The statements below take their snapshots after it was
-  -- granted, so they see every attempt the previous holder committed. Each admission also
-  -- drops the key's two oldest attempts once they can no longer decide any call, so a key
-  -- keeps about what its windows hold.
-  perform pg_catalog.pg_advisory_xact_lock(7411222, pg_catalog.hashtext(key || '|' || op));
-  with k as (
-    update smsao.rate_limit_keys k
-       set admitted = k.admitted + 1,
-           retain_count = greatest(k.retain_count, max_attempts),
-           retain_window = greatest(k.retain_window, win),
-           window_ends = greatest(k.window_ends, pg_catalog.clock_timestamp() + greatest(k.retain_window, win))
-     where k.caller_key = key and k.operation_type = op
-       and not exists (select from smsao.rate_limit_hits h
-                       where h.caller_key = key and h.operation_type = op
-                         and h.seq = k.admitted - max_attempts + 1
-                         and h.at > pg_catalog.clock_timestamp() - win)
-    returning k.admitted, k.retain_count, k.retain_window
-  ), hit as (
-    insert into smsao.rate_limit_hits (caller_key, operation_type, seq, at)
-    select key, op, k.admitted, pg_catalog.clock_timestamp() from k
-  ), expired as (
-    delete from smsao.rate_limit_hits h
-    using k
-    where h.caller_key = key and h.operation_type = op
-      and h.seq in (select o.seq from smsao.rate_limit_hits o
-                    where o.caller_key = key and o.operation_type = op
-                    order by o.seq limit 2)
-      and (h.seq <= k.admitted - k.retain_count or h.at < pg_catalog.clock_timestamp() - k.retain_window)
-  )
-  select k.admitted into recorded from k;
-  if recorded is not null then
-    return true;
-  end if;
-  if exists (select from smsao.rate_limit_keys k where k.caller_key = key and k.operation_type = op) then
-    perform smsao.record_rate_limit_denial(key, op, max_attempts, window_minutes);
-    return false;  -- filled up while this call waited for the lock
-  end if;
-  -- A new key (or one pruned since): its first attempt.
-  insert into smsao.rate_limit_keys (caller_key, operation_type, admitted, retain_count, retain_window, window_ends)
-  values (key, op, 1, max_attempts, win, pg_catalog.clock_timestamp() + win);
-  insert into smsao.rate_limit_hits (caller_key, operation_type, seq, at)
-  values (key, op, 1, pg_catalog.clock_timestamp())
-  on conflict on constraint rate_limit_hits_pkey do update set at = excluded.at;
-  return true;
+    -- 2. Admit under the key's lock, unless another call was admitted since step 1 (then
+    --    look again: the lock is held now, so the next look is final). The attempt is
+    --    stamped here, after the lock was granted.
+    perform pg_catalog.pg_advisory_xact_lock(7411222, pg_catalog.hashtext(key || '|' || op));
+    if seen is null then
+      insert into smsao.rate_limit_keys as k
+        (caller_key, operation_type, admitted, ring_size, retain_window, window_ends)
+      values (key, op, 1, max_attempts, win, pg_catalog.clock_timestamp() + win)
+      on conflict on constraint rate_limit_keys_pkey do nothing;
+      if found then
+        insert into smsao.rate_limit_hits as h (caller_key, operation_type, slot, seq, at)
+        values (key, op, (1 % max_attempts)::integer, 1, pg_catalog.clock_timestamp())
+        on conflict on constraint rate_limit_hits_pkey do update set seq = excluded.seq, at = excluded.at;
+        return true;
+      end if;
+    elsif max_attempts > ring then
+      perform smsao.grow_rate_limit_ring(key, op, max_attempts);
+    else
+      with k as (
+        update smsao.rate_limit_keys k
+           set admitted = k.admitted + 1,
+               retain_window = greatest(k.retain_window, win),
+               window_ends = greatest(k.window_ends, pg_catalog.clock_timestamp() + greatest(k.retain_window, win))
+         where k.caller_key = key and k.operation_type = op and k.admitted = seen
+        returning k.admitted
+      )
+      insert into smsao.rate_limit_hits as h (caller_key, operation_type, slot, seq, at)
+      select key, op, (k.admitted % ring)::integer, k.admitted, pg_catalog.clock_timestamp() from k
+      on conflict on constraint rate_limit_hits_pkey do update set seq = excluded.seq, at = excluded.at;
+      if found then
+        return true;
+      end if;
+    end if;
+  end loop;
+  raise exception 'rate limit state of % changed under its lock five times: retry', op
+    using errcode = '40001';
 end
 $$;
 revoke all on function public.enhanced_security_rate_limit(text, integer, integer)
   from public, anon, authenticated, service_role;
 grant execute on function public.enhanced_security_rate_limit(text, integer, integer)
   to anon, authenticated, service_role;
+
+-- A call with a larger limit than the key's ring: the ring grows to it, for a caller that
+-- holds the key's advisory lock. The attempts kept move to their slot in the larger ring.
+create or replace function smsao.grow_rate_limit_ring(key text, op text, new_size integer) returns void
+  language plpgsql
+  set search_path = ''
+as $$
+declare
+  seqs bigint[];
+  stamps timestamptz[];
+begin
+  with moved as (
+    delete from smsao.rate_limit_hits h where h.caller_key = key and h.operation_type = op
+    returning h.seq, h.at
+  )
+  select pg_catalog.array_agg(m.seq), pg_catalog.array_agg(m.at) into seqs, stamps from moved m;
+  insert into smsao.rate_limit_hits (caller_key, operation_type, slot, seq, at)
+  select key, op, (m.seq % new_size)::integer, m.seq, m.at from unnest(seqs, stamps) as m(seq, at);
+  update smsao.rate_limit_keys k set ring_size = new_size
+  where k.caller_key = key and k.operation_type = op;
+end
+$$;
+revoke all on function smsao.grow_rate_limit_ring(text, text, integer) from public, anon, authenticated, service_role;
 
 -- A refusal: counted nowhere in the key's state, and written to function_call_audit only
 -- when it is the key's first refusal within its window, so a flood of refused calls

@@ -2,21 +2,22 @@
 -- counters of the critical operations that survive a rollback.
 
 -- Rate-limit state (replaces smsao.rate_limit_windows, whose array was unnested and sorted
--- on every call). One row per (caller, operation) and one row per admitted attempt still
--- kept. Attempts are numbered 1, 2, 3... per key, so "the max_attempts-th newest attempt"
--- is one primary-key lookup: a call admits when that attempt is missing or older than the
--- window. A call's work does not depend on how many attempts the window holds.
+-- on every call). One row per (caller, operation), and a ring of its newest admitted
+-- attempts: attempts are numbered 1, 2, 3... per key and attempt n lives in slot
+-- n % ring_size, so "the max_attempts-th newest attempt" is one primary-key lookup and an
+-- admission overwrites one slot in place. A call admits when that attempt is missing or
+-- older than the window: its work does not depend on how many attempts the window holds.
 -- UNLOGGED: it is hot, and losing it in a crash only forgets recent attempts.
 create unlogged table smsao.rate_limit_keys (
   caller_key     text not null,
   operation_type text not null,
   -- The number of the newest admitted attempt (attempts ever admitted on this key).
   admitted       bigint not null,
-  -- The largest max_attempts and the longest window used on this key: attempts are kept
-  -- while they may still decide a call (newest retain_count, younger than retain_window).
-  retain_count   integer not null,
+  -- Attempts kept: the largest max_attempts used on this key.
+  ring_size      integer not null check (ring_size between 1 and 10000),
+  -- The longest window used on this key; past window_ends every attempt has left every
+  -- window used, and the key (with its ring) can be pruned.
   retain_window  interval not null,
-  -- Past this instant every attempt has left every window used: the key can be pruned.
   window_ends    timestamptz not null,
   -- When the last refusal was written to function_call_audit: at most one row per window.
   denied_at      timestamptz,
@@ -26,10 +27,11 @@ create unlogged table smsao.rate_limit_keys (
 create unlogged table smsao.rate_limit_hits (
   caller_key     text not null,
   operation_type text not null,
-  seq            bigint not null,        -- the attempt's number on its key
-  at             timestamptz not null,   -- when it was admitted (after the key's lock)
-  primary key (caller_key, operation_type, seq)
-);
+  slot           integer not null,        -- seq % ring_size of the key
+  seq            bigint not null,         -- the attempt's number on its key
+  at             timestamptz not null,    -- when it was admitted (after the key's lock)
+  primary key (caller_key, operation_type, slot)
+) with (fillfactor = 70);  -- an admission overwrites its slot: a HOT update
 create index rate_limit_keys_window_ends_idx on smsao.rate_limit_keys (window_ends);
 
 -- Calls, errors and refusals of the critical operations, counted by sequences because a

@@ -15,6 +15,7 @@ drop function if exists smsao.guard_app_statement(text, text, text);
 drop function if exists smsao.record_initial_credits();
 drop function if exists smsao.record_rate_limit_denial(text, text, integer, integer);
 drop function if exists smsao.prune_rate_limit_state(integer);
+drop function if exists smsao.grow_rate_limit_ring(text, text, integer);
 drop function if exists smsao.critical_call_totals();
 drop function if exists smsao.count_call(text);
 drop function if exists smsao.count_failure(text, text);

@@ -5,21 +5,22 @@
 -- counters of the critical operations that survive a rollback.
 
 -- Rate-limit state (replaces smsao.rate_limit_windows, whose array was unnested and sorted
--- on every call). One row per (caller, operation) and one row per admitted attempt still
--- kept. Attempts are numbered 1, 2, 3... per key, so "the max_attempts-th newest attempt"
--- is one primary-key lookup: a call admits when that attempt is missing or older than the
--- window. A call's work does not depend on how many attempts the window holds.
+-- on every call). One row per (caller, operation), and a ring of its newest admitted
+-- attempts: attempts are numbered 1, 2, 3... per key and attempt n lives in slot
+-- n % ring_size, so "the max_attempts-th newest attempt" is one primary-key lookup and an
+-- admission overwrites one slot in place. A call admits when that attempt is missing or
+-- older than the window: its work does not depend on how many attempts the window holds.
 -- UNLOGGED: it is hot, and losing it in a crash only forgets recent attempts.
 create unlogged table smsao.rate_limit_keys (
   caller_key     text not null,
   operation_type text not null,
   -- The number of the newest admitted attempt (attempts ever admitted on this key).
   admitted       bigint not null,
-  -- The largest max_attempts and the longest window used on this key: attempts are kept
-  -- while they may still decide a call (newest retain_count, younger than retain_window).
-  retain_count   integer not null,
+  -- Attempts kept: the largest max_attempts used on this key.
+  ring_size      integer not null check (ring_size between 1 and 10000),
+  -- The longest window used on this key; past window_ends every attempt has left every
+  -- window used, and the key (with its ring) can be pruned.
   retain_window  interval not null,
-  -- Past this instant every attempt has left every window used: the key can be pruned.
   window_ends    timestamptz not null,
   -- When the last refusal was written to function_call_audit: at most one row per window.
   denied_at      timestamptz,
@@ -29,10 +30,11 @@ create unlogged table smsao.rate_limit_keys (
 create unlogged table smsao.rate_limit_hits (
   caller_key     text not null,
   operation_type text not null,
-  seq            bigint not null,        -- the attempt's number on its key
-  at             timestamptz not null,   -- when it was admitted (after the key's lock)
-  primary key (caller_key, operation_type, seq)
-);
+  slot           integer not null,        -- seq % ring_size of the key
+  seq            bigint not null,         -- the attempt's number on its key
+  at             timestamptz not null,    -- when it was admitted (after the key's lock)
+  primary key (caller_key, operation_type, slot)
+) with (fillfactor = 70);  -- an admission overwrites its slot: a HOT update
 create index rate_limit_keys_window_ends_idx on smsao.rate_limit_keys (window_ends);
 
 -- Calls, errors and refusals of the critical operations, counted by sequences because a
@@ -322,6 +324,106 @@ begin
 end
 $$;
 revoke all on function smsao.critical_call_totals() from public, anon, authenticated, service_role;
+
+-- ==== sql/functions/cache_invalidation.sql ====
+-- Tells every app process which cached keys a statement made stale (runner.cache listens).
+--
+-- Statement-level with transition tables: one NOTIFY per statement carrying the distinct
+-- keys of the owners it touched, so a 5,000-row import sends one notification, not 5,000.
+-- The trigger arguments are key templates in which '{user_id}' stands for each affected
+-- owner, e.g. 'contacts:{user_id}' or 'sms_logs:{user_id}:*' (a pattern: every page).
+-- The payload is a JSON array of keys and fnmatch patterns. NOTIFY payloads must stay
+-- under 8000 bytes: when the keys would not fit, the statement touched so many owners
+-- that the whole family goes instead ('contacts:*'), as it does for TRUNCATE.
+-- Notifications are sent at commit and never for a rolled-back transaction, so a cache
+-- never drops (or refetches) a key for a change that did not happen.
+--
+-- One small trigger function per event, because each sees only its own transition
+-- tables (an INSERT trigger has no old rows); they share smsao.send_cache_invalidation.
+
+-- owners NULL means "everyone" (TRUNCATE); an empty array sends nothing.
+create or replace function smsao.send_cache_invalidation(owners uuid[], templates text[]) returns void
+  language plpgsql
+  set search_path = ''
+as $$
+declare
+  payload text;
+begin
+  if owners is not null and pg_catalog.cardinality(owners) = 0 then
+    return;  -- the statement changed no row
+  end if;
+  -- A key is at least a uuid (36 characters) with its quotes and a separator: past that
+  -- many keys the payload cannot fit, so it is not built (at 100k owners it would be
+  -- megabytes of text thrown away).
+  if owners is not null and pg_catalog.cardinality(owners) * pg_catalog.cardinality(templates) * 39 <= 7900 then
+    select pg_catalog.to_jsonb(pg_catalog.array_agg(pg_catalog.replace(t.template, '{user_id}', o.owner::text)
+                                                     order by t.ord, o.owner))::text
+      into payload
+      from pg_catalog.unnest(templates) with ordinality t (template, ord)
+     cross join pg_catalog.unnest(owners) o (owner);
+  end if;
+  if payload is null or pg_catalog.octet_length(payload) > 7900 then
+    select pg_catalog.to_jsonb(pg_catalog.array_agg(pg_catalog.replace(t.template, '{user_id}', '*')
+                                                     order by t.ord))::text
+      into payload
+      from pg_catalog.unnest(templates) with ordinality t (template, ord);
+  end if;
+  perform pg_catalog.pg_notify('cache_invalidation', payload);
+end
+$$;
+revoke all on function smsao.send_cache_invalidation(uuid[], text[]) from public, anon, authenticated, service_role;
+-- The triggers run with the writer's rights, and app users and the backend write these
+-- tables (anon never can). Calling it directly can only make caches drop keys early.
+grant execute on function smsao.send_cache_invalidation(uuid[], text[]) to authenticated, service_role;
+
+create or replace function smsao.cache_invalidation_on_insert() returns trigger
+  language plpgsql
+  set search_path = ''
+as $$
+begin
+  perform smsao.send_cache_invalidation(
+    (select coalesce(pg_catalog.array_agg(distinct n.user_id), '{}') from new_rows n), tg_argv);
+  return null;
+end
+$$;
+revoke all on function smsao.cache_invalidation_on_insert() from public, anon, authenticated, service_role;
+
+-- Both owners: an UPDATE may move a row from one user to another.
+create or replace function smsao.cache_invalidation_on_update() returns trigger
+  language plpgsql
+  set search_path = ''
+as $$
+begin
+  perform smsao.send_cache_invalidation(
+    (select coalesce(pg_catalog.array_agg(distinct u.user_id), '{}')
+       from (select o.user_id from old_rows o union select n.user_id from new_rows n) u), tg_argv);
+  return null;
+end
+$$;
+revoke all on function smsao.cache_invalidation_on_update() from public, anon, authenticated, service_role;
+
+create or replace function smsao.cache_invalidation_on_delete() returns trigger
+  language plpgsql
+  set search_path = ''
+as $$
+begin
+  perform smsao.send_cache_invalidation(
+    (select coalesce(pg_catalog.array_agg(distinct o.user_id), '{}') from old_rows o), tg_argv);
+  return null;
+end
+$$;
+revoke all on function smsao.cache_invalidation_on_delete() from public, anon, authenticated, service_role;
+
+create or replace function smsao.cache_invalidation_on_truncate() returns trigger
+  language plpgsql
+  set search_path = ''
+as $$
+begin
+  perform smsao.send_cache_invalidation(null, tg_argv);
+  return null;
+end
+$$;
+revoke all on function smsao.cache_invalidation_on_truncate() from public, anon, authenticated, service_role;
 
 -- ==== sql/functions/caller.sql ====
 -- Who is calling, as the contract's section 1 defines it.
@@ -1021,13 +1123,16 @@ create or replace function smsao.handle_new_user() returns trigger
   set search_path = ''
 as $$
 begin
+  -- An anti-join rather than ON CONFLICT (speculative insertion costs about twice a plain
+  -- insert per row): a profile or role can already exist only if another trigger on
+  -- auth.users wrote it (a Supabase project's own handle_new_user), in this statement.
   insert into public.profiles (user_id, email, full_name)
   select n.id, n.email, nullif(pg_catalog.to_jsonb(n) #>> '{raw_user_meta_data,full_name}', '')
   from new_users n
-  on conflict (user_id) do nothing;
+  where not exists (select from public.profiles p where p.user_id = n.id);
   insert into public.user_roles (user_id, role)
   select n.id, 'user' from new_users n
-  on conflict (user_id, role) do nothing;
+  where not exists (select from public.user_roles r where r.user_id = n.id and r.role = 'user');
   return null;
 end
 $$;
@@ -1061,6 +1166,473 @@ as $$
 $$;
 revoke all on function smsao.is_admin() from public, anon, authenticated, service_role;
 grant execute on function smsao.is_admin() to authenticated, service_role;
+
+-- ==== sql/functions/health_counters.sql ====
+-- The live counters behind production_system_health_check() (table smsao.health_counters,
+-- triggers in sql/triggers/health_counters.sql). Every change to a counted table adjusts
+-- the counters in the same transaction, so a health check sees exactly what its snapshot
+-- sees, at the cost of a few small-table reads however big the data grows.
+--
+-- Metrics kept here:
+--   total_users              rows of public.profiles
+--   pending_credit_requests  credit_requests with status 'pending'
+--   orphaned_sms_logs        sms_logs rows whose user_id has no profile
+--   orphaned_otp_codes       otp_codes rows with a user_id that has no profile
+--   sms, sms_failed          sms_logs rows (all / status 'failed') per hour of created_at (UTC),
+--                            kept for the last 48 hours of created_at
+--
+-- Advisory lock keys used by the monitoring code (two-int form, first key 7411220..7411229):
+--   (7411220, 1)       one record_health_snapshot() at a time
+--   (7411221, bucket)  owner-id buckets of the orphan counters (smsao.entering_orphans)
+
+-- Add `delta` to a metric without waiting for any other writer: take any row of the
+-- metric that no other transaction holds, or start a new row. Row count per metric stays
+-- near the peak number of concurrent writers; smsao.compact_health_counters folds them.
+create or replace function smsao.bump_counter(metric_name text, at_bucket timestamptz, delta bigint) returns void
+  language plpgsql
+  set search_path = ''
+as $$
+begin
+  if delta = 0 then
+    return;
+  end if;
+  update smsao.health_counters c set value = c.value + delta
+  where c.id = (select h.id from smsao.health_counters h
+                where h.metric = metric_name and h.bucket = at_bucket
+                limit 1 for update skip locked);
+  if not found then
+    insert into smsao.health_counters (metric, bucket, value) values (metric_name, at_bucket, delta);
+  end if;
+end
+$$;
+revoke all on function smsao.bump_counter(text, timestamptz, bigint) from public, anon, authenticated, service_role;
+
+-- The hour bucket of a timestamp, the same in every session time zone.
+create or replace function smsao.hour_bucket(ts timestamptz) returns timestamptz
+  language sql immutable parallel safe
+  set search_path = ''
+as $$
+  select pg_catalog.date_bin('1 hour', ts, '2000-01-01 00:00:00+00'::timestamptz)
+$$;
+revoke all on function smsao.hour_bucket(timestamptz) from public, anon, authenticated, service_role;
+
+-- Orphan accounting. A row of sms_logs / otp_codes is orphaned when its user_id has no
+-- profile; smsao.missing_owners holds exactly those user ids that rows refer to. Four
+-- kinds of change move the count, and each is made exact under concurrency by a lock:
+--
+--  * rows entering (insert, new side of an update), smsao.entering_orphans: owners found
+--    are locked FOR KEY SHARE, as a foreign key check does, so a concurrent deletion of
+--    the profile waits and then counts these rows itself. For owners not found we take
+--    the exclusive advisory lock of their id bucket, look again, and record them in
+--    missing_owners; a transaction creating such a profile holds that bucket shared.
+--  * rows leaving (delete, old side of an update): a row was orphaned iff its owner is in
+--    missing_owners. No lock: a concurrent profile insert/delete locks the rows it counts
+--    (FOR KEY SHARE), so either it waited for our deletion or our deletion waits for its
+--    commit and then sees its change of missing_owners; each row is counted once.
+--  * a profile deleted, smsao.count_profiles_delete: its rows become orphans.
+--  * a profile created, smsao.count_profiles_insert: an id in missing_owners (an account
+--    re-created with an old id) adopts its rows.
+-- Advisory buckets: (7411221, hashtext(user_id) & 1023).
+
+-- How many of some entering rows are orphaned. owner_ids/row_counts: the distinct
+-- non-null user_ids of the rows and how many rows each has.
+create or replace function smsao.entering_orphans(owner_ids uuid[], row_counts bigint[]) returns bigint
+  language plpgsql
+  set search_path = ''
+as $$
+declare
+  missing uuid[];
+begin
+  if coalesce(cardinality(owner_ids), 0) = 0 then
+    return 0::bigint;
+  end if;
+  -- Which owners exist is what this statement locked: the lock and the look are one,
+  -- so a profile committed or deleted in between cannot slip past both.
+  missing := array(select u from unnest(owner_ids) u
+                   except
+                   select k.user_id from (select p.user_id from public.profiles p
+                                          where p.user_id = any (owner_ids) for key share) k);
+  if cardinality(missing) = 0 then
+    return 0::bigint;
+  end if;
+  perform pg_catalog.pg_advisory_xact_lock(7411221, s.bucket)
+  from (select distinct (pg_catalog.hashtext(u::text) & 1023) as bucket
+        from unnest(missing) u order by 1) s;
+  -- A profile for one of these may have committed while we waited.
+  missing := array(select u from unnest(missing) u
+                   except
+                   select k.user_id from (select p.user_id from public.profiles p
+                                          where p.user_id = any (missing) for key share) k);
+  if cardinality(missing) = 0 then
+    return 0::bigint;
+  end if;
+  insert into smsao.missing_owners (user_id) select u from unnest(missing) u on conflict do nothing;
+  return (select coalesce(sum(t.n), 0)::bigint
+          from unnest(owner_ids, row_counts) as t(u, n)
+          join unnest(missing) as m(u) on m.u = t.u);
+end
+$$;
+revoke all on function smsao.entering_orphans(uuid[], bigint[]) from public, anon, authenticated, service_role;
+
+-- The trigger functions below run once per statement, one per table and event (a
+-- trigger with transition tables serves one event). SECURITY DEFINER: whoever writes
+-- the counted table needs no right on the smsao tables.
+
+-- profiles: total_users, and the orphan counters when an owner comes or goes.
+create or replace function smsao.count_profiles_insert() returns trigger
+  language plpgsql security definer
+  set search_path = ''
+as $$
+declare
+  users bigint;
+  adopted uuid[];
+  sms_rows bigint := 0::bigint;
+  otp_rows bigint := 0::bigint;
+begin
+  select count(*) into users from new_rows;
+  -- Wait for in-flight writers of ownerless rows of these ids (they hold the bucket
+  -- exclusively), then take over the ids' rows if any were left by an old account.
+  perform pg_catalog.pg_advisory_xact_lock_shared(7411221, s.bucket)
+  from (select distinct (pg_catalog.hashtext(n.user_id::text) & 1023) as bucket
+        from new_rows n order by 1) s;
+  with gone as (
+    delete from smsao.missing_owners m where m.user_id in (select n.user_id from new_rows n)
+    returning m.user_id)
+  select pg_catalog.array_agg(g.user_id) into adopted from gone g;
+  if adopted is not null then
+    select count(*) into sms_rows from (
+      select from public.sms_logs l where l.user_id = any (adopted) for key share of l) x;
+    select count(*) into otp_rows from (
+      select from public.otp_codes o where o.user_id = any (adopted) for key share of o) x;
+  end if;
+  perform smsao.bump_counter('total_users', '-infinity', users);
+  perform smsao.bump_counter('orphaned_sms_logs', '-infinity', -sms_rows);
+  perform smsao.bump_counter('orphaned_otp_codes', '-infinity', -otp_rows);
+  return null;
+end
+$$;
+revoke all on function smsao.count_profiles_insert() from public, anon, authenticated, service_role;
+
+create or replace function smsao.count_profiles_delete() returns trigger
+  language plpgsql security definer
+  set search_path = ''
+as $$
+declare
+  users bigint;
+  sms_rows bigint;
+  otp_rows bigint;
+  sms_owners uuid[];
+  otp_owners uuid[];
+begin
+  select count(*) into users from old_rows;
+  -- The deleted users' rows become orphans. Locking them makes a concurrent deletion of
+  -- one of them either finish first (not counted here) or wait for our commit.
+  -- Cost: proportional to the deleted users' rows; deleting a user is rare.
+  with locked as (
+    select l.user_id from public.sms_logs l
+    where l.user_id in (select o.user_id from old_rows o) for key share of l)
+  select count(*), pg_catalog.array_agg(distinct k.user_id) into sms_rows, sms_owners from locked k;
+  with locked as (
+    select c.user_id from public.otp_codes c
+    where c.user_id in (select o.user_id from old_rows o) for key share of c)
+  select count(*), pg_catalog.array_agg(distinct k.user_id) into otp_rows, otp_owners from locked k;
+  insert into smsao.missing_owners (user_id)
+  select u from unnest(sms_owners || otp_owners) u on conflict do nothing;
+  perform smsao.bump_counter('total_users', '-infinity', -users);
+  perform smsao.bump_counter('orphaned_sms_logs', '-infinity', sms_rows);
+  perform smsao.bump_counter('orphaned_otp_codes', '-infinity', otp_rows);
+  return null;
+end
+$$;
+revoke all on function smsao.count_profiles_delete() from public, anon, authenticated, service_role;
+
+-- credit_requests: pending_credit_requests.
+create or replace function smsao.count_credit_requests_insert() returns trigger
+  language plpgsql security definer
+  set search_path = ''
+as $$
+begin
+  perform smsao.bump_counter('pending_credit_requests', '-infinity',
+    (select count(*) from new_rows n where n.status = 'pending'));
+  return null;
+end
+$$;
+revoke all on function smsao.count_credit_requests_insert() from public, anon, authenticated, service_role;
+
+create or replace function smsao.count_credit_requests_update() returns trigger
+  language plpgsql security definer
+  set search_path = ''
+as $$
+begin
+  perform smsao.bump_counter('pending_credit_requests', '-infinity',
+    (select count(*) from new_rows n where n.status = 'pending')
+    - (select count(*) from old_rows o where o.status = 'pending'));
+  return null;
+end
+$$;
+revoke all on function smsao.count_credit_requests_update() from public, anon, authenticated, service_role;
+
+create or replace function smsao.count_credit_requests_delete() returns trigger
+  language plpgsql security definer
+  set search_path = ''
+as $$
+begin
+  perform smsao.bump_counter('pending_credit_requests', '-infinity',
+    -(select count(*) from old_rows o where o.status = 'pending'));
+  return null;
+end
+$$;
+revoke all on function smsao.count_credit_requests_delete() from public, anon, authenticated, service_role;
+
+-- sms_logs: per-hour totals and failures (`sms`, `sms_failed`), and orphaned_sms_logs.
+-- Hours older than 48 h are not kept: the health check reads the last 25.
+create or replace function smsao.count_sms_logs_insert() returns trigger
+  language plpgsql security definer
+  set search_path = ''
+as $$
+declare
+  -- smsao.hour_bucket(), inlined: this runs for every SMS written.
+  bucket_origin constant timestamptz := '2000-01-01 00:00:00+00'::timestamptz;
+  oldest timestamptz := pg_catalog.date_bin('1 hour', pg_catalog.now() - interval '48 hours', bucket_origin);
+  r record;
+  ids uuid[];
+  counts bigint[];
+begin
+  for r in select pg_catalog.date_bin('1 hour', n.created_at, bucket_origin) as bucket, count(*) as total,
+                  count(*) filter (where n.status = 'failed') as failed
+           from new_rows n where n.created_at >= oldest group by 1 loop
+    perform smsao.bump_counter('sms', r.bucket, r.total);
+    perform smsao.bump_counter('sms_failed', r.bucket, r.failed);
+  end loop;
+  select pg_catalog.array_agg(g.user_id), pg_catalog.array_agg(g.n) into ids, counts
+  from (select n.user_id, count(*) as n from new_rows n group by 1) g;
+  perform smsao.bump_counter('orphaned_sms_logs', '-infinity', smsao.entering_orphans(ids, counts));
+  return null;
+end
+$$;
+revoke all on function smsao.count_sms_logs_insert() from public, anon, authenticated, service_role;
+
+create or replace function smsao.count_sms_logs_delete() returns trigger
+  language plpgsql security definer
+  set search_path = ''
+as $$
+declare
+  -- smsao.hour_bucket(), inlined: this runs for every SMS written.
+  bucket_origin constant timestamptz := '2000-01-01 00:00:00+00'::timestamptz;
+  oldest timestamptz := pg_catalog.date_bin('1 hour', pg_catalog.now() - interval '48 hours', bucket_origin);
+  r record;
+  orphans bigint := 0::bigint;
+begin
+  for r in select pg_catalog.date_bin('1 hour', o.created_at, bucket_origin) as bucket, count(*) as total,
+                  count(*) filter (where o.status = 'failed') as failed
+           from old_rows o where o.created_at >= oldest group by 1 loop
+    perform smsao.bump_counter('sms', r.bucket, -r.total);
+    perform smsao.bump_counter('sms_failed', r.bucket, -r.failed);
+  end loop;
+  if exists (select from smsao.missing_owners) then
+    select count(*) into orphans from old_rows o join smsao.missing_owners m on m.user_id = o.user_id;
+  end if;
+  perform smsao.bump_counter('orphaned_sms_logs', '-infinity', -orphans);
+  return null;
+end
+$$;
+revoke all on function smsao.count_sms_logs_delete() from public, anon, authenticated, service_role;
+
+-- Status updates (delivery reports) are the common case: they move a row in or out of
+-- `sms_failed` and leave the rest alone; a changed user_id is a leaving old row plus an
+-- entering new one.
+create or replace function smsao.count_sms_logs_update() returns trigger
+  language plpgsql security definer
+  set search_path = ''
+as $$
+declare
+  -- smsao.hour_bucket(), inlined: this runs for every SMS written.
+  bucket_origin constant timestamptz := '2000-01-01 00:00:00+00'::timestamptz;
+  oldest timestamptz := pg_catalog.date_bin('1 hour', pg_catalog.now() - interval '48 hours', bucket_origin);
+  r record;
+  ids uuid[];
+  counts bigint[];
+  orphans bigint := 0::bigint;
+begin
+  for r in select d.bucket, sum(d.total) as total, sum(d.failed) as failed
+           from (select pg_catalog.date_bin('1 hour', n.created_at, bucket_origin) as bucket, 1 as total,
+                        (n.status = 'failed')::int as failed
+                 from new_rows n where n.created_at >= oldest
+                 union all
+                 select pg_catalog.date_bin('1 hour', o.created_at, bucket_origin), -1, -((o.status = 'failed')::int)
+                 from old_rows o where o.created_at >= oldest) d
+           group by d.bucket loop
+    perform smsao.bump_counter('sms', r.bucket, r.total);
+    perform smsao.bump_counter('sms_failed', r.bucket, r.failed);
+  end loop;
+  -- A count, not EXISTS: under EXISTS the planner optimises for the first row and joins the
+  -- transition tables by nested loop, comparing every pair when no row changed its owner
+  -- (a status update, the usual case): quadratic in the statement's rows.
+  if (select count(*) from old_rows o join new_rows n on n.id = o.id where n.user_id <> o.user_id) > 0 then
+    select -count(*) into orphans
+    from old_rows o join new_rows n on n.id = o.id join smsao.missing_owners m on m.user_id = o.user_id
+    where n.user_id <> o.user_id;
+    select pg_catalog.array_agg(g.user_id), pg_catalog.array_agg(g.n) into ids, counts
+    from (select n.user_id, count(*) as n from old_rows o join new_rows n on n.id = o.id
+          where n.user_id <> o.user_id group by 1) g;
+    orphans := orphans + smsao.entering_orphans(ids, counts);
+  end if;
+  perform smsao.bump_counter('orphaned_sms_logs', '-infinity', orphans);
+  return null;
+end
+$$;
+revoke all on function smsao.count_sms_logs_update() from public, anon, authenticated, service_role;
+
+-- otp_codes: orphaned_otp_codes (OTPs without user_id are for phones, never orphaned).
+create or replace function smsao.count_otp_codes_insert() returns trigger
+  language plpgsql security definer
+  set search_path = ''
+as $$
+declare
+  ids uuid[];
+  counts bigint[];
+begin
+  select pg_catalog.array_agg(g.user_id), pg_catalog.array_agg(g.n) into ids, counts
+  from (select n.user_id, count(*) as n from new_rows n where n.user_id is not null group by 1) g;
+  perform smsao.bump_counter('orphaned_otp_codes', '-infinity', smsao.entering_orphans(ids, counts));
+  return null;
+end
+$$;
+revoke all on function smsao.count_otp_codes_insert() from public, anon, authenticated, service_role;
+
+-- The retention cleanup deletes OTPs by the million: with no orphaned owners at all (the
+-- usual case) this costs one look at an empty table per statement.
+create or replace function smsao.count_otp_codes_delete() returns trigger
+  language plpgsql security definer
+  set search_path = ''
+as $$
+declare
+  orphans bigint := 0::bigint;
+begin
+  if exists (select from smsao.missing_owners) then
+    select count(*) into orphans from old_rows o join smsao.missing_owners m on m.user_id = o.user_id;
+  end if;
+  perform smsao.bump_counter('orphaned_otp_codes', '-infinity', -orphans);
+  return null;
+end
+$$;
+revoke all on function smsao.count_otp_codes_delete() from public, anon, authenticated, service_role;
+
+create or replace function smsao.count_otp_codes_update() returns trigger
+  language plpgsql security definer
+  set search_path = ''
+as $$
+declare
+  ids uuid[];
+  counts bigint[];
+  orphans bigint := 0::bigint;
+begin
+  -- A count, not EXISTS: see smsao.count_sms_logs_update.
+  if (select count(*) from old_rows o join new_rows n on n.id = o.id
+      where n.user_id is distinct from o.user_id) > 0 then
+    select -count(*) into orphans
+    from old_rows o join new_rows n on n.id = o.id join smsao.missing_owners m on m.user_id = o.user_id
+    where n.user_id is distinct from o.user_id;
+    select pg_catalog.array_agg(g.user_id), pg_catalog.array_agg(g.n) into ids, counts
+    from (select n.user_id, count(*) as n from old_rows o join new_rows n on n.id = o.id
+          where n.user_id is distinct from o.user_id and n.user_id is not null group by 1) g;
+    orphans := orphans + smsao.entering_orphans(ids, counts);
+  end if;
+  perform smsao.bump_counter('orphaned_otp_codes', '-infinity', orphans);
+  return null;
+end
+$$;
+revoke all on function smsao.count_otp_codes_update() from public, anon, authenticated, service_role;
+
+-- Recompute every counter from the tables. Run by the migration that introduces the
+-- counters, after a TRUNCATE or a change of profiles.user_id (both rare), and by a DBA
+-- after loading data with triggers disabled (session_replication_role = replica).
+-- Cost: one pass over each counted table. Writers of those tables wait meanwhile
+-- (SHARE lock), which is what makes the result exact.
+create or replace function smsao.recount_health_counters() returns jsonb
+  language plpgsql security definer
+  set search_path = ''
+as $$
+declare
+  oldest timestamptz := smsao.hour_bucket(pg_catalog.now() - interval '48 hours');
+begin
+  lock table public.profiles, public.credit_requests, public.sms_logs, public.otp_codes in share mode;
+  delete from smsao.health_counters;
+  delete from smsao.missing_owners;
+  with orphan_owners as (
+    select l.user_id, count(*) as sms_rows, 0::bigint as otp_rows from public.sms_logs l
+    where not exists (select from public.profiles p where p.user_id = l.user_id) group by 1
+    union all
+    select o.user_id, 0, count(*) from public.otp_codes o
+    where o.user_id is not null and not exists (select from public.profiles p where p.user_id = o.user_id)
+    group by 1
+  ), recorded as (
+    insert into smsao.missing_owners (user_id) select distinct x.user_id from orphan_owners x
+  )
+  insert into smsao.health_counters (metric, value)
+  select 'total_users', count(*) from public.profiles
+  union all
+  select 'pending_credit_requests', count(*) from public.credit_requests where status = 'pending'
+  union all
+  select 'orphaned_sms_logs', coalesce(sum(x.sms_rows), 0) from orphan_owners x
+  union all
+  select 'orphaned_otp_codes', coalesce(sum(x.otp_rows), 0) from orphan_owners x;
+  insert into smsao.health_counters (metric, bucket, value)
+  select m.metric, b.bucket, m.value
+  from (select smsao.hour_bucket(l.created_at) as bucket, count(*) as total,
+               count(*) filter (where l.status = 'failed') as failed
+        from public.sms_logs l where l.created_at >= oldest group by 1) b
+  cross join lateral (values ('sms', b.total), ('sms_failed', b.failed)) as m(metric, value)
+  where m.value <> 0;
+  return (select pg_catalog.jsonb_object_agg(t.metric, t.total)
+          from (select c.metric, sum(c.value) as total from smsao.health_counters c
+                where c.bucket = '-infinity' group by c.metric) t);
+end
+$$;
+revoke all on function smsao.recount_health_counters() from public, anon, authenticated, service_role;
+
+create or replace function smsao.recount_health_counters_trigger() returns trigger
+  language plpgsql security definer
+  set search_path = ''
+as $$
+begin
+  perform smsao.recount_health_counters();
+  return null;
+end
+$$;
+revoke all on function smsao.recount_health_counters_trigger() from public, anon, authenticated, service_role;
+
+-- Fold each metric's rows into one and drop hours no reader needs, skipping rows that a
+-- writer holds right now (they are folded next time). Returns the rows removed.
+-- Run by record_health_snapshot() and the daily housekeeping; correctness never depends
+-- on it, only the size of smsao.health_counters does.
+create or replace function smsao.compact_health_counters() returns integer
+  language plpgsql security definer
+  set search_path = ''
+as $$
+declare
+  oldest timestamptz := smsao.hour_bucket(pg_catalog.now() - interval '48 hours');
+  removed integer;
+  folded integer := 0;
+  r record;
+begin
+  delete from smsao.health_counters c
+  where c.id in (select h.id from smsao.health_counters h
+                 where h.bucket > '-infinity' and h.bucket < oldest
+                 for update skip locked);
+  get diagnostics removed = row_count;
+  for r in select l.metric, l.bucket, pg_catalog.array_agg(l.id order by l.id) as ids, sum(l.value) as total
+           from (select h.id, h.metric, h.bucket, h.value from smsao.health_counters h
+                 for update skip locked) l
+           group by l.metric, l.bucket having count(*) > 1 loop
+    update smsao.health_counters c set value = r.total where c.id = r.ids[1];
+    delete from smsao.health_counters c where c.id = any (r.ids[2:]);
+    folded := folded + cardinality(r.ids) - 1;
+  end loop;
+  return removed + folded;
+end
+$$;
+revoke all on function smsao.compact_health_counters() from public, anon, authenticated, service_role;
 
 -- ==== sql/functions/housekeeping.sql ====
 -- Housekeeping, separate from the retention rules: monitoring history older than 30 days,
@@ -1438,16 +2010,21 @@ $$;
 revoke all on function smsao.rate_limit_key() from public, anon, authenticated, service_role;
 
 -- Exact sliding window: admits when fewer than max_attempts attempts were admitted in the
--- last window_minutes. State: smsao.rate_limit_keys / rate_limit_hits (sql/schema/40_hardening.sql).
--- The max_attempts-th newest attempt of the key decides: the call is refused when it was
--- admitted inside the window. One primary-key lookup, however many attempts the window holds.
+-- last window_minutes. State: smsao.rate_limit_keys and the ring of each key's newest
+-- attempts in smsao.rate_limit_hits (sql/schema/40_hardening.sql). The max_attempts-th
+-- newest attempt decides: the call is refused when it was admitted inside the window.
 --   1. Refusals are decided from committed state, with no lock and no write: admitted
 --      attempts stay admitted, so a key seen full is full now. A refusal records at most one
 --      function_call_audit row per key, operation and window (smsao.record_rate_limit_denial).
---   2. Admissions take the key's transaction-level advisory lock, then decide and record in
---      one statement whose snapshot is taken after the lock: concurrent calls never admit
---      more than the limit, and an admission is stamped when it is admitted, not when the
---      call started (a call that queued on the lock records the time it got through).
+--   2. Admissions take the key's transaction-level advisory lock and record the attempt only
+--      if no other call was admitted since step 1 (else they look again, under the lock):
+--      concurrent calls never admit more than the limit, and an attempt is stamped when it is
+--      admitted, not when the call started (a call that queued records when it got through).
+-- Every lookup is by full primary key, so no plan depends on the tables' statistics (they
+-- are stale after a crash empties the UNLOGGED tables, or after a night's pruning).
+-- A key keeps the attempts of its largest limit and longest window: a later call with a
+-- larger limit or a longer window than ever before cannot see attempts already dropped
+-- (limits are per operation in practice, smsao.operation_limits).
 -- anon callers are keyed by a header anyone can forge, so they may use windows of at most
 -- 60 minutes and at most 100 attempts: their state never outlives an hour.
 create or replace function public.enhanced_security_rate_limit(
@@ -1465,9 +2042,10 @@ declare
   -- primary key (default collation): every lookup below would scan the whole table.
   key      text collate "default";
   op       text collate "default" := operation_type;
-  full_at  timestamptz;
-  denied_at timestamptz;
-  recorded bigint;
+  seen     bigint;
+  ring     integer;
+  denied   timestamptz;
+  deciding timestamptz;
 begin
   if operation_type is null or operation_type !~ '^[a-z][a-z0-9_]{0,62}$' then
     raise exception 'operation_type must be a lowercase identifier such as ''admin_access'', got %',
@@ -1489,70 +2067,91 @@ begin
       max_attempts, window_minutes using errcode = '22023';
   end if;
 
-  -- 1. Full already? (committed state, no lock)
-  select h.at, k.denied_at into full_at, denied_at
-  from smsao.rate_limit_keys k
-  join smsao.rate_limit_hits h
-    on h.caller_key = k.caller_key and h.operation_type = k.operation_type
-   and h.seq = k.admitted - max_attempts + 1
-  where k.caller_key = key and k.operation_type = op;
-  if full_at > pg_catalog.clock_timestamp() - win then
-    if denied_at is null or denied_at <= pg_catalog.clock_timestamp() - win then
-      perform smsao.record_rate_limit_denial(key, op, max_attempts, window_minutes);
+  -- 1. Full already? Committed state, no lock: admitted attempts stay admitted, so a key
+  --    seen full is full now. Every lookup is by full primary key.
+  -- (A second round runs under the lock and settles it, but for a concurrent prune of the
+  -- key or the growth of its ring: a few rounds always suffice.)
+  for round in 1..5 loop
+    select k.admitted, k.ring_size, k.denied_at into seen, ring, denied
+      from smsao.rate_limit_keys k where k.caller_key = key and k.operation_type = op;
+    deciding := null;
+    if seen >= max_attempts and ring >= max_attempts then
+      select h.at into deciding from smsao.rate_limit_hits h
+       where h.caller_key = key and h.operation_type = op
+         and h.slot = ((seen - max_attempts + 1) % ring)::integer and h.seq = seen - max_attempts + 1;
     end if;
-    return false;
-  end if;
+    if deciding > pg_catalog.clock_timestamp() - win then
+      if denied is null or denied <= pg_catalog.clock_timestamp() - win then
+        perform smsao.record_rate_limit_denial(key, op, max_attempts, window_minutes);
+      end if;
+      return false;
+    end if;
 
-  -- 2. Admit under the key's lock. The statements below take their snapshots after it was
-  -- granted, so they see every attempt the previous holder committed. Each admission also
-  -- drops the key's two oldest attempts once they can no longer decide any call, so a key
-  -- keeps about what its windows hold.
-  perform pg_catalog.pg_advisory_xact_lock(7411222, pg_catalog.hashtext(key || '|' || op));
-  with k as (
-    update smsao.rate_limit_keys k
-       set admitted = k.admitted + 1,
-           retain_count = greatest(k.retain_count, max_attempts),
-           retain_window = greatest(k.retain_window, win),
-           window_ends = greatest(k.window_ends, pg_catalog.clock_timestamp() + greatest(k.retain_window, win))
-     where k.caller_key = key and k.operation_type = op
-       and not exists (select from smsao.rate_limit_hits h
-                       where h.caller_key = key and h.operation_type = op
-                         and h.seq = k.admitted - max_attempts + 1
-                         and h.at > pg_catalog.clock_timestamp() - win)
-    returning k.admitted, k.retain_count, k.retain_window
-  ), hit as (
-    insert into smsao.rate_limit_hits (caller_key, operation_type, seq, at)
-    select key, op, k.admitted, pg_catalog.clock_timestamp() from k
-  ), expired as (
-    delete from smsao.rate_limit_hits h
-    using k
-    where h.caller_key = key and h.operation_type = op
-      and h.seq in (select o.seq from smsao.rate_limit_hits o
-                    where o.caller_key = key and o.operation_type = op
-                    order by o.seq limit 2)
-      and (h.seq <= k.admitted - k.retain_count or h.at < pg_catalog.clock_timestamp() - k.retain_window)
-  )
-  select k.admitted into recorded from k;
-  if recorded is not null then
-    return true;
-  end if;
-  if exists (select from smsao.rate_limit_keys k where k.caller_key = key and k.operation_type = op) then
-    perform smsao.record_rate_limit_denial(key, op, max_attempts, window_minutes);
-    return false;  -- filled up while this call waited for the lock
-  end if;
-  -- A new key (or one pruned since): its first attempt.
-  insert into smsao.rate_limit_keys (caller_key, operation_type, admitted, retain_count, retain_window, window_ends)
-  values (key, op, 1, max_attempts, win, pg_catalog.clock_timestamp() + win);
-  insert into smsao.rate_limit_hits (caller_key, operation_type, seq, at)
-  values (key, op, 1, pg_catalog.clock_timestamp())
-  on conflict on constraint rate_limit_hits_pkey do update set at = excluded.at;
-  return true;
+    -- 2. Admit under the key's lock, unless another call was admitted since step 1 (then
+    --    look again: the lock is held now, so the next look is final). The attempt is
+    --    stamped here, after the lock was granted.
+    perform pg_catalog.pg_advisory_xact_lock(7411222, pg_catalog.hashtext(key || '|' || op));
+    if seen is null then
+      insert into smsao.rate_limit_keys as k
+        (caller_key, operation_type, admitted, ring_size, retain_window, window_ends)
+      values (key, op, 1, max_attempts, win, pg_catalog.clock_timestamp() + win)
+      on conflict on constraint rate_limit_keys_pkey do nothing;
+      if found then
+        insert into smsao.rate_limit_hits as h (caller_key, operation_type, slot, seq, at)
+        values (key, op, (1 % max_attempts)::integer, 1, pg_catalog.clock_timestamp())
+        on conflict on constraint rate_limit_hits_pkey do update set seq = excluded.seq, at = excluded.at;
+        return true;
+      end if;
+    elsif max_attempts > ring then
+      perform smsao.grow_rate_limit_ring(key, op, max_attempts);
+    else
+      with k as (
+        update smsao.rate_limit_keys k
+           set admitted = k.admitted + 1,
+               retain_window = greatest(k.retain_window, win),
+               window_ends = greatest(k.window_ends, pg_catalog.clock_timestamp() + greatest(k.retain_window, win))
+         where k.caller_key = key and k.operation_type = op and k.admitted = seen
+        returning k.admitted
+      )
+      insert into smsao.rate_limit_hits as h (caller_key, operation_type, slot, seq, at)
+      select key, op, (k.admitted % ring)::integer, k.admitted, pg_catalog.clock_timestamp() from k
+      on conflict on constraint rate_limit_hits_pkey do update set seq = excluded.seq, at = excluded.at;
+      if found then
+        return true;
+      end if;
+    end if;
+  end loop;
+  raise exception 'rate limit state of % changed under its lock five times: retry', op
+    using errcode = '40001';
 end
 $$;
 revoke all on function public.enhanced_security_rate_limit(text, integer, integer)
   from public, anon, authenticated, service_role;
 grant execute on function public.enhanced_security_rate_limit(text, integer, integer)
   to anon, authenticated, service_role;
+
+-- A call with a larger limit than the key's ring: the ring grows to it, for a caller that
+-- holds the key's advisory lock. The attempts kept move to their slot in the larger ring.
+create or replace function smsao.grow_rate_limit_ring(key text, op text, new_size integer) returns void
+  language plpgsql
+  set search_path = ''
+as $$
+declare
+  seqs bigint[];
+  stamps timestamptz[];
+begin
+  with moved as (
+    delete from smsao.rate_limit_hits h where h.caller_key = key and h.operation_type = op
+    returning h.seq, h.at
+  )
+  select pg_catalog.array_agg(m.seq), pg_catalog.array_agg(m.at) into seqs, stamps from moved m;
+  insert into smsao.rate_limit_hits (caller_key, operation_type, slot, seq, at)
+  select key, op, (m.seq % new_size)::integer, m.seq, m.at from unnest(seqs, stamps) as m(seq, at);
+  update smsao.rate_limit_keys k set ring_size = new_size
+  where k.caller_key = key and k.operation_type = op;
+end
+$$;
+revoke all on function smsao.grow_rate_limit_ring(text, text, integer) from public, anon, authenticated, service_role;
 
 -- A refusal: counted nowhere in the key's state, and written to function_call_audit only
 -- when it is the key's first refusal within its window, so a flood of refused calls
