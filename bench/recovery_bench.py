@@ -15,6 +15,7 @@ Compared, all against the same database size (sum of pg_database_size):
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -100,17 +101,21 @@ def main() -> None:
         t = timed(lambda: incr.update(backups.backup_embedded(cluster)))
         row("smsao-db backup (pgBackRest incremental)", t, incr["repository_bytes"], "after a small change")
 
+        # Passwords go through the environment, not argv (which every local user can read).
+        bare_url, pw_env = pgserver.without_password(url)
+        bare_postgres, _ = pgserver.without_password(cluster.url("postgres"))
+        env = {**os.environ, **pw_env}
         basebackup = base / "basebackup"
         t = timed(lambda: pgserver.run([PG15 / "pg_basebackup", "-D", basebackup, "-X", "stream", "-c", "fast",
-                                        "-d", cluster.url("postgres")]))
+                                        "-d", bare_postgres], env=pw_env))
         row("pg_basebackup (plain, uncompressed)", t, _du(basebackup), "the physical floor")
 
         dump = base / "smsao.dump"
         t = timed(lambda: subprocess.run([PG15 / "pg_dump", "-Fc", *[f"--schema={s}" for s in backups.PACKAGE_SCHEMAS],
-                                          f"--file={dump}", url], check=True))
+                                          f"--file={dump}", bare_url], check=True, env=env))
         row("pg_dump -Fc (package schemas)", t, dump.stat().st_size, "the logical path (server by URL)")
         t = timed(lambda: subprocess.run([PG15 / "pg_dump", "-Fc", "-Z0", *[f"--schema={s}" for s in backups.PACKAGE_SCHEMAS],
-                                          f"--file={base / 'smsao-z0.dump'}", url], check=True))
+                                          f"--file={base / 'smsao-z0.dump'}", bare_url], check=True, env=env))
         row("pg_dump -Fc -Z0 (no compression)", t, (base / "smsao-z0.dump").stat().st_size, "")
         print_table(["backup", "s", "MB/s", "stored MB", "note"], results,
                     title=f"Backup of {mb:.0f} MB (MB/s = database size / wall time)")
