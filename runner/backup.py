@@ -600,6 +600,7 @@ def restore_logical(target_dir: str | Path, repo: str | Path | None = None,
     bindir = pgserver.debian_bindir(meta.get("server_major") or 0) or find_bindir()
     started = time.monotonic()
     pgserver.private_dir(target)
+    server = None
     try:
         server = init_scratch(target, bindir)
         server.start()
@@ -610,7 +611,8 @@ def restore_logical(target_dir: str | Path, repo: str | Path | None = None,
         pgserver.append_settings(target, {"listen_addresses": "'127.0.0.1'", "unix_socket_directories": "''"},
                                  "smsao-db restore: served on 127.0.0.1 like the embedded database")
     except BaseException:
-        pgserver.run([bindir / "pg_ctl", "-D", target, "-m", "immediate", "stop"], check=False)
+        if server:
+            server.stop()  # the server, if it started, and its private socket directory
         pgserver.remove_tree(target)
         target.mkdir(exist_ok=True)
         raise

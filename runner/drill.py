@@ -244,8 +244,12 @@ def _run_logical(url: str, repo: str | None, keep: bool) -> dict:
 
         def restore():
             s = backups.init_scratch(scratch / "pgdata", bindir)
-            s.start()
-            backups.load_logical(s, meta["file"])
+            try:
+                s.start()
+                backups.load_logical(s, meta["file"])
+            except BaseException:
+                s.stop()  # the server and its private socket directory
+                raise
             return s, f"pg_restore of {Path(meta['file']).name} into a new cluster", True
         server = steps.run("restore", restore)
         if server:
@@ -254,9 +258,6 @@ def _run_logical(url: str, repo: str | None, keep: bool) -> dict:
     finally:
         if server:
             server.stop()
-        else:
-            pgserver.run([Path(find_bindir()) / "pg_ctl", "-D", scratch / "pgdata", "-m", "immediate", "stop"],
-                         check=False)
         if keep:
             report["scratch"] = str(scratch)
         else:
