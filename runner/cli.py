@@ -122,6 +122,9 @@ def resolve_url(database_url: str | None = None) -> str:
 # -- the embedded database ------------------------------------------------------------------
 @app.command()
 def up(demo_data: Annotated[bool, typer.Option("--demo", help="Load demo data and 24 h of history.")] = False,
+       backup_repo: Annotated[Optional[str], typer.Option(
+           "--backup-repo", metavar="DIR", envvar="SMSAO_BACKUP_REPO", show_envvar=True,
+           help="pgBackRest repository (default: backup/ in the data home).")] = None,
        verbose: Verbose = False) -> None:
     """Start the embedded PostgreSQL (init on first use), migrate, record a first health check."""
     from runner import demo, health, migrate, schedule
@@ -149,6 +152,9 @@ def up(demo_data: Annotated[bool, typer.Option("--demo", help="Load demo data an
         console().print(f"pg_cron: {len(applied)} jobs scheduled ({changed} created or updated)")
     except UserError as exc:
         console(stderr=True).print(f"[yellow]warning:[/yellow] {exc}", highlight=False)
+    from runner import recovery_cli
+
+    url = recovery_cli.after_up(cluster, backup_repo)  # pgBackRest + WAL archiving (may restart)
     console().print(f"[green]embedded database ready[/green]: {redact(url)} "
                     "(`smsao-db url` prints it with the password)", highlight=False)
 
@@ -156,8 +162,11 @@ def up(demo_data: Annotated[bool, typer.Option("--demo", help="Load demo data an
 @app.command()
 def down(verbose: Verbose = False) -> None:
     """Stop the embedded PostgreSQL (its data stays in .smsao/)."""
+    from runner import recovery_cli
     from runner.embedded import Cluster
 
+    use_verbose(verbose)
+    recovery_cli.before_down()  # archive the newest WAL first
     stopped = Cluster().stop()
     console().print("embedded database stopped" if stopped else "embedded database was not running")
 
@@ -330,6 +339,86 @@ def serve(
                         "Ctrl-C stops", highlight=False)
 
     web.serve(target, host=host, port=port, token=token, refresh_seconds=refresh, on_ready=ready)
+
+
+# -- recovery (issue 12): the logic lives in runner/backup.py, drill.py, integrity.py and
+# upgrade_check.py, reached through runner/recovery_cli.py when the command runs.
+RepoOption = Annotated[Optional[str], typer.Option(
+    "--repo", metavar="DIR",
+    help="Backup repository to read (default: the one `up` configured, or backup/ in the data home).")]
+
+
+@app.command()
+def backup(
+    full: Annotated[bool, typer.Option("--full", help="A full backup even when an incremental one would do.")] = False,
+    repo: RepoOption = None,
+    json_output: JsonFlag = False,
+    database_url: DatabaseUrl = None,
+    verbose: Verbose = False,
+) -> None:
+    """Back up: embedded database, pgBackRest (full, then incremental; WAL archived continuously);
+    a server given by URL, a logical pg_dump of the package's schemas."""
+    from runner import recovery_cli
+
+    use_verbose(verbose)
+    recovery_cli.backup(database_url, repo, full, json_output)
+
+
+@app.command()
+def restore(
+    to: Annotated[str, typer.Option("--to", metavar="DIR", help="New (or empty) directory for the restored cluster.")],
+    target_time: Annotated[Optional[str], typer.Option(
+        "--target-time", metavar="TS", help="Point in time to recover to (ISO 8601; UTC when no zone is given).")] = None,
+    repo: RepoOption = None,
+    dump: Annotated[Optional[str], typer.Option("--dump", metavar="FILE", help="A logical backup file to restore.")] = None,
+    database_url: DatabaseUrl = None,
+    verbose: Verbose = False,
+) -> None:
+    """Restore the latest backup, or the state at --target-time, into a new data directory."""
+    from runner import recovery_cli
+
+    use_verbose(verbose)
+    recovery_cli.restore(database_url, to, target_time, repo, dump)
+
+
+@app.command()
+def drill(
+    repo: RepoOption = None,
+    keep: Annotated[bool, typer.Option("--keep", help="Leave the scratch cluster on disk (stopped).")] = False,
+    json_output: JsonFlag = False,
+    database_url: DatabaseUrl = None,
+    verbose: Verbose = False,
+) -> None:
+    """Restore drill: latest backup into a scratch cluster, verify + integrity there, row counts,
+    RPO and RTO. Exit 0 only if nothing committed before the backup's end is missing."""
+    from runner import recovery_cli
+
+    use_verbose(verbose)
+    raise typer.Exit(recovery_cli.drill(database_url, repo, keep, json_output))
+
+
+@app.command()
+def integrity(json_output: JsonFlag = False, database_url: DatabaseUrl = None, verbose: Verbose = False) -> None:
+    """Invariants a restore or a bug could break: balances = ledger, counters = recount, orphans
+    accounted, indexes sound (amcheck). Exit 0 only when all hold."""
+    from runner import recovery_cli
+
+    raise typer.Exit(recovery_cli.integrity(options(database_url, verbose), json_output))
+
+
+@app.command("upgrade-check")
+def upgrade_check(
+    to_bin: Annotated[str, typer.Option("--to-bin", metavar="DIR", help="bin directory of the newer PostgreSQL.")],
+    keep: Annotated[bool, typer.Option("--keep", help="Leave the upgraded copy on disk (stopped).")] = False,
+    json_output: JsonFlag = False,
+    database_url: DatabaseUrl = None,
+    verbose: Verbose = False,
+) -> None:
+    """Major-version upgrade rehearsal on a copy: pg_upgrade with the binaries in --to-bin,
+    start, verify, integrity; extensions the new binaries lack are dropped on the copy and named."""
+    from runner import recovery_cli
+
+    raise typer.Exit(recovery_cli.upgrade_check(options(database_url, verbose), to_bin, keep, json_output))
 
 
 # -- entry point ----------------------------------------------------------------------------

@@ -1,0 +1,149 @@
+"""The recovery commands' glue: which database, which kind of backup, and how the result is
+printed. The work is in runner/backup.py, drill.py, integrity.py and upgrade_check.py.
+
+runner/cli.py keeps only thin command functions that call these (and one call each in
+`up` and `down`), importing this module when they run; output goes through this
+module's own consoles, so the CLI's way of making consoles does not matter here."""
+from __future__ import annotations
+
+import json
+import os
+
+from runner.errors import UserError
+
+_consoles: dict = {}
+
+
+def out(stderr: bool = False):
+    key = "err" if stderr else "out"
+    if key not in _consoles:
+        from rich.console import Console
+
+        # soft_wrap: one line stays one line when piped (Rich wraps at 80 columns otherwise).
+        _consoles[key] = Console(stderr=stderr, soft_wrap=True)
+    return _consoles[key]
+
+
+def given_url(database_url: str | None) -> str | None:
+    """The database URL given to this command (after or before it, or DATABASE_URL), or None
+    for the embedded database."""
+    if database_url:
+        return database_url
+    from runner import cli
+
+    options = getattr(cli, "GLOBAL", None)  # global options given before the command
+    return getattr(options, "database_url", None) or os.environ.get("DATABASE_URL") or None
+
+
+def after_up(cluster, backup_repo: str | None) -> str:
+    """`up`: set up pgBackRest and archiving (a warning, not a failure, when impossible).
+    Returns the cluster's URL, which changes when turning archiving on restarts it."""
+    from runner import backup as backups
+
+    try:
+        out().print(backups.configure_embedded(cluster, backup_repo), highlight=False)
+    except UserError as exc:
+        out(True).print(f"[yellow]warning:[/yellow] no backups: {exc}", highlight=False)
+    return cluster.url()
+
+
+def before_down() -> None:
+    """`down`: archive the newest WAL first, so the repository alone covers up to the stop."""
+    from runner import backup as backups
+    from runner.embedded import Cluster
+
+    try:
+        archived = backups.archive_before_stop(Cluster())
+        if archived:
+            out().print(archived, highlight=False)
+    except UserError as exc:
+        out(True).print(f"[yellow]warning:[/yellow] the newest WAL was not archived: {exc}", highlight=False)
+
+
+def _human(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _embedded():
+    from runner.embedded import Cluster
+
+    return Cluster()
+
+
+def backup(database_url: str | None, repo: str | None, full: bool, as_json: bool) -> None:
+    from runner import backup as backups
+
+    console = out()
+    database_url = given_url(database_url)
+    if database_url:
+        if full:
+            raise UserError("--full applies to pgBackRest backups of the embedded database; "
+                            "a logical backup is always complete")
+        report = backups.backup_logical(database_url, repo)
+    else:
+        report = backups.backup_embedded(_embedded(), repo, full)
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    if report["kind"] == "logical":
+        console.print(f"[yellow]{report['note']}[/yellow]", highlight=False)
+        console.print(f"logical backup {report['file']}: {_human(report['size_bytes'])} in "
+                      f"{report['duration_s']:.1f} s ({report['start']} .. {report['stop']})", highlight=False)
+        return
+    console.print(f"{report['type']} backup {report['label']}: {_human(report['size_bytes'])} of data, "
+                  f"{_human(report['repository_bytes'])} stored, {report['backup_duration_s']} s "
+                  f"({report['start']} .. {report['stop']}), WAL {report['wal_start']} .. {report['wal_stop']}; "
+                  f"repository {report['repository']}", highlight=False)
+    if report.get("note"):
+        console.print(report["note"], highlight=False)
+    console.print(f"the archive covers every point in time up to {report['archive_covers_until']}", highlight=False)
+
+
+def restore(database_url: str | None, to: str, target_time: str | None, repo: str | None,
+            dump: str | None) -> None:
+    from runner import backup as backups
+
+    console = out()
+    database_url = given_url(database_url)
+    if database_url or dump:
+        restored = backups.restore_logical(to, repo, dump, target_time)
+    else:
+        restored = backups.restore_embedded(_embedded(), to, target_time, repo)
+    console.print(f"restored {restored.target} into {restored.data_dir} in {restored.seconds:.1f} s "
+                  "(the live database was not touched)", highlight=False)
+    console.print("start it with:", highlight=False)
+    console.print(f"  {restored.how_to_start}", highlight=False, soft_wrap=True)
+    if restored.kind == "pgbackrest":
+        console.print("it replays the archived WAL up to the target and then opens for writes; archiving is off "
+                      "in the copy (turn it on only once it replaces the live database)", highlight=False)
+
+
+def drill(database_url: str | None, repo: str | None, keep: bool, as_json: bool) -> int:
+    from runner import drill as drills
+
+    console = out()
+    database_url = given_url(database_url)
+    report = drills.run(database_url, repo, keep, embedded=None if database_url else _embedded())
+    if as_json:
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        drills.render(report, console)
+    return 0 if report["passed"] else 1
+
+
+def integrity(url: str, as_json: bool) -> int:
+    from runner import integrity as checks
+
+    return checks.main(url, as_json, out())
+
+
+def upgrade_check(url: str, to_bin: str, keep: bool, as_json: bool) -> int:
+    from runner import upgrade_check as rehearsal
+
+    return rehearsal.main(url, to_bin, keep, as_json, out())
