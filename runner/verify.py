@@ -499,6 +499,31 @@ def _approve(v: Verifier):
            "profiles.credits differs from the ledger sum")
 
 
+@check("audit", "an admin never decides their own credit request")
+def _no_self_approval(v: Verifier):
+    admin = v.new_user(admin=True)
+    rid = v.as_(Caller.user(admin), "select public.request_credits(1000000)")[0][0]
+    for sql in ("select public.approve_credit_request(%s)", "select public.reject_credit_request(%s, 'mine')"):
+        state = v.error_of(Caller.user(admin), sql, [rid])
+        ensure(state == "42501", f"{sql.split('(')[0].split('.')[-1]} of their own request: {state or 'accepted'}")
+    ensure(v.one("select status from public.credit_requests where id = %s", [rid]) == "pending",
+           "the admin's own request changed")
+
+
+@check("rls", "a user whose account is not active writes nothing")
+def _inactive_writes_nothing(v: Verifier):
+    uid = v.new_user(status="suspended")
+    user = Caller.user(uid)
+    accepted = [sql for sql in (
+        "insert into public.campaigns (user_id, name) values (%s, 'verify')",
+        "insert into public.contact_import_jobs (user_id) values (%s)",
+        "insert into public.contacts (user_id, phone) values (%s, '+244900000009')",
+        "update public.profiles set full_name = 'verify' where user_id = %s")
+        if v.error_of(user, sql, [uid]) is None]
+    ensure(not accepted, "accepted from a suspended user: " + "; ".join(accepted))
+    ensure(v.one("select count(*) from public.campaigns where user_id = %s", [uid]) == 0, "a campaign was written")
+
+
 @check("audit", "reading a user's PII leaves a pii_access_audit row")
 def _pii(v: Verifier):
     uid, admin = v.new_user(), v.new_user(admin=True)
