@@ -196,8 +196,8 @@ def main() -> None:
     ap.add_argument("--sizes", default="10000,100000", help="rows per statement (default 10000,100000)")
     ap.add_argument("--repeat", type=int, default=3, help="runs per variant and size; median (default 3)")
     ap.add_argument("--with-sql", metavar="FILE",
-                    help="SQL applied right after migrating (a proposed change, e.g. "
-                         "bench/proposed/issue10_fixes.sql), measured against the same floors")
+                    help="SQL applied right after migrating (a proposed change), "
+                         "measured against the same floors")
     ap.add_argument("--timeout", type=int, default=30,
                     help="seconds after which a statement is cancelled and reported as '> N s' (default 30)")
     args = ap.parse_args()

@@ -301,8 +301,8 @@ def main() -> None:
     ap.add_argument("--hot-calls", type=int, default=1_200,
                     help="calls per connection in a hot-key admitting run (default 1200: 8 x 1200 < 10,000)")
     ap.add_argument("--with-sql", metavar="FILE",
-                    help="SQL applied right after migrating (a proposed change, e.g. "
-                         "bench/proposed/issue10_fixes.sql), measured against the same floors")
+                    help="SQL applied right after migrating (a proposed change), "
+                         "measured against the same floors")
     args = ap.parse_args()
     if args.clients * args.hot_calls >= 10_000:
         raise SystemExit("--clients x --hot-calls must stay under 10,000: every hot-key call must be admitted")

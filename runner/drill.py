@@ -25,6 +25,7 @@ import re
 import shutil
 import tempfile
 import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -178,6 +179,20 @@ def _scratch_parent(home: Path | None) -> Path | None:
     return home if home and home.exists() else None
 
 
+@contextmanager
+def _scratch(report: dict, keep: bool, parent: Path | None = None):
+    """A private directory for the scratch cluster, removed afterwards unless kept."""
+    scratch = Path(tempfile.mkdtemp(prefix="drill-", dir=parent))
+    pgserver.give_to_owner(scratch, 0o700)
+    try:
+        yield scratch
+    finally:
+        if keep:
+            report["scratch"] = str(scratch)
+        else:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
 def _run_embedded(cluster, repo: str | None, keep: bool) -> dict:
     pb = backups.PgBackRest.for_cluster(cluster, repo)
     latest = pb.latest()  # "no backup yet" / "repository missing or damaged": one line, exit 1
@@ -194,34 +209,29 @@ def _run_embedded(cluster, repo: str | None, keep: bool) -> dict:
         return None, f"{count} segments from {latest['archive']['start']} to {newest}, no gap", True
     steps.run("archive continuity", continuity)
 
-    parent = _scratch_parent(Path(cluster.home))
-    scratch = Path(tempfile.mkdtemp(prefix="drill-", dir=parent))
-    pgserver.give_to_owner(scratch, 0o700)
     server = None
     started = time.monotonic()
-    try:
-        restored = steps.run("restore", lambda: (lambda r: (r, f"{r.target} in {r.seconds:.1f} s", True))(
-            backups.restore_embedded(cluster, scratch / "pgdata", repo=repo, immediate=True, label=latest["label"])))
-        if restored:
-            server = pgserver.Server(restored.data_dir, restored.bindir, scratch / "server.log").private({
-                # pg_cron keeps its jobs in the cluster's cron database: a scratch copy must not run them.
-                "cron.database_name": "'template1'",
-            })
+    with _scratch(report, keep, _scratch_parent(Path(cluster.home))) as scratch:
+        try:
+            restored = steps.run("restore", lambda: (lambda r: (r, f"{r.target} in {r.seconds:.1f} s", True))(
+                backups.restore_embedded(cluster, scratch / "pgdata", repo=repo, immediate=True,
+                                         label=latest["label"])))
+            if restored:
+                server = pgserver.Server(restored.data_dir, restored.bindir, scratch / "server.log").private({
+                    # pg_cron keeps its jobs in the cluster's cron database: a scratch copy must not run them.
+                    "cron.database_name": "'template1'",
+                })
 
-            def start():
-                server.start()
-                server.wait_until_writable()
-                return server, f"promoted and accepting writes on port {server.port}", True
-            if steps.run("start", start):
-                report["rto_s"] = round(time.monotonic() - started, 2)
-                _check_scratch(steps, server, manifest.get("counts_before") or {}, manifest.get("counts_after"))
-    finally:
-        if server:
-            server.stop()
-        if keep:
-            report["scratch"] = str(scratch)
-        else:
-            shutil.rmtree(scratch, ignore_errors=True)
+                def start():
+                    server.start()
+                    server.wait_until_writable()
+                    return server, f"promoted and accepting writes on port {server.port}", True
+                if steps.run("start", start):
+                    report["rto_s"] = round(time.monotonic() - started, 2)
+                    _check_scratch(steps, server, manifest.get("counts_before") or {}, manifest.get("counts_after"))
+        finally:
+            if server:
+                server.stop()
     report["rpo"] = rpo_embedded(cluster)
     report["steps"] = steps.items
     report["passed"] = all(s["passed"] is not False for s in steps.items) and \
@@ -233,35 +243,30 @@ def _run_logical(url: str, repo: str | None, keep: bool) -> dict:
     meta = backups.latest_logical(repo)
     steps = Steps()
     report = {"kind": "logical", "backup": meta["label"], "file": meta["file"], "backup_end": meta.get("stop")}
-    scratch = Path(tempfile.mkdtemp(prefix="smsao-drill-"))
-    pgserver.give_to_owner(scratch, 0o700)
     server = None
     started = time.monotonic()
-    try:
-        from runner.embedded import find_bindir
+    with _scratch(report, keep) as scratch:
+        try:
+            from runner.embedded import find_bindir
 
-        bindir = pgserver.debian_bindir(meta.get("server_major") or 0) or find_bindir()
+            bindir = pgserver.debian_bindir(meta.get("server_major") or 0) or find_bindir()
 
-        def restore():
-            s = backups.init_scratch(scratch / "pgdata", bindir)
-            try:
-                s.start()
-                backups.load_logical(s, meta["file"])
-            except BaseException:
-                s.stop()  # the server and its private socket directory
-                raise
-            return s, f"pg_restore of {Path(meta['file']).name} into a new cluster", True
-        server = steps.run("restore", restore)
-        if server:
-            report["rto_s"] = round(time.monotonic() - started, 2)
-            _check_scratch(steps, server, meta.get("counts") or {}, None)
-    finally:
-        if server:
-            server.stop()
-        if keep:
-            report["scratch"] = str(scratch)
-        else:
-            shutil.rmtree(scratch, ignore_errors=True)
+            def restore():
+                s = backups.init_scratch(scratch / "pgdata", bindir)
+                try:
+                    s.start()
+                    backups.load_logical(s, meta["file"])
+                except BaseException:
+                    s.stop()  # the server and its private socket directory
+                    raise
+                return s, f"pg_restore of {Path(meta['file']).name} into a new cluster", True
+            server = steps.run("restore", restore)
+            if server:
+                report["rto_s"] = round(time.monotonic() - started, 2)
+                _check_scratch(steps, server, meta.get("counts") or {}, None)
+        finally:
+            if server:
+                server.stop()
     dumped = backups.parse_time(meta["start"]) if meta.get("start") else None
     report["rpo"] = {"known": bool(dumped), "seconds_at_risk": round((datetime.now(timezone.utc) - dumped)
                                                                      .total_seconds(), 1) if dumped else None,

@@ -35,7 +35,8 @@ create unlogged table smsao.rate_limit_hits (
   at             timestamptz not null,    -- when it was admitted (after the key's lock)
   primary key (caller_key, operation_type, slot)
 ) with (fillfactor = 70);  -- an admission overwrites its slot: a HOT update
-create index rate_limit_keys_window_ends_idx on smsao.rate_limit_keys (window_ends);
+-- No index on window_ends: every admission moves it, and an indexed column would make each
+-- admission a non-HOT update with a new index entry. The prune (once a minute) scans instead.
 
 -- Calls, errors and refusals of the critical operations, counted by sequences because a
 -- sequence advances even when the transaction that called nextval() rolls back: a refused
