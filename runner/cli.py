@@ -127,7 +127,7 @@ def up(demo_data: Annotated[bool, typer.Option("--demo", help="Load demo data an
            help="pgBackRest repository (default: backup/ in the data home).")] = None,
        verbose: Verbose = False) -> None:
     """Start the embedded PostgreSQL (init on first use), migrate, record a first health check."""
-    from runner import demo, health, migrate, schedule
+    from runner import demo, migrate, schedule
     from runner.db import connect, redact
     from runner.embedded import Cluster
 
@@ -145,13 +145,14 @@ def up(demo_data: Annotated[bool, typer.Option("--demo", help="Load demo data an
     if demo_data:
         loaded = demo.load(url)
         console().print("demo data loaded" if loaded else "demo data already present")
-    health.record_first_look(url)
+    # The jobs are the point of the embedded database (pg_cron is always preloaded there):
+    # not scheduling them is a failed `up`. Applying them stores the first snapshot too.
     try:
         applied = schedule.apply(url)
-        changed = sum(1 for _, action, _ in applied if action != "unchanged")
-        console().print(f"pg_cron: {len(applied)} jobs scheduled ({changed} created or updated)")
     except UserError as exc:
-        console(stderr=True).print(f"[yellow]warning:[/yellow] {exc}", highlight=False)
+        raise UserError(f"the pg_cron jobs could not be scheduled: {exc}") from None
+    changed = sum(1 for _, action, _ in applied if action != "unchanged")
+    console().print(f"pg_cron: {len(applied)} jobs scheduled ({changed} created or updated)")
     from runner import recovery_cli
 
     url = recovery_cli.after_up(cluster, backup_repo)  # pgBackRest + WAL archiving (may restart)

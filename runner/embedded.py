@@ -6,7 +6,12 @@ Never open to other local users: TCP (127.0.0.1 only) asks for the superuser's p
 generated once and kept in `<home>/password` (mode 0600); the only Unix socket is in
 `<home>/run`, a directory of mode 0700 owned by the server's OS user, and there pg_hba
 trusts local connections. Only that OS user (who owns the data files anyway) and root can
-enter it, and pg_cron uses it (`cron.host`) to run its jobs without a password."""
+enter it.
+
+The server keeps one port for its whole life (chosen at `init`, written into its
+configuration), so the URL that `smsao-db url` prints stays valid across restarts. pg_cron
+runs its jobs as background workers (`cron.use_background_workers`): a job stores no host
+or port to connect to, so it keeps running after a restart, a crash or a change of port."""
 from __future__ import annotations
 
 import glob
@@ -16,6 +21,7 @@ import secrets
 import shutil
 import socket
 import subprocess
+import time
 from pathlib import Path
 from urllib.parse import quote
 
@@ -62,6 +68,34 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def port_in_use(port: int, wait: float = 0) -> bool:
+    """Whether a program listens on 127.0.0.1:port, still after `wait` seconds (a server
+    that has just stopped may hold it a moment longer). Connections waiting in TIME_WAIT do
+    not count: the server binds with SO_REUSEADDR too."""
+    deadline = time.monotonic() + wait
+    while True:
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", port))
+                return False
+            except OSError:
+                if time.monotonic() >= deadline:
+                    return True
+        time.sleep(0.1)
+
+
+# Settings every embedded server has, whatever runner version made its data directory:
+# `start` adds the ones an older data directory lacks. pg_cron's jobs run as background
+# workers (no connection, so no host or port to go stale); each takes a worker slot, so
+# max_worker_processes leaves room beyond the jobs that may run at once.
+SCHEDULER_SETTINGS = {
+    "cron.use_background_workers": "on",
+    "cron.max_running_jobs": "5",
+    "max_worker_processes": "16",
+}
 
 
 class Cluster:
@@ -146,14 +180,43 @@ class Cluster:
             "password_encryption": "'scram-sha-256'",
             "shared_preload_libraries": "'pg_cron'",
             "cron.database_name": _conf_string(self.cron_database),
-            # pg_cron runs each job over libpq as its owner: through the private socket,
-            # where no password is asked (a job cannot read the password file).
+            # Only used should background workers be turned off: jobs would then connect
+            # through the private socket, where no password is asked.
             "cron.host": _conf_string(self.socket_dir),
             "timezone": "'UTC'",
+            # One port for the server's life: apps, `serve` and `monitor` keep their URL.
+            "port": str(free_port()),
+            **SCHEDULER_SETTINGS,
             **self.settings,
         }
+        self._append_conf("smsao-db", conf)
+
+    def _append_conf(self, why: str, settings: dict[str, str]) -> None:
         with open(self.data_dir / "postgresql.conf", "a") as f:
-            f.write("\n# smsao-db\n" + "".join(f"{k} = {v}\n" for k, v in conf.items()))
+            f.write(f"\n# {why}\n" + "".join(f"{k} = {v}\n" for k, v in settings.items()))
+
+    def _configured(self) -> dict[str, str]:
+        """The settings postgresql.conf gives (the last line of each name wins, as for the server)."""
+        found = {}
+        for line in (self.data_dir / "postgresql.conf").read_text().splitlines():
+            name, sep, value = line.split("#", 1)[0].partition("=")
+            if sep:
+                found[name.strip()] = value.strip()
+        return found
+
+    def _upgrade_conf(self) -> None:
+        """A data directory made by an older runner: give it a fixed port and background
+        workers for pg_cron (its jobs stored a host and port that each restart changed)."""
+        configured = self._configured()
+        missing = {k: v for k, v in SCHEDULER_SETTINGS.items() if k not in configured}
+        if "port" not in configured:
+            missing["port"] = str(free_port())
+        if missing:
+            self._append_conf("smsao-db: a fixed port, and pg_cron jobs as background workers", missing)
+
+    @property
+    def configured_port(self) -> int:
+        return int(self._configured().get("port", "5432").strip("'"))
 
     @property
     def running(self) -> bool:
@@ -163,8 +226,7 @@ class Cluster:
 
     @property
     def port(self) -> int:
-        # Line 4 of postmaster.pid is the port the running server listens on.
-        return int((self.data_dir / "postmaster.pid").read_text().splitlines()[3])
+        return self.configured_port
 
     def url(self, dbname: str = "smsao") -> str:
         """The superuser's URL over TCP, password included (for the runner, psql and apps)."""
@@ -175,10 +237,14 @@ class Cluster:
             return
         if self.initialized:
             self._prepare_home()  # the socket directory, should it have been removed
+            self._upgrade_conf()
         else:
             self.init()
-        self._run(find_bindir() / "pg_ctl", "-D", self.data_dir, "-l", self.log_file, "-w",
-                  "-t", "60", "-o", f"-p {free_port()}", "start")
+        port = self.configured_port
+        if port_in_use(port, wait=3):
+            raise UserError(f"port {port} of the embedded database ({self.home}) is taken by another program: "
+                            f"stop that program, or change `port` in {self.data_dir / 'postgresql.conf'}")
+        self._run(find_bindir() / "pg_ctl", "-D", self.data_dir, "-l", self.log_file, "-w", "-t", "60", "start")
 
     def stop(self) -> bool:
         if not self.running:

@@ -149,12 +149,3 @@ def render(report: dict, console: Console) -> None:
             console.print(f"  • [bold]{code}[/]: {RECOMMENDATIONS.get(code, '')} [dim]({RUNBOOK}#{code})[/]")
     else:
         console.print("[dim]no recommendations[/]")
-
-
-def record_first_look(url: str) -> None:
-    """Store a health snapshot and a performance sample now (what pg_cron does every few
-    minutes), so that a new dashboard shows a status at once."""
-    with connect(url) as conn:
-        conn.execute("select public.record_health_snapshot()")
-        conn.execute("select public.record_performance_sample()")
-        conn.commit()

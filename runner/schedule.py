@@ -4,7 +4,13 @@ The job definitions live in the database (smsao.cron_jobs(), sql/functions/cron_
 next to the functions they call; this module only applies them. pg_cron lives in one
 database per cluster (`cron.database_name`), so the jobs are written there with
 cron.schedule_in_database / cron.alter_job, by name, for the connected user: applying
-twice changes nothing."""
+twice changes nothing.
+
+A job that connects (pg_cron without background workers) stores its target when it is
+scheduled: `cron.host` and the server's port then. A restart on another port, a restored
+copy or a failover leaves it connecting to the wrong place, every run failing with
+"connection failed". `apply` compares each job's stored target with what it should be now
+and schedules it again where it is stale; `status` names a stale target."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -102,40 +108,87 @@ def _create_extension(conn: psycopg.Connection, cron_db: str) -> None:
                         f"ask one to run `create extension pg_cron` in '{cron_db}'") from None
 
 
-def _existing(conn: psycopg.Connection, names: list[str]) -> dict[str, tuple]:
+@dataclass(frozen=True)
+class Stored:
+    """A job as cron.job holds it."""
+    jobid: int
+    schedule: str
+    command: str
+    database: str
+    active: bool
+    target: tuple[str, int]  # (nodename, nodeport)
+
+
+def _existing(conn: psycopg.Connection, names: list[str]) -> dict[str, Stored]:
     rows = conn.execute(
-        "select jobname, jobid, schedule, command, database, active from cron.job "
+        "select jobname, jobid, schedule, command, database, active, nodename, nodeport from cron.job "
         "where jobname = any(%s) and username = current_user", [names]).fetchall()
-    return {r[0]: r[1:] for r in rows}
+    return {r[0]: Stored(r[1], r[2], r[3], r[4], r[5], (r[6], r[7])) for r in rows}
+
+
+def expected_target(conn: psycopg.Connection) -> tuple[str, int] | None:
+    """Where a newly scheduled job would connect (pg_cron stores `cron.host` and this
+    server's port), or None when jobs run as background workers and connect nowhere."""
+    bgw, host, port = conn.execute(
+        "select current_setting('cron.use_background_workers', true), current_setting('cron.host', true), "
+        "current_setting('port')::int").fetchone()
+    return None if bgw == "on" else (host, port)
+
+
+def stale(stored: Stored, expected: tuple[str, int] | None) -> str | None:
+    """Why the stored target is wrong, or None."""
+    if expected is None or stored.target == expected:
+        return None
+    return f"connects to {stored.target[0]}:{stored.target[1]}, the server is {expected[0]}:{expected[1]}"
 
 
 def apply(url: str) -> list[tuple[str, str, str]]:
     """Create or update every job; returns (jobname, action, database) per job."""
     setup = locate(url)
-    results = []
     with cron_connection(setup, create=True) as conn:
         try:
+            expected = expected_target(conn)
             existing = _existing(conn, [j.jobname for j in setup.jobs])
-            for job in setup.jobs:
-                found = existing.get(job.jobname)
-                if found is None:
-                    conn.execute("select cron.schedule_in_database(%s, %s, %s, %s)",
-                                 [job.jobname, job.schedule, job.command, job.database])
-                    results.append((job.jobname, "created", job.database))
-                    continue
-                jobid, schedule, command, database, active = found
-                if (schedule, command, database, active) == (job.schedule, job.command, job.database, True):
-                    results.append((job.jobname, "unchanged", job.database))
-                    continue
-                conn.execute("select cron.alter_job(%s, %s, %s, %s, null, true)",
-                             [jobid, job.schedule, job.command, job.database])
-                moved = f" (was in database '{database}')" if database != job.database else ""
-                results.append((job.jobname, "updated" + moved, job.database))
+            results = [_apply_job(conn, job, existing.get(job.jobname), expected) for job in setup.jobs]
         except errors.InsufficientPrivilege as exc:
             raise UserError(f"not allowed to schedule pg_cron jobs in '{setup.cron_db}': {first_line(exc)}") from None
         conn.commit()
     record_state(url, setup, scheduled=True)
+    record_first_look(url)
     return results
+
+
+def _apply_job(conn: psycopg.Connection, job: Job, found: Stored | None,
+               expected: tuple[str, int] | None) -> tuple[str, str, str]:
+    """Create, repair or update one job; (jobname, what was done, database)."""
+    schedule_it = "select cron.schedule_in_database(%s, %s, %s, %s)"
+    params = [job.jobname, job.schedule, job.command, job.database]
+    if found is None:
+        conn.execute(schedule_it, params)
+        return job.jobname, "created", job.database
+    wrong_target = stale(found, expected)
+    if wrong_target:
+        # cron.alter_job cannot change the target: schedule the job again, so pg_cron
+        # stores where this server is now.
+        conn.execute("select cron.unschedule(%s::bigint)", [found.jobid])
+        conn.execute(schedule_it, params)
+        return job.jobname, f"repaired (it {wrong_target})", job.database
+    if (found.schedule, found.command, found.database, found.active) == (
+            job.schedule, job.command, job.database, True):
+        return job.jobname, "unchanged", job.database
+    conn.execute("select cron.alter_job(%s, %s, %s, %s, null, true)",
+                 [found.jobid, job.schedule, job.command, job.database])
+    moved = f" (was in database '{found.database}')" if found.database != job.database else ""
+    return job.jobname, "updated" + moved, job.database
+
+
+def record_first_look(url: str) -> None:
+    """Store a health snapshot and a performance sample now (what the jobs then do every few
+    minutes), so the dashboard and /metrics show a status at once, wherever jobs are applied."""
+    with connect(url) as conn:
+        conn.execute("select public.record_health_snapshot()")
+        conn.execute("select public.record_performance_sample()")
+        conn.commit()
 
 
 def record_state(url: str, setup: CronSetup, scheduled: bool) -> None:
@@ -196,7 +249,8 @@ class JobStatus:
     jobid: int | None
     scheduled_in: str | None
     active: bool | None
-    last_start: object = None
+    stale_target: str | None = None
+    last_start: object = None  # NULL when the run never connected
     last_status: str | None = None
     last_message: str | None = None
     failures_24h: int = 0
@@ -210,15 +264,32 @@ class JobStatus:
             return f"runs in database '{self.scheduled_in}'"
         if not self.active:
             return "inactive"
+        if self.stale_target:
+            return f"stale target: it {self.stale_target} (`schedule apply` repairs it)"
         if self.last_status == "failed":
             return "last run failed"
         return None
+
+
+# Runs of the last `%(hours)s` hours of one job. A run that never connected has neither a
+# start nor an end time: it counts when it came after the newest run known to be older
+# than the period (run ids grow with time), so a job failing since long ago keeps counting.
+RECENT_RUNS = """
+    select count(*), count(*) filter (where d.status = 'failed')
+      from cron.job_run_details d
+     where d.jobid = %(jobid)s
+       and (coalesce(d.end_time, d.start_time) > now() - make_interval(hours => %(hours)s)
+            or (d.start_time is null and d.end_time is null
+                and d.runid > coalesce((select max(o.runid) from cron.job_run_details o
+                                         where coalesce(o.end_time, o.start_time)
+                                               <= now() - make_interval(hours => %(hours)s)), 0)))"""
 
 
 def status(url: str) -> list[JobStatus]:
     """Each job with its last run and the failures of the last 24 hours."""
     setup = locate(url)
     with cron_connection(setup) as conn:
+        expected = expected_target(conn)
         existing = _existing(conn, [j.jobname for j in setup.jobs])
         result = []
         for job in setup.jobs:
@@ -226,22 +297,20 @@ def status(url: str) -> list[JobStatus]:
             if found is None:
                 result.append(JobStatus(job, None, None, None))
                 continue
-            jobid, _, _, database, active = found
-            st = JobStatus(job, jobid, database, active)
+            st = JobStatus(job, found.jobid, found.database, found.active, stale(found, expected))
             last = conn.execute(
                 "select start_time, status, return_message from cron.job_run_details "
-                "where jobid = %s order by runid desc limit 1", [jobid]).fetchone()
+                "where jobid = %s order by runid desc limit 1", [found.jobid]).fetchone()
             if last:
                 st.last_start, st.last_status, st.last_message = last
-            st.runs_24h, st.failures_24h = conn.execute(
-                "select count(*), count(*) filter (where status = 'failed') from cron.job_run_details "
-                "where jobid = %s and start_time > now() - interval '24 hours'", [jobid]).fetchone()
+            st.runs_24h, st.failures_24h = conn.execute(RECENT_RUNS, {"jobid": found.jobid, "hours": 24}).fetchone()
             result.append(st)
     return result
 
 
 def render_jobs(jobs: list[JobStatus], console: Console, with_runs: bool) -> None:
     """`list`: where and when each job runs; `status`: its state, last run and failures."""
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
@@ -266,6 +335,8 @@ def render_jobs(jobs: list[JobStatus], console: Console, with_runs: bool) -> Non
             colour = {"succeeded": "green", "failed": "red"}.get(st.last_status, "yellow")
             message = (st.last_message or "").strip().splitlines()
             detail = f": {message[0][:60]}" if st.last_status == "failed" and message else ""
-            table.add_row(st.job.jobname, state, f"{st.last_start.astimezone(timezone.utc):%Y-%m-%d %H:%M}",
-                          f"[{colour}]{st.last_status}[/]{detail}", f"{st.failures_24h}/{st.runs_24h}")
+            started = (f"{st.last_start.astimezone(timezone.utc):%Y-%m-%d %H:%M}" if st.last_start
+                       else "never started")
+            table.add_row(st.job.jobname, state, started,
+                          f"[{colour}]{escape(st.last_status)}[/]{escape(detail)}", f"{st.failures_24h}/{st.runs_24h}")
     console.print(table)

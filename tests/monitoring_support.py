@@ -69,3 +69,10 @@ def set_threshold(db, metric, warning_at=None, critical_at=None, min_sample=0) -
 def ghost() -> uuid.UUID:
     """A user id with no account."""
     return uuid.uuid4()
+
+
+# The dead man's switch counts from the newest snapshot, or from the server's start if later
+# (downtime is not the scheduler failing). The test cluster started minutes ago: play one
+# that started a day ago, in this database only.
+STARTED_LONG_AGO = """create or replace function smsao.server_started_at() returns timestamptz
+  language sql stable set search_path = '' as $$ select pg_catalog.now() - interval '1 day' $$"""

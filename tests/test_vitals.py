@@ -11,7 +11,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from monitoring_support import add_config
+from monitoring_support import STARTED_LONG_AGO, add_config
 from runner import migrate
 from runner.embedded import Cluster
 from support import SERVICE, Caller
@@ -103,8 +103,15 @@ def test_connection_usage_has_its_threshold(db):
     assert r["checks"]["connection_usage"] == "warning" and "review_connection_pooling" in r["recommendations"]
 
 
+def sample_an_hour_ago(db) -> None:
+    """The per-minute sample that opened the last hour (the baseline of its counters)."""
+    db.sql("insert into public.performance_samples (sampled_at, response_time_ms, details) "
+           "values (now() - interval '61 minutes', 1, jsonb_build_object('counters', smsao.critical_counters_now()))")
+
+
 def test_refusals_and_errors_that_rolled_back_are_counted(db):
     add_config(db)
+    sample_an_hour_ago(db)
     suspended = Caller.user(db.create_user(status="suspended"))
     me = Caller.user(db.create_user())
     for _ in range(3):
@@ -118,9 +125,24 @@ def test_refusals_and_errors_that_rolled_back_are_counted(db):
     set_threshold(db, "security_refusals_1h", warning_at=2, critical_at=100)
     r = report(db)
     assert r["checks"]["security_refusals_1h"] == "warning" and "investigate_refusals" in r["recommendations"]
-    # A sample taken over an hour ago is the baseline: what came before it is not counted.
+    # A newer sample from the hour's start is the baseline: what came before it is not counted.
+    sample_an_hour_ago(db)
+    assert report(db)["metrics"]["security_refusals_1h"] == 0
+
+
+def test_without_a_sample_from_an_hour_ago_the_last_hour_of_refusals_is_unknown(db):
+    """Not every refusal ever: with no baseline at the hour's start, NULL and why."""
+    add_config(db)
+    suspended = Caller.user(db.create_user(status="suspended"))
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        db.as_(suspended, "select public.request_credits(10)")
     db.sql("insert into public.performance_samples (sampled_at, response_time_ms, details) "
-           "values (now() - interval '61 minutes', 1, jsonb_build_object('counters', smsao.critical_counters_now()))")
+           "values (now() - interval '70 minutes', 1, jsonb_build_object('counters', '{}'::jsonb))")
+    r = report(db)
+    assert r["metrics"]["security_refusals_1h"] is None and r["checks"]["security_refusals_1h"] == "ok"
+    assert "no performance sample from an hour ago" in r["details"]["unknown"]["security_refusals_1h"]
+    assert r["details"]["critical_operations"] is None
+    sample_an_hour_ago(db)
     assert report(db)["metrics"]["security_refusals_1h"] == 0
 
 
@@ -144,6 +166,7 @@ def test_scheduler_state_recorded_elsewhere_arms_the_dead_mans_switch(db):
     db.sql("select smsao.record_schedule_state(true, 'postgres')")
     r = report(db)
     assert r["metrics"]["health_snapshot_age_s"] < 5 and r["metrics"]["cron_failures_1h"] is None
+    db.sql(STARTED_LONG_AGO)
     db.sql("update smsao.scheduler_state set changed_at = now() - interval '11 minutes'")
     r = report(db)
     assert r["checks"]["health_snapshot_age_s"] == "critical" and r["recommendations"] == ["check_scheduler"]
@@ -179,6 +202,7 @@ def test_stopped_or_failing_jobs_turn_the_scheduler_check_critical(cron_home):
         one = lambda sql: conn.execute(sql).fetchone()[0]  # noqa: E731
         assert one(CHECK)["metrics"]["health_snapshot_age_s"] is None   # nothing scheduled yet
         # Scheduled (once a year, so it never runs during the test), the last snapshot old.
+        conn.execute(STARTED_LONG_AGO)
         jobid = one("select cron.schedule('smsao-health-check', '0 0 1 1 *', 'select public.record_health_snapshot()')")
         conn.execute("insert into public.system_health_snapshots (checked_at, system_status) "
                      "values (now() - interval '11 minutes', 'healthy')")

@@ -25,7 +25,8 @@
 -- Vital signs of the engine and the scheduler (sql/functions/vitals.sql), also in metrics:
 --   longest_transaction_s, connection_usage, xid_age_ratio, blocked_sessions,
 --   database_size_bytes, health_snapshot_age_s, cron_failures_1h, security_refusals_1h
---   (NULL where not measurable; details.critical_operations has the last hour per operation).
+--   (NULL where not measurable, and details.unknown says why; details.critical_operations
+--   has the last hour per operation, NULL when security_refusals_1h is).
 --
 -- Status: the worst level among the checks. Each threshold in smsao.health_thresholds
 -- gives 'warning' from warning_at and 'critical' from critical_at (a NULL value is 'ok');
@@ -63,6 +64,7 @@ declare
   grace interval;
   vitals jsonb;
   last_hour jsonb;
+  unknown jsonb := '{}'::jsonb;
 begin
   select coalesce(sum(c.value) filter (where c.metric = 'total_users' and c.bucket = '-infinity'), 0)::bigint,
          coalesce(sum(c.value) filter (where c.metric = 'pending_credit_requests' and c.bucket = '-infinity'), 0)::bigint,
@@ -85,12 +87,25 @@ begin
 
   select pg_catalog.make_interval(secs => coalesce(h.grace_s, 30)) into grace
   from smsao.health_thresholds h where h.metric = 'blocked_sessions';
-  select coalesce(pg_catalog.jsonb_object_agg(c.operation, pg_catalog.jsonb_build_object(
-           'calls', c.calls, 'errors', c.errors, 'refusals', c.refusals)), '{}'::jsonb)
-    into last_hour from smsao.critical_calls_since(at - interval '1 hour') c;
+  -- The last hour of the counters that survive rollback, from the per-minute sample taken
+  -- at its start (at most 2 minutes earlier). Without such a sample (the scheduler not
+  -- running an hour ago) the last hour cannot be told apart from what came before: NULL.
+  if exists (select from public.performance_samples p
+             where p.sampled_at <= at - interval '1 hour' and p.sampled_at >= at - interval '62 minutes'
+               and p.details ? 'counters') then
+    select coalesce(pg_catalog.jsonb_object_agg(c.operation, pg_catalog.jsonb_build_object(
+             'calls', c.calls, 'errors', c.errors, 'refusals', c.refusals)), '{}'::jsonb)
+      into last_hour from smsao.critical_calls_since(at - interval '1 hour') c;
+  else
+    unknown := unknown || pg_catalog.jsonb_build_object('security_refusals_1h',
+      'no performance sample from an hour ago (they are taken every minute by smsao-performance-check)');
+  end if;
   vitals := smsao.engine_vitals(coalesce(grace, interval '30 seconds')) || smsao.scheduler_vitals()
             || pg_catalog.jsonb_build_object('security_refusals_1h',
-                 (select coalesce(sum((o.value ->> 'refusals')::bigint), 0) from pg_catalog.jsonb_each(last_hour) o));
+                 (select sum((o.value ->> 'refusals')::bigint) from pg_catalog.jsonb_each(last_hour) o));
+  -- Why each NULL vital is NULL (details.unknown), kept out of the metrics.
+  unknown := unknown || coalesce(vitals -> 'unknown', '{}'::jsonb);
+  vitals := vitals - 'unknown';
 
   for t in select * from smsao.health_thresholds h order by h.metric loop
     val := case t.metric
@@ -148,7 +163,8 @@ begin
       'orphaned_data', pg_catalog.jsonb_build_object('sms_logs', orphan_sms, 'otp_codes', orphan_otp),
       'sms_window', pg_catalog.jsonb_build_object(
         'since', window_start, 'total', window_total, 'failed', window_failed),
-      'critical_operations', last_hour));
+      'critical_operations', last_hour,
+      'unknown', unknown));
 end
 $$;
 revoke all on function smsao.health_report() from public, anon, authenticated, service_role;

@@ -42,9 +42,17 @@ revoke all on function smsao.engine_vitals(interval) from public, anon, authenti
 
 -- The scheduler as a dead man's switch: once this database's jobs are scheduled, the age
 -- of the newest health snapshot (they store one every 5 minutes) and the failed runs of
--- the last hour. Both NULL when pg_cron is not loaded or the jobs are not scheduled;
--- cron_failures_1h is also NULL where pg_cron keeps its run history in another database
--- (`smsao-db schedule status` reads it there).
+-- the last hour. NULL when it cannot be told, with the reason under 'unknown':
+--   * pg_cron is not loaded, or the jobs are not scheduled: both NULL;
+--   * pg_cron keeps its run history in another database (`smsao-db schedule status` reads
+--     it there), or the jobs belong to a login this function's owner cannot see (cron.job
+--     shows a job only to its owner, unless superuser): cron_failures_1h NULL.
+-- The age counts from the newest snapshot, or from when the jobs were scheduled or the
+-- server started if later: a server that was down, or jobs just applied again, are not a
+-- scheduler that stopped.
+-- A run that never connected (a job pointed at a stale host or port) has neither a start
+-- nor an end time. It counts when it came after the newest run known to be older than an
+-- hour (run ids grow with time): a job that has failed since long ago keeps counting.
 create or replace function smsao.scheduler_vitals() returns jsonb
   language plpgsql stable security definer
   set search_path = ''
@@ -52,7 +60,9 @@ as $$
 declare
   state smsao.scheduler_state;
   scheduled boolean;
+  visible boolean := false;
   failures bigint;
+  why_failures text;
   since timestamptz;
 begin
   -- pg_cron works here when its tables are in this database, or else when its launcher runs
@@ -61,11 +71,14 @@ begin
   -- millisecond, a quarter of the health check.
   if pg_catalog.to_regclass('cron.job') is null
      and not exists (select from pg_catalog.pg_stat_activity a where a.backend_type = 'pg_cron launcher') then
-    return pg_catalog.jsonb_build_object('health_snapshot_age_s', null, 'cron_failures_1h', null);
+    return smsao.scheduler_unknown('pg_cron is not loaded on this server');
   end if;
   select * into state from smsao.scheduler_state;
   scheduled := coalesce(state.jobs_scheduled, false);
-  if pg_catalog.to_regclass('cron.job') is not null then
+  if pg_catalog.to_regclass('cron.job') is null then
+    why_failures := pg_catalog.format('pg_cron keeps its run history in database %L (smsao-db schedule status)',
+                                      state.cron_database);
+  else
     begin
       -- pg_cron lives in this database: its own tables say what is scheduled and how it ran.
       -- Dynamic: the statement names cron's tables, which other databases do not have.
@@ -73,34 +86,75 @@ begin
         $q$select exists (select from %1$I.job j where j.jobname = 'smsao-health-check'
                            and j.database = pg_catalog.current_database() and j.active),
                   (select count(*) from %1$I.job_run_details d join %1$I.job j on j.jobid = d.jobid
-                    where j.jobname like 'smsao-%%' and d.status = 'failed'
-                      and d.start_time > pg_catalog.now() - interval '1 hour')$q$, 'cron')
-        into scheduled, failures;
+                    where j.jobname like 'smsao-%%' and j.database = pg_catalog.current_database()
+                      and d.status = 'failed'
+                      and (coalesce(d.end_time, d.start_time) > pg_catalog.now() - interval '1 hour'
+                           or (d.start_time is null and d.end_time is null
+                               and d.runid > coalesce((select max(o.runid) from %1$I.job_run_details o
+                                                        where coalesce(o.end_time, o.start_time)
+                                                              <= pg_catalog.now() - interval '1 hour'), 0))))$q$,
+        'cron')
+        into visible, failures;
     exception when insufficient_privilege then
-      failures := null;
+      visible := false;
     end;
+    if not visible and scheduled
+       and not (select r.rolsuper from pg_catalog.pg_roles r where r.rolname = current_user) then
+      -- `schedule apply` said they are scheduled, yet cron.job does not show them to us.
+      failures := null;
+      why_failures := pg_catalog.format('the jobs belong to login %L, and cron.job shows a job only to its '
+                                        'owner: run the health check as that login, or a superuser', state.scheduled_by);
+    end if;
+    scheduled := scheduled or visible;
   end if;
   if not scheduled then
-    return pg_catalog.jsonb_build_object('health_snapshot_age_s', null, 'cron_failures_1h', null);
+    return smsao.scheduler_unknown('the jobs are not scheduled (smsao-db schedule apply)');
   end if;
-  -- Before the first snapshot, the jobs have been due since they were scheduled.
-  select coalesce(max(s.checked_at), state.changed_at) into since from public.system_health_snapshots s;
+  select greatest(max(s.checked_at), state.changed_at, smsao.server_started_at())
+    into since from public.system_health_snapshots s;
   return pg_catalog.jsonb_build_object(
     'health_snapshot_age_s', round(extract(epoch from pg_catalog.now() - since)::numeric, 3),
-    'cron_failures_1h', failures);
+    'cron_failures_1h', failures,
+    'unknown', case when why_failures is null then '{}'::jsonb
+                    else pg_catalog.jsonb_build_object('cron_failures_1h', why_failures) end);
 end
 $$;
 revoke all on function smsao.scheduler_vitals() from public, anon, authenticated, service_role;
 
--- Called by `smsao-db schedule apply` / `remove` (runner/schedule.py).
+-- When this server last started: its downtime is not the scheduler failing. A function of
+-- its own so that a test can play a server that started long ago.
+create or replace function smsao.server_started_at() returns timestamptz
+  language plpgsql stable
+  set search_path = ''
+as $$
+begin
+  return pg_catalog.pg_postmaster_start_time();
+end
+$$;
+revoke all on function smsao.server_started_at() from public, anon, authenticated, service_role;
+
+create or replace function smsao.scheduler_unknown(why text) returns jsonb
+  language plpgsql immutable
+  set search_path = ''
+as $$
+begin
+  return pg_catalog.jsonb_build_object('health_snapshot_age_s', null, 'cron_failures_1h', null,
+    'unknown', pg_catalog.jsonb_build_object('health_snapshot_age_s', why, 'cron_failures_1h', why));
+end
+$$;
+revoke all on function smsao.scheduler_unknown(text) from public, anon, authenticated, service_role;
+
+-- Called by `smsao-db schedule apply` / `remove` (runner/schedule.py), as the login that
+-- owns the jobs (pg_cron names each job's owner).
 create or replace function smsao.record_schedule_state(jobs_scheduled boolean, cron_database text) returns void
   language sql
   set search_path = ''
 as $$
-  insert into smsao.scheduler_state (singleton, jobs_scheduled, cron_database, changed_at)
-  values (true, jobs_scheduled, cron_database, pg_catalog.now())
+  insert into smsao.scheduler_state (singleton, jobs_scheduled, cron_database, changed_at, scheduled_by)
+  values (true, jobs_scheduled, cron_database, pg_catalog.now(), current_user)
   on conflict (singleton) do update
     set jobs_scheduled = excluded.jobs_scheduled, cron_database = excluded.cron_database,
+        scheduled_by = excluded.scheduled_by,
         changed_at = case when smsao.scheduler_state.jobs_scheduled = excluded.jobs_scheduled
                           then smsao.scheduler_state.changed_at else excluded.changed_at end
 $$;

@@ -1,0 +1,26 @@
+"""Alive over time: the scheduler's failed runs counted, its vitals told apart from downtime (issue 15).
+
+A run that never connected counts as failed, a server that was down is not a scheduler that
+stopped, the last hour of refusals is that hour or NULL, and each NULL vital says why.
+
+Revision ID: 0007_alive
+Revises: 0006_vitals
+Create Date: 2026-12-05
+"""
+from alembic import op
+
+from runner.migrate import apply_frozen_sql
+
+revision = "0007_alive"
+down_revision = "0006_vitals"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    apply_frozen_sql(op, "0007_alive/up.sql")
+
+
+def downgrade() -> None:
+    apply_frozen_sql(op, "0007_alive/down.sql")
+    apply_frozen_sql(op, "0007_alive/restore.sql")

@@ -1,0 +1,5 @@
+-- Removes what 0007_alive added; restore.sql (run next, written by
+-- scripts/freeze_sql.py --restore) puts back the functions of 0006.
+drop function if exists smsao.scheduler_unknown(text);
+drop function if exists smsao.server_started_at();
+alter table smsao.scheduler_state drop column if exists scheduled_by;
