@@ -164,6 +164,14 @@ def any_db(request, cluster):
         "template_db" if request.param == "plain" else "supabase_template_db"))
 
 
+@pytest.fixture(scope="session")
+def installed_wheel(tmp_path_factory):
+    """(venv, wheel, seconds it took): the package's wheel in a clean virtualenv."""
+    from wheel_support import install_wheel
+
+    return install_wheel(tmp_path_factory.mktemp("wheel"))
+
+
 @pytest.fixture
 def service():
     return SERVICE
