@@ -139,7 +139,10 @@ def stale(stored: Stored, expected: tuple[str, int] | None) -> str | None:
     """Why the stored target is wrong, or None."""
     if expected is None or stored.target == expected:
         return None
-    return f"connects to {stored.target[0]}:{stored.target[1]}, the server is {expected[0]}:{expected[1]}"
+    (host, port), (host_now, port_now) = stored.target, expected
+    if host == host_now:
+        return f"port {port}, the server is on {port_now}"
+    return f"{host}:{port}, the server is {host_now}:{port_now}"
 
 
 def apply(url: str) -> list[tuple[str, str, str]]:
@@ -172,7 +175,7 @@ def _apply_job(conn: psycopg.Connection, job: Job, found: Stored | None,
         # stores where this server is now.
         conn.execute("select cron.unschedule(%s::bigint)", [found.jobid])
         conn.execute(schedule_it, params)
-        return job.jobname, f"repaired (it {wrong_target})", job.database
+        return job.jobname, f"repaired (its target was {wrong_target})", job.database
     if (found.schedule, found.command, found.database, found.active) == (
             job.schedule, job.command, job.database, True):
         return job.jobname, "unchanged", job.database
@@ -265,7 +268,7 @@ class JobStatus:
         if not self.active:
             return "inactive"
         if self.stale_target:
-            return f"stale target: it {self.stale_target} (`schedule apply` repairs it)"
+            return f"stale target ({self.stale_target}): `schedule apply` repairs it"
         if self.last_status == "failed":
             return "last run failed"
         return None

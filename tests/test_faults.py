@@ -250,3 +250,16 @@ def test_exhausted_connections_warn_first_then_health_says_unknown_in_one_line(p
         for conn in held:
             conn.close()
     assert project.cli("health", check=False).returncode in (0, 1, 2)
+
+
+def test_up_fails_in_one_line_when_it_cannot_schedule_the_jobs(project):
+    """pg_cron pointed at a database that does not exist: `up` must not say "ready"."""
+    project.sql("alter system set cron.database_name = 'nowhere'")
+    project.cli("down")
+    failed = project.cli("up", check=False)
+    assert failed.returncode != 0 and "embedded database ready" not in failed.stdout
+    assert failed.stderr.strip().splitlines()[-1].startswith("error: the pg_cron jobs could not be scheduled")
+    assert "Traceback" not in failed.stderr
+    project.sql("alter system reset cron.database_name")
+    project.cli("down")
+    assert "embedded database ready" in project.cli("up").stdout

@@ -11,7 +11,7 @@ import pytest
 from cli_support import smsao_db
 from conftest import CRON_DB
 from runner import migrate, schedule
-from runner.embedded import Cluster
+from runner.embedded import Cluster, free_port
 from support import login_url
 
 JOB_NAMES = ("smsao-health-check", "smsao-performance-check", "smsao-data-cleanup", "smsao-cron-history-cleanup")
@@ -174,3 +174,69 @@ def test_the_shared_job_stays_while_another_database_has_jobs(db, cron, empty_db
     assert len(jobs(cron)) == 4
     assert sorted(migrate.run("downgrade", empty_db_url, "base")) == sorted(JOB_NAMES)
     assert jobs(cron) == {}
+
+
+@pytest.fixture(scope="module")
+def connecting_cron():
+    """A server given by URL whose pg_cron lives in the app's database and runs each job by
+    connecting over libpq (no background workers): each job stores a host and a port."""
+    home = Path(tempfile.mkdtemp(prefix="smsao-connecting-cron-"))
+    c = Cluster(home=home, cron_database="smsao",
+                settings={"cron.use_background_workers": "off", "fsync": "off", "synchronous_commit": "off"})
+    c.start()
+    with psycopg.connect(c.url("postgres"), autocommit=True) as conn:
+        conn.execute("create database smsao")
+    migrate.run("upgrade", c.url("smsao"), "head")
+    yield c
+    c.stop()
+    shutil.rmtree(home, ignore_errors=True)
+
+
+def wait_for_run(url: str, jobname: str, status: str, after_runid: int, timeout: float = 100) -> tuple:
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            run = conn.execute("select d.runid, d.start_time, d.return_message from cron.job_run_details d "
+                               "join cron.job j using (jobid) where j.jobname = %s and d.status = %s "
+                               "and d.runid > %s order by d.runid limit 1", [jobname, status, after_runid]).fetchone()
+            if run:
+                return run
+            time.sleep(1)
+    raise AssertionError(f"no {status} run of {jobname} within {timeout:.0f} s")
+
+
+def test_jobs_left_on_an_old_port_fail_are_counted_and_apply_repairs_them(connecting_cron):
+    """The server moves to another port (a restart, a restored copy): every stored target is
+    stale and every run fails without connecting. The health check counts those runs,
+    `status` names the stale target, and `apply` schedules the jobs again where the server is."""
+    c = connecting_cron
+    url = c.url("smsao")
+    created = schedule.apply(url)
+    assert [a for _, a, _ in created] == ["created"] * 4
+    with psycopg.connect(url, autocommit=True) as conn:
+        # Applying stored a first snapshot and sample: a new dashboard is not "unknown".
+        assert conn.execute("select (select count(*) from public.system_health_snapshots), "
+                            "(select count(*) from public.performance_samples)").fetchone() == (1, 1)
+        conn.execute("insert into public.sms_configurations (gateway_name, sender_id, is_active) values ('g', 's', true)")
+        old_port = conn.execute("select distinct nodeport from cron.job").fetchall()
+    assert old_port == [(c.port,)]
+
+    c.stop()
+    c._append_conf("test: the server moved to another port", {"port": str(free_port())})
+    c.start()
+    url = c.url("smsao")
+    failed = wait_for_run(url, "smsao-performance-check", "failed", 0)
+    assert failed[1] is None and "connection failed" in failed[2]          # it never started
+    with psycopg.connect(url, autocommit=True) as conn:
+        report = conn.execute("select public.production_system_health_check()").fetchone()[0]
+    assert report["metrics"]["cron_failures_1h"] >= 1
+    assert report["checks"]["cron_failures_1h"] != "ok" and "check_scheduler" in report["recommendations"]
+
+    status = smsao_db("schedule", "status", url=url)
+    assert status.returncode == 1 and "Traceback" not in status.stderr
+    assert "stale target" in status.stdout and "never started" in status.stdout, status.stdout
+    repaired = smsao_db("schedule", "apply", url=url)
+    assert repaired.returncode == 0 and repaired.stdout.count("repaired") == 4, repaired.stdout
+    assert smsao_db("schedule", "apply", url=url).stdout.count("unchanged") == 4
+    wait_for_run(url, "smsao-performance-check", "succeeded", failed[0])
+    assert all(s.problem in (None, "last run failed") for s in schedule.status(url))
