@@ -4,7 +4,7 @@ import time
 import psycopg
 import pytest
 
-from support import Caller, begin_request, request
+from support import SERVICE, Caller, begin_request, request
 
 RL = "select public.enhanced_security_rate_limit(%s, %s, %s)"
 
@@ -202,3 +202,25 @@ def test_a_key_keeps_at_most_its_largest_limit_of_attempts(db):
     assert [attempt(db, me, op="ring", max_attempts=5, window=1) for _ in range(6)] == [True] * 5 + [False]
     assert kept_attempts(db) == 5
     assert attempt(db, me, op="ring", max_attempts=3, window=1) is False   # a smaller limit stays exact
+
+
+def test_a_flood_of_new_anonymous_keys_is_pruned_whole_every_minute(db):
+    """anon callers are keyed by a header they choose, so they can mint a key per call. The
+    per-minute job prunes every key past its window, in batches, however many: the state
+    stays bounded by the keys used within their windows (for anon at most an hour)."""
+    flood = 25_000  # beyond one batch of 10,000
+    for first in range(0, flood, 2500):  # a transaction holds each key's lock: 2,500 at a time
+        with db.conn.transaction():
+            db.sql("set local role anon")
+            db.sql("select count(*) from generate_series(%s::int, %s::int) i, lateral ("
+                   "  select set_config('request.headers', json_build_object('x-forwarded-for', "
+                   "                    '10.' || (i / 65536) || '.' || (i / 256 %% 256) || '.' || (i %% 256))::text, true),"
+                   "         public.enhanced_security_rate_limit('flood', 5, 1)) x", [first, first + 2499])
+    assert db.one("select count(*) from smsao.rate_limit_keys where caller_key like 'ip:%'") == flood
+    live = Caller.user(db.create_user())
+    attempt(db, live, window=5)
+    db.sql("update smsao.rate_limit_keys set window_ends = now() - interval '1 second' where caller_key like 'ip:%'")
+    sample = db.as_(SERVICE, "select public.record_performance_sample()")[0][0]
+    assert sample["details"]["rate_limit_keys_pruned"] == flood
+    assert db.one("select count(*) from smsao.rate_limit_keys") == 1        # the live key stays
+    assert db.one("select count(*) from smsao.rate_limit_hits where caller_key like 'ip:%'") == 0
