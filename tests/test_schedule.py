@@ -12,6 +12,7 @@ from cli_support import smsao_db
 from conftest import CRON_DB
 from runner import migrate, schedule
 from runner.embedded import Cluster, free_port
+from monitoring_support import STARTED_LONG_AGO, add_config
 from support import login_url
 
 JOB_NAMES = ("smsao-health-check", "smsao-performance-check", "smsao-data-cleanup", "smsao-cron-history-cleanup")
@@ -240,3 +241,31 @@ def test_jobs_left_on_an_old_port_fail_are_counted_and_apply_repairs_them(connec
     assert smsao_db("schedule", "apply", url=url).stdout.count("unchanged") == 4
     wait_for_run(url, "smsao-performance-check", "succeeded", failed[0])
     assert all(s.problem in (None, "last run failed") for s in schedule.status(url))
+
+
+JUST_STARTED = """create or replace function smsao.server_started_at() returns timestamptz
+  language sql stable set search_path = '' as $$ select pg_catalog.now() - interval '30 seconds' $$"""
+
+
+def scheduler_check(db) -> str:
+    return db.one("select public.production_system_health_check()")["checks"]["health_snapshot_age_s"]
+
+
+def test_downtime_and_jobs_applied_again_are_not_a_stopped_scheduler(db, cron):
+    """`up` after the server was down for a while, and `remove` then `apply`, store a first
+    snapshot: it must not be a critical one with an alert, as if the jobs had stopped."""
+    add_config(db)
+    schedule.apply(db.url)
+    alerts = db.one("select count(*) from public.system_alerts")
+    db.sql("update public.system_health_snapshots set checked_at = now() - interval '11 minutes'")
+    db.sql("update smsao.scheduler_state set changed_at = now() - interval '1 day'")
+    db.sql(JUST_STARTED)                                   # down for 11 minutes, started again
+    assert db.one("select public.record_health_snapshot()")["system_status"] == "healthy"
+    db.sql(STARTED_LONG_AGO)                               # running all along: the jobs stopped
+    db.sql("update public.system_health_snapshots set checked_at = now() - interval '11 minutes'")
+    assert scheduler_check(db) == "critical"
+    schedule.remove(db.url)
+    schedule.apply(db.url)                                 # applied again: a first look, healthy
+    assert scheduler_check(db) == "ok"
+    assert db.one("select count(*) from public.system_alerts where severity = 'critical'") == 0
+    assert db.one("select count(*) from public.system_alerts") == alerts
