@@ -25,7 +25,9 @@
 -- Vital signs of the engine and the scheduler (sql/functions/vitals.sql), also in metrics:
 --   longest_transaction_s, connection_usage, xid_age_ratio, blocked_sessions,
 --   database_size_bytes, health_snapshot_age_s, cron_failures_1h, security_refusals_1h
---   (NULL where not measurable; details.critical_operations has the last hour per operation).
+--   (NULL where not measurable, and details.unknown says why for each such metric that
+--   could be measured with more privileges; details.critical_operations has the last hour
+--   per operation).
 --
 -- Status: the worst level among the checks. Each threshold in smsao.health_thresholds
 -- gives 'warning' from warning_at and 'critical' from critical_at (a NULL value is 'ok');
@@ -61,6 +63,7 @@ declare
   recommendations text[];
   status text := 'healthy';
   grace interval;
+  engine jsonb;
   vitals jsonb;
   last_hour jsonb;
 begin
@@ -88,7 +91,9 @@ begin
   select coalesce(pg_catalog.jsonb_object_agg(c.operation, pg_catalog.jsonb_build_object(
            'calls', c.calls, 'errors', c.errors, 'refusals', c.refusals)), '{}'::jsonb)
     into last_hour from smsao.critical_calls_since(at - interval '1 hour') c;
-  vitals := smsao.engine_vitals(coalesce(grace, interval '30 seconds')) || smsao.scheduler_vitals()
+  -- A vitals function names the metrics it could not measure, and why, under 'unknown'.
+  engine := smsao.engine_vitals(coalesce(grace, interval '30 seconds'));
+  vitals := (engine - 'unknown') || smsao.scheduler_vitals()
             || pg_catalog.jsonb_build_object('security_refusals_1h',
                  (select coalesce(sum((o.value ->> 'refusals')::bigint), 0) from pg_catalog.jsonb_each(last_hour) o));
 
@@ -148,7 +153,8 @@ begin
       'orphaned_data', pg_catalog.jsonb_build_object('sms_logs', orphan_sms, 'otp_codes', orphan_otp),
       'sms_window', pg_catalog.jsonb_build_object(
         'since', window_start, 'total', window_total, 'failed', window_failed),
-      'critical_operations', last_hour));
+      'critical_operations', last_hour,
+      'unknown', coalesce(engine -> 'unknown', '{}'::jsonb)));
 end
 $$;
 revoke all on function smsao.health_report() from public, anon, authenticated, service_role;
