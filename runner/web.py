@@ -77,9 +77,73 @@ def _needs_token(host: str, token: str | None) -> None:
                         "SMSAO_DASHBOARD_TOKEN, or bind to 127.0.0.1")
 
 
+# -- reading within a time budget -----------------------------------------------------------
+# Prometheus gives up on a scrape after 10 s, and a person on a page after a few: every read
+# that serves a GET answers within READ_BUDGET_S, "database down" included. The store fails
+# fast when the server is gone (its connections break, new ones are refused, the pool waits
+# 1.5 s at most); this bound also holds when the server hangs without closing anything.
+READ_BUDGET_S = 1.8
+
+
+class DatabaseTimeout(Exception):
+    """The database did not answer a read within its budget."""
+
+
+DATABASE_ERRORS = (psycopg.Error, PoolTimeout, DatabaseTimeout)
+
+
+def within_budget(read, *args, budget: float | None = None):
+    """read(*args) in a daemon thread, waited for at most `budget` seconds (READ_BUDGET_S).
+    A read that overruns is left to finish or fail on its own (its statement and TCP
+    timeouts bound it; it holds at most one pooled connection meanwhile)."""
+    budget = READ_BUDGET_S if budget is None else budget
+    outcome: dict[str, Any] = {}
+    finished = threading.Event()
+
+    def run() -> None:
+        try:
+            outcome["value"] = read(*args)
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting request as is
+            outcome["error"] = exc
+        finally:
+            finished.set()
+
+    threading.Thread(target=run, name="smsao-dashboard-read", daemon=True).start()
+    if not finished.wait(budget):
+        raise DatabaseTimeout(f"the database did not answer within {budget:g} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def database_problem(exc: BaseException) -> str:
+    """One line saying why the database could not be read."""
+    if isinstance(exc, PoolTimeout):
+        return "no connection to the database (is the server running?)"
+    return health.first_line(exc)
+
+
 # -- Prometheus -----------------------------------------------------------------------------
-def _metric_name(name: str) -> str:
-    return "smsao_" + re.sub(r"[^a-zA-Z0-9_]", "_", name).lower()
+# Prometheus' naming rules (https://prometheus.io/docs/practices/naming/): base units spelled
+# out, ratios (0..1) as _ratio, _total only on counters; `promtool check metrics` lints them.
+# A health report metric is named by its key, with these suffixes rewritten...
+UNIT_SUFFIXES = ((re.compile(r"_s$"), "_seconds", 1.0), (re.compile(r"_ms$"), "_seconds", 0.001),
+                 (re.compile(r"_rate$"), "_ratio", 1.0))
+# ...and these keys, whose unit is not in their name, renamed outright.
+PROMETHEUS_NAMES = {"connection_usage": "smsao_connection_usage_ratio"}
+
+
+def prometheus_name(key: str) -> tuple[str, float]:
+    """The Prometheus name of a health report metric, and the factor to its base unit
+    (longest_transaction_s -> smsao_longest_transaction_seconds, sms_failure_rate ->
+    smsao_sms_failure_ratio)."""
+    name = re.sub(r"[^a-zA-Z0-9_]", "_", key).lower()
+    if name in PROMETHEUS_NAMES:
+        return PROMETHEUS_NAMES[name], 1.0
+    for suffix, unit, factor in UNIT_SUFFIXES:
+        if suffix.search(name):
+            return "smsao_" + suffix.sub(unit, name), factor
+    return "smsao_" + name, 1.0
 
 
 def _number(value: Any) -> float | None:
@@ -100,12 +164,9 @@ class HealthCollector:
     def collect(self):
         up = GaugeMetricFamily("smsao_up", "1 when the dashboard could read the database")
         try:
-            snapshot = self.store.latest_snapshot()
-            sample = self.store.latest_sample()
-            alerts = self.store.open_alert_counts()
-            calls = self.store.critical_call_totals()
-        except (psycopg.Error, PoolTimeout) as exc:
-            log.warning("metrics scrape could not read the database: %s", exc)
+            snapshot, sample, alerts, calls = within_budget(self.read)
+        except DATABASE_ERRORS as exc:
+            log.warning("metrics scrape could not read the database: %s", database_problem(exc))
             up.add_metric([], 0)
             yield up
             yield from self._status("unknown")
@@ -128,13 +189,18 @@ class HealthCollector:
             rt = GaugeMetricFamily("smsao_response_time_seconds",
                                    "Response time measured by the latest performance sample")
             rt.add_metric([], sample["response_time_ms"] / 1000.0)
-            er = GaugeMetricFamily("smsao_error_rate",
-                                   "Share of audited calls with outcome 'error' in the sampled minute (0..1)")
+            er = GaugeMetricFamily("smsao_error_ratio",
+                                   "Share of the critical calls that ended in an error (refusals excluded) "
+                                   "since the previous performance sample (0..1)")
             er.add_metric([], sample["error_rate"])
             ts = GaugeMetricFamily("smsao_performance_sample_timestamp_seconds",
                                    "Unix time of the latest performance sample")
             ts.add_metric([], sample["sampled_at"].timestamp())
             yield from (rt, er, ts)
+
+    def read(self) -> tuple:
+        store = self.store
+        return store.latest_snapshot(), store.latest_sample(), store.open_alert_counts(), store.critical_call_totals()
 
     @staticmethod
     def _status(status: str):
@@ -164,17 +230,19 @@ class HealthCollector:
         """One gauge per numeric health metric (none for one not measurable: null); an object of
         numbers becomes a labelled gauge."""
         for key, value in sorted(metrics.items()):
+            name, factor = prometheus_name(key)
             number = _number(value)
             if number is not None:
-                g = GaugeMetricFamily(_metric_name(key), f"Health check metric '{key}'")
-                g.add_metric([], number)
+                g = GaugeMetricFamily(name, f"Health check metric '{key}' of the latest stored snapshot")
+                g.add_metric([], number * factor)
                 yield g
             elif isinstance(value, dict):
                 parts = {k: n for k, n in ((k, _number(v)) for k, v in value.items()) if n is not None}
                 if parts:
-                    g = GaugeMetricFamily(_metric_name(key), f"Health check metric '{key}' by part", labels=["part"])
+                    g = GaugeMetricFamily(name, f"Health check metric '{key}' of the latest stored snapshot, "
+                                                "by part", labels=["part"])
                     for k, v in sorted(parts.items()):
-                        g.add_metric([k], v)
+                        g.add_metric([k], v * factor)
                     yield g
 
 
@@ -215,13 +283,18 @@ def load_security(store: DashboardStore, admin_page: int, pii_page: int) -> Secu
                     len(admin) > AUDIT_PAGE_SIZE, len(pii) > AUDIT_PAGE_SIZE)
 
 
+def read_page_data(store: DashboardStore, now: datetime, admin_page: int, pii_page: int) -> PageData:
+    return PageData(now, store.latest_snapshot(), store.latest_sample(), store.open_alerts(),
+                    store.response_series(), load_security(store, admin_page, pii_page))
+
+
 def load_page_data(store: DashboardStore, admin_page: int = 1, pii_page: int = 1) -> PageData:
+    """What the page shows, or (within the read budget) why the database could not be read."""
     now = datetime.now(timezone.utc)
     try:
-        return PageData(now, store.latest_snapshot(), store.latest_sample(), store.open_alerts(),
-                        store.response_series(), load_security(store, admin_page, pii_page))
-    except (psycopg.Error, PoolTimeout) as exc:
-        return PageData(now, None, None, [], [], error=f"cannot read the database: {health.first_line(exc)}")
+        return within_budget(read_page_data, store, now, admin_page, pii_page)
+    except DATABASE_ERRORS as exc:
+        return PageData(now, None, None, [], [], error=f"cannot read the database: {database_problem(exc)}")
 
 
 @dataclass
@@ -230,6 +303,7 @@ class Card:
     label: str
     value: str
     level: str = "ok"
+    why: str | None = None   # why the value is unknown, when the report says
 
 
 @dataclass
@@ -258,8 +332,10 @@ CARD_GROUPS = (
 def cards(data: PageData) -> list[CardGroup]:
     report = (data.snapshot or {}).get("report") or {}
     checks = report.get("checks") or {}
+    unknown = health.unknown_reasons(report)
     found = {key: Card(key, health.METRICS.get(key, (key.replace("_", " "),))[0],
-                       health.format_value(key, value), checks.get(key, "ok"))
+                       "unknown" if key in unknown else health.format_value(key, value),
+                       checks.get(key, "ok"), unknown.get(key))
              for key, value in (report.get("metrics") or {}).items()}
     if data.sample:
         found["response_time_ms"] = Card("response_time_ms", "response time", f"{data.sample['response_time_ms']:.1f} ms")
@@ -391,7 +467,7 @@ def page(request: Request) -> Response:
 
 
 def api_health(request: Request) -> Response:
-    body = _store(request).health_json()
+    body = within_budget(_store(request).health_json)
     if body is None:
         return JSONResponse({"system_status": "unknown", "error": "no health check stored yet"}, 503)
     return Response(body, media_type="application/json")
@@ -425,7 +501,7 @@ async def not_found(request: Request, exc: Exception) -> Response:
 
 
 async def database_error(request: Request, exc: Exception) -> Response:
-    first = health.first_line(exc)
+    first = database_problem(exc)
     if isinstance(exc, psycopg.errors.UndefinedFunction):
         first += " (is the database migrated to head? `smsao-db migrate upgrade`)"
     log.warning("dashboard request %s %s failed: %s", request.method, request.url.path, first)
@@ -441,7 +517,7 @@ def create_app(store: DashboardStore, *, token: str | None = None, refresh_secon
         Route("/metrics", metrics),
         Route("/healthz", healthz),
     ], exception_handlers={404: not_found, 405: not_found, psycopg.Error: database_error,
-                           PoolTimeout: database_error})
+                           PoolTimeout: database_error, DatabaseTimeout: database_error})
     app.state.store = store
     app.state.refresh_seconds = refresh_seconds
     app.state.registry = CollectorRegistry(auto_describe=False)
