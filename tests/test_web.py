@@ -300,6 +300,23 @@ def test_report_metrics_get_base_unit_names(key, name, factor):
     assert prometheus_name(key) == (name, factor)
 
 
+def test_an_unknown_vital_shows_why_on_the_page_and_has_no_gauge(db, client):
+    """A vital the health check's owner cannot see is null, with the reason in details.unknown:
+    the card says "unknown" and why, and /metrics has no gauge for it (absent, not 0)."""
+    why = "role smsao_admin, which runs the health check, cannot see other sessions: grant it pg_read_all_stats"
+    body = report("healthy", longest_transaction_s=None, connection_usage=None, xid_age_ratio=0.01)
+    body["details"] = {"unknown": {"longest_transaction_s": why, "connection_usage": why}}
+    db.sql("insert into public.system_health_snapshots (system_status, report) values ('healthy', %s)",
+           [json.dumps(body)])
+    status, _, page = client.request("GET", "/")
+    assert status == 200
+    card = re.search(r'<div class="card level-ok" data-metric="longest_transaction_s".*?</div></div>', page)
+    assert card and '<div class="value">unknown</div>' in card[0] and "grant it pg_read_all_stats" in card[0]
+    m = scrape(client)
+    assert ("smsao_longest_transaction_seconds", ()) not in m and ("smsao_connection_usage_ratio", ()) not in m
+    assert m[("smsao_xid_age_ratio", ())] == 0.01
+
+
 # -- a login granted only service_role (not the owner, not a superuser) --------------------
 def test_the_dashboard_and_metrics_work_for_a_login_granted_only_service_role(any_db):
     db = any_db
