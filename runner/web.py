@@ -77,38 +77,41 @@ def _needs_token(host: str, token: str | None) -> None:
                         "SMSAO_DASHBOARD_TOKEN, or bind to 127.0.0.1")
 
 
-# -- reading within a time budget -----------------------------------------------------------
+# -- the database within a time budget -------------------------------------------------------
 # Prometheus gives up on a scrape after 10 s, and a person on a page after a few: every read
 # that serves a GET answers within READ_BUDGET_S, "database down" included. The store fails
 # fast when the server is gone (its connections break, new ones are refused, the pool waits
-# 1.5 s at most); this bound also holds when the server hangs without closing anything.
+# 1.5 s at most); the budget also holds when the server hangs without closing anything.
 READ_BUDGET_S = 1.8
+# A button's write (refresh, acknowledge) may wait longer, but not forever on a hung server.
+WRITE_BUDGET_S = 10.0
 
 
 class DatabaseTimeout(Exception):
-    """The database did not answer a read within its budget."""
+    """The database did not answer within the budget."""
 
 
 DATABASE_ERRORS = (psycopg.Error, PoolTimeout, DatabaseTimeout)
 
 
-def within_budget(read, *args, budget: float | None = None):
-    """read(*args) in a daemon thread, waited for at most `budget` seconds (READ_BUDGET_S).
-    A read that overruns is left to finish or fail on its own (its statement and TCP
-    timeouts bound it; it holds at most one pooled connection meanwhile)."""
+def within_budget(work, *args, budget: float | None = None):
+    """work(*args) in a daemon thread, waited for at most `budget` seconds (READ_BUDGET_S).
+    Work that overruns is left to finish or fail on its own, holding at most one pooled
+    connection meanwhile: with the pool's connections all held by a hung server, later work
+    fails at once for want of a connection."""
     budget = READ_BUDGET_S if budget is None else budget
     outcome: dict[str, Any] = {}
     finished = threading.Event()
 
     def run() -> None:
         try:
-            outcome["value"] = read(*args)
+            outcome["value"] = work(*args)
         except BaseException as exc:  # noqa: BLE001 - handed to the waiting request as is
             outcome["error"] = exc
         finally:
             finished.set()
 
-    threading.Thread(target=run, name="smsao-dashboard-read", daemon=True).start()
+    threading.Thread(target=run, name="smsao-dashboard-db", daemon=True).start()
     if not finished.wait(budget):
         raise DatabaseTimeout(f"the database did not answer within {budget:g} s")
     if "error" in outcome:
@@ -474,14 +477,15 @@ def api_health(request: Request) -> Response:
 
 
 def refresh(request: Request) -> Response:
-    return Response(json.dumps(_store(request).refresh(), default=str), media_type="application/json")
+    report = within_budget(_store(request).refresh, budget=WRITE_BUDGET_S)
+    return Response(json.dumps(report, default=str), media_type="application/json")
 
 
 def acknowledge(request: Request) -> Response:
     raw = request.path_params["alert_id"]
     if not re.fullmatch(r"\d{1,18}", raw):
         return JSONResponse({"error": f"no such action: {request.url.path}"}, 404)
-    outcome = _store(request).acknowledge(int(raw))
+    outcome = within_budget(_store(request).acknowledge, int(raw), budget=WRITE_BUDGET_S)
     status = {"acknowledged": 200, "already": 409, "missing": 404}[outcome]
     return JSONResponse({"id": int(raw), "outcome": outcome}, status)
 

@@ -20,10 +20,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from monitoring_support import add_config, service_role_login
 from support import PROJECT_DIR, Caller, login_url
-from runner import migrate
 from runner.embedded import Cluster, free_port
 from runner.errors import UserError
 from runner.store import DashboardStore
+from runner import migrate, web
 from runner.web import DashboardServer, prometheus_name
 
 ARTIFACTS = PROJECT_DIR / "test-artifacts"
@@ -414,7 +414,7 @@ def answers_fast_while_down(c: Client, label: str) -> None:
     assert took < 2 and status == 503, (label, took)
 
 
-def test_a_frozen_server_does_not_hang_metrics_or_the_page(own_cluster):
+def test_a_frozen_server_does_not_hang_metrics_or_the_page(own_cluster, monkeypatch):
     """The server stops answering without closing anything (SIGSTOP: a hung host, a network
     partition): every GET still answers within 2 s, and all is back once it answers again."""
     own_cluster.start()
@@ -434,6 +434,9 @@ def test_a_frozen_server_does_not_hang_metrics_or_the_page(own_cluster):
         try:
             answers_fast_while_down(c, "frozen")
             answers_fast_while_down(c, "frozen, again")
+            monkeypatch.setattr(web, "WRITE_BUDGET_S", 1.0)   # a button's write: bounded too
+            (status, body), took = timed(c.json, "POST", "/api/refresh")
+            assert status == 503 and took < 2 and "did not answer" in body["error"], (status, took)
         finally:
             for pid in processes:
                 os.kill(pid, signal.SIGCONT)
