@@ -686,6 +686,7 @@ def test_the_page_refreshes_itself(db, store, page):
         assert page.locator("#alerts tr").count() == 1
         assert page.locator('[data-metric="active_sms_configs"]').get_attribute("data-level") == "critical"
     finally:
+        page.goto("about:blank")   # stop the page's own refreshes before its server goes
         srv.shutdown()
         srv.server_close()
 
