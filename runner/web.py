@@ -1,10 +1,11 @@
 """`smsao-db serve`: the admin web dashboard, `/api/health` and Prometheus `/metrics`.
 
 A Starlette app on uvicorn (httptools parser): the page is a Jinja2 template
-(runner/templates/), the scrape is prometheus-client's exposition of a collector that reads
-the latest stored snapshot, and every query is in runner.store (a few indexed reads; only
-the refresh button runs the health check). No JavaScript or CSS from elsewhere (the chart
-is inline SVG), so the page works on an isolated host.
+(runner/templates/), the scrape is prometheus-client's exposition of the latest stored
+snapshot, and every query is in runner.store (a few indexed reads; only the refresh button
+runs the health check). Database work runs on a few daemon threads under a time budget, so
+that every GET answers within 2 s even when the database is down or hangs. No JavaScript or
+CSS from elsewhere (the chart is inline SVG), so the page works on an isolated host.
 
 Access (the `Guard` middleware, before any route): bound to 127.0.0.1 by default. Any
 other address needs a token, and then every request must carry it (`Authorization: Bearer
@@ -19,10 +20,12 @@ POST /api/alerts/<id>/acknowledge, GET /metrics, GET /healthz (liveness, no data
 """
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 import json
 import logging
+import queue
 import re
 import socket
 import threading
@@ -94,29 +97,84 @@ class DatabaseTimeout(Exception):
 DATABASE_ERRORS = (psycopg.Error, PoolTimeout, DatabaseTimeout)
 
 
-def within_budget(work, *args, budget: float | None = None):
-    """work(*args) in a daemon thread, waited for at most `budget` seconds (READ_BUDGET_S).
+@dataclass
+class _Job:
+    work: Any
+    args: tuple
+    done: Any                 # called on the worker with the job once it has run
+    abandoned: bool = False
+    value: Any = None
+    error: BaseException | None = None
+
+
+class _Workers:
+    """A few daemon threads that run the requests' database work, so that a request can stop
+    waiting for it. The endpoints are async and hand their work here: one hand-off, as
+    Starlette's own thread pool would make for a blocking endpoint, but to daemon threads, so
+    a thread stuck on a hung server never holds up the exit."""
+
+    def __init__(self, size: int = 8):
+        self.size = size
+        self.jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+        self.lock = threading.Lock()
+        self.threads: list[threading.Thread] = []
+
+    def submit(self, job: _Job) -> None:
+        if len(self.threads) < self.size:
+            with self.lock:
+                if len(self.threads) < self.size:
+                    t = threading.Thread(target=self._serve, name=f"smsao-dashboard-db-{len(self.threads)}",
+                                         daemon=True)
+                    t.start()
+                    self.threads.append(t)
+        self.jobs.put(job)
+
+    def _serve(self) -> None:
+        while True:
+            job = self.jobs.get()
+            if job.abandoned:   # its request gave up while it queued: do not run it late
+                continue
+            try:
+                job.value = job.work(*job.args)
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting request as is
+                job.error = exc
+            job.done(job)
+
+
+_workers = _Workers()
+
+
+async def within_budget(work, *args, budget: float | None = None):
+    """work(*args) on a worker thread, awaited for at most `budget` seconds (READ_BUDGET_S).
     Work that overruns is left to finish or fail on its own, holding at most one pooled
     connection meanwhile: with the pool's connections all held by a hung server, later work
-    fails at once for want of a connection."""
+    fails at once for want of a connection (there are more workers than connections)."""
     budget = READ_BUDGET_S if budget is None else budget
-    outcome: dict[str, Any] = {}
-    finished = threading.Event()
+    loop = asyncio.get_running_loop()
+    finished: asyncio.Future = loop.create_future()
 
-    def run() -> None:
+    def settle(outcome) -> None:
+        if not finished.done():
+            finished.set_result(outcome)
+
+    def done(job: _Job) -> None:
         try:
-            outcome["value"] = work(*args)
-        except BaseException as exc:  # noqa: BLE001 - handed to the waiting request as is
-            outcome["error"] = exc
-        finally:
-            finished.set()
+            loop.call_soon_threadsafe(settle, job)
+        except RuntimeError:
+            pass  # the server stopped meanwhile: nobody waits
 
-    threading.Thread(target=run, name="smsao-dashboard-db", daemon=True).start()
-    if not finished.wait(budget):
-        raise DatabaseTimeout(f"the database did not answer within {budget:g} s")
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
+    job = _Job(work, args, done)
+    timer = loop.call_later(budget, settle, None)
+    _workers.submit(job)
+    try:
+        if await finished is None:
+            job.abandoned = True
+            raise DatabaseTimeout(f"the database did not answer within {budget:g} s")
+    finally:
+        timer.cancel()
+    if job.error is not None:
+        raise job.error
+    return job.value
 
 
 def database_problem(exc: BaseException) -> str:
@@ -155,25 +213,29 @@ def _number(value: Any) -> float | None:
     return None
 
 
-class HealthCollector:
-    """Reads the latest stored snapshot and sample at scrape time (no health check is run)."""
+def read_metrics(store: DashboardStore) -> tuple:
+    """What a scrape shows: the latest snapshot and sample, open alerts, the call counters."""
+    return store.latest_snapshot(), store.latest_sample(), store.open_alert_counts(), store.critical_call_totals()
 
-    def __init__(self, store: DashboardStore):
-        self.store = store
+
+class HealthCollector:
+    """The exposition of what one scrape read (read_metrics), or of the database being down
+    (None). No health check is run: the latest stored snapshot is shown."""
+
+    def __init__(self, read: tuple | None):
+        self.read = read
 
     def describe(self):
         return []  # metric names depend on the snapshot: nothing to register up front
 
     def collect(self):
         up = GaugeMetricFamily("smsao_up", "1 when the dashboard could read the database")
-        try:
-            snapshot, sample, alerts, calls = within_budget(self.read)
-        except DATABASE_ERRORS as exc:
-            log.warning("metrics scrape could not read the database: %s", database_problem(exc))
+        if self.read is None:
             up.add_metric([], 0)
             yield up
             yield from self._status("unknown")
             return
+        snapshot, sample, alerts, calls = self.read
         up.add_metric([], 1)
         yield up
         yield from self._status(snapshot["system_status"] if snapshot else "unknown")
@@ -200,10 +262,6 @@ class HealthCollector:
                                    "Unix time of the latest performance sample")
             ts.add_metric([], sample["sampled_at"].timestamp())
             yield from (rt, er, ts)
-
-    def read(self) -> tuple:
-        store = self.store
-        return store.latest_snapshot(), store.latest_sample(), store.open_alert_counts(), store.critical_call_totals()
 
     @staticmethod
     def _status(status: str):
@@ -291,11 +349,11 @@ def read_page_data(store: DashboardStore, now: datetime, admin_page: int, pii_pa
                     store.response_series(), load_security(store, admin_page, pii_page))
 
 
-def load_page_data(store: DashboardStore, admin_page: int = 1, pii_page: int = 1) -> PageData:
+async def load_page_data(store: DashboardStore, admin_page: int = 1, pii_page: int = 1) -> PageData:
     """What the page shows, or (within the read budget) why the database could not be read."""
     now = datetime.now(timezone.utc)
     try:
-        return within_budget(read_page_data, store, now, admin_page, pii_page)
+        return await within_budget(read_page_data, store, now, admin_page, pii_page)
     except DATABASE_ERRORS as exc:
         return PageData(now, None, None, [], [], error=f"cannot read the database: {database_problem(exc)}")
 
@@ -461,37 +519,46 @@ def page_number(request: Request, name: str) -> int | None:
     return int(raw) if re.fullmatch(r"[1-9]\d{0,5}", raw) else None
 
 
-def page(request: Request) -> Response:
+# The routes that use the database are async: their work goes to runner.web's own workers
+# under a time budget (within_budget), not to Starlette's thread pool.
+async def page(request: Request) -> Response:
     admin_page, pii_page = page_number(request, "admin_page"), page_number(request, "pii_page")
     if admin_page is None or pii_page is None:
         return JSONResponse({"error": "admin_page and pii_page must be page numbers from 1"}, 400)
-    data = load_page_data(_store(request), admin_page, pii_page)
+    data = await load_page_data(_store(request), admin_page, pii_page)
     return HTMLResponse(render_page(data, request.app.state.refresh_seconds))
 
 
-def api_health(request: Request) -> Response:
-    body = within_budget(_store(request).health_json)
+async def api_health(request: Request) -> Response:
+    body = await within_budget(_store(request).health_json)
     if body is None:
         return JSONResponse({"system_status": "unknown", "error": "no health check stored yet"}, 503)
     return Response(body, media_type="application/json")
 
 
-def refresh(request: Request) -> Response:
-    report = within_budget(_store(request).refresh, budget=WRITE_BUDGET_S)
+async def refresh(request: Request) -> Response:
+    report = await within_budget(_store(request).refresh, budget=WRITE_BUDGET_S)
     return Response(json.dumps(report, default=str), media_type="application/json")
 
 
-def acknowledge(request: Request) -> Response:
+async def acknowledge(request: Request) -> Response:
     raw = request.path_params["alert_id"]
     if not re.fullmatch(r"\d{1,18}", raw):
         return JSONResponse({"error": f"no such action: {request.url.path}"}, 404)
-    outcome = within_budget(_store(request).acknowledge, int(raw), budget=WRITE_BUDGET_S)
+    outcome = await within_budget(_store(request).acknowledge, int(raw), budget=WRITE_BUDGET_S)
     status = {"acknowledged": 200, "already": 409, "missing": 404}[outcome]
     return JSONResponse({"id": int(raw), "outcome": outcome}, status)
 
 
-def metrics(request: Request) -> Response:
-    return Response(generate_latest(request.app.state.registry), media_type=CONTENT_TYPE_LATEST)
+async def metrics(request: Request) -> Response:
+    try:
+        read = await within_budget(read_metrics, _store(request))
+    except DATABASE_ERRORS as exc:
+        log.warning("metrics scrape could not read the database: %s", database_problem(exc))
+        read = None
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(HealthCollector(read))
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
 async def healthz(request: Request) -> Response:
@@ -524,8 +591,6 @@ def create_app(store: DashboardStore, *, token: str | None = None, refresh_secon
                            PoolTimeout: database_error, DatabaseTimeout: database_error})
     app.state.store = store
     app.state.refresh_seconds = refresh_seconds
-    app.state.registry = CollectorRegistry(auto_describe=False)
-    app.state.registry.register(HealthCollector(store))
     return Guard(app, token)
 
 
