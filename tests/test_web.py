@@ -359,6 +359,36 @@ def test_the_dashboard_and_metrics_work_for_a_login_granted_only_service_role(an
     assert db.one("select count(*) from public.system_health_snapshots") == 2
 
 
+def test_smsao_db_serve_runs_as_a_login_granted_only_service_role(db):
+    """The command itself, as a DBA runs it with the monitoring login's URL."""
+    db.sql("select public.record_health_snapshot()")
+    with service_role_login(db) as url:
+        port = free_port()
+        env = {**os.environ, "DATABASE_URL": url}
+        server = subprocess.Popen([str(SMSAO_DB), "serve", "--port", str(port)], env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    if Client.at(port).request("GET", "/healthz")[0] == 200:
+                        break
+                except OSError:
+                    assert server.poll() is None and time.monotonic() < deadline, server.stderr.read()
+                    time.sleep(0.1)
+            m = scrape(Client.at(port))
+            assert m[("smsao_up", ())] == 1 and m[("smsao_system_status_code", ())] == 2   # no gateway
+            assert ("smsao_critical_calls_total", (("operation", "request_credits"), ("outcome", "calls"))) in m
+            status, _, page = Client.at(port).request("GET", "/")
+            assert status == 200 and "cannot read the database" not in page and 'id="security"' in page
+        finally:
+            server.terminate()
+            server.wait(15)
+            assert "Traceback" not in server.stderr.read()
+            server.stdout.close()
+            server.stderr.close()
+
+
 def test_a_login_without_service_role_gets_one_clear_error_not_an_empty_page(db):
     """A login that is not service_role reads nothing: the page says why (RLS would have
     shown it an empty, reassuring page had the readers not refused)."""
