@@ -31,7 +31,8 @@ def act_as_service_role(conn: psycopg.Connection) -> None:
           from pg_catalog.pg_roles r where r.rolname = current_user""").fetchone()[0]
     if member:
         try:
-            conn.execute("set role service_role")
+            with conn.transaction():  # a refusal then leaves no aborted transaction behind
+                conn.execute("set role service_role")
         except psycopg.errors.InsufficientPrivilege:
             pass  # a membership without SET (PostgreSQL 16+): each refused call then says so
 
