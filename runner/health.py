@@ -9,6 +9,7 @@ from psycopg import errors
 
 from runner.db import connect
 from runner.errors import UserError
+from runner.store import act_as_service_role
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -70,6 +71,7 @@ def fetch(url: str) -> dict:
         raise HealthUnknown(str(exc)) from None
     with conn:
         try:
+            act_as_service_role(conn)
             return conn.execute("select public.production_system_health_check()").fetchone()[0]
         except errors.UndefinedFunction:
             raise HealthUnknown("the health check is not installed in this database: "
@@ -99,6 +101,21 @@ def format_value(key: str, value) -> str:
     if key == "database_size_bytes":
         return f"{value / 2**20:,.1f} MiB"
     return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def unknown_reasons(report: dict) -> dict[str, str]:
+    """Why each null metric could not be measured, where the report says (details.unknown)."""
+    metrics = report.get("metrics") or {}
+    reasons = (report.get("details") or {}).get("unknown") or {}
+    return {key: str(why) for key, why in reasons.items() if metrics.get(key) is None}
+
+
+def unknown_lines(report: dict) -> list[str]:
+    """One line per reason: the metrics it leaves unknown, and why."""
+    by_reason: dict[str, list[str]] = {}
+    for key, why in unknown_reasons(report).items():
+        by_reason.setdefault(why, []).append(METRICS.get(key, (key.replace("_", " "),))[0])
+    return [f"{', '.join(labels)}: unknown, {why}" for why, labels in by_reason.items()]
 
 
 def format_threshold(key: str, limits: dict | None) -> str:
@@ -132,12 +149,15 @@ def render(report: dict, console: Console) -> None:
     metrics = report.get("metrics", {})
     checks = report.get("checks", {})
     thresholds = report.get("thresholds", {})
+    unknown = unknown_reasons(report)
     for key, (label, check_key) in METRICS.items():
         level = checks.get(check_key, "") if check_key else ""
-        table.add_row(label, format_value(key, metrics.get(key)),
+        table.add_row(label, "unknown" if key in unknown else format_value(key, metrics.get(key)),
                       f"[{COLOURS.get(level, 'white')}]{level}[/]" if level else "",
                       format_threshold(key, thresholds.get(check_key)) if check_key else "")
     console.print(table)
+    for line in unknown_lines(report):
+        console.print(f"[dim]{line}[/]", highlight=False)
     orphans = report.get("details", {}).get("orphaned_data")
     if orphans and metrics.get("orphaned_data"):
         console.print(f"[dim]orphaned rows: {orphans.get('sms_logs', 0):,} sms_logs, "

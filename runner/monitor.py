@@ -132,14 +132,17 @@ def render(frame: Frame, *, target: str = "", live: bool = False, interval: floa
         table.add_column("value", justify="right")
         table.add_column("check")
         table.add_column("thresholds", style="dim")
+        unknown = health.unknown_reasons(frame.report)
         keys = [k for k in health.METRICS if k in metrics] + sorted(k for k in metrics if k not in health.METRICS)
         for key in keys:
             label, check_key = health.METRICS.get(key, (key.replace("_", " "), key))
             level = checks.get(check_key or key, "")
-            table.add_row(label, health.format_value(key, metrics.get(key)),
+            table.add_row(label, "unknown" if key in unknown else health.format_value(key, metrics.get(key)),
                           Text(level, style=LEVEL_STYLES.get(level, "")),
                           health.format_threshold(key, thresholds.get(check_key)) if check_key else "")
-        parts.append(Panel(table, title="Metrics", title_align="left"))
+        lines = health.unknown_lines(frame.report)
+        parts.append(Panel(Group(table, *(Text(line, style="dim") for line in lines)) if lines else table,
+                           title="Metrics", title_align="left"))
 
     values = minute_values(frame.series, now)
     perf = Text()

@@ -11,17 +11,49 @@ from psycopg_pool import ConnectionPool
 from runner.db import connect, libpq_url
 
 
-class DashboardStore:
-    """Every query the dashboard runs, over a small connection pool."""
+# A dead server must not hang a page or a scrape: the kernel drops a connection whose data
+# goes unacknowledged for 10 s, and keepalives find a peer that vanished while idle.
+TCP_SETTINGS = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3,
+                "tcp_user_timeout": 10_000}
 
-    def __init__(self, url: str, pool_size: int = 4, statement_timeout_ms: int = 15_000):
+
+def act_as_service_role(conn: psycopg.Connection) -> None:
+    """A login granted service_role becomes it, as PostgREST does for each request: service_role
+    is who the monitoring functions admit, and it reads the monitoring tables past RLS (a
+    login only inherits its grants, not its BYPASSRLS, and would see no row). A superuser or
+    a member of the package's owner stays itself: it sees at least as much."""
+    member = conn.execute("""
+        select not r.rolsuper
+               and not coalesce(pg_catalog.pg_has_role(current_user,
+                     (select n.nspowner from pg_catalog.pg_namespace n where n.nspname = 'smsao'), 'MEMBER'), false)
+               and coalesce(pg_catalog.pg_has_role(current_user,
+                     pg_catalog.to_regrole('service_role')::oid, 'MEMBER'), false)
+          from pg_catalog.pg_roles r where r.rolname = current_user""").fetchone()[0]
+    if member:
+        try:
+            with conn.transaction():  # a refusal then leaves no aborted transaction behind
+                conn.execute("set role service_role")
+        except psycopg.errors.InsufficientPrivilege:
+            pass  # a membership without SET (PostgreSQL 16+): each refused call then says so
+
+
+class DashboardStore:
+    """Every query the dashboard runs, over a small connection pool.
+
+    A read waits at most `wait_s` for a connection: when the server goes down, the pool's
+    connections break and new ones are refused, and a page or a scrape then fails fast
+    (runner.web answers "database down") rather than hanging past a scrape timeout."""
+
+    def __init__(self, url: str, pool_size: int = 4, statement_timeout_ms: int = 15_000, wait_s: float = 1.5):
         def configure(conn: psycopg.Connection) -> None:
             conn.execute(f"set statement_timeout = {int(statement_timeout_ms)}")
+            act_as_service_role(conn)
 
         self.url = url
+        self.wait_s = wait_s
         self.pool = ConnectionPool(libpq_url(url), min_size=1, max_size=pool_size, open=False,
-                                   kwargs={"autocommit": True, "connect_timeout": 10},
-                                   configure=configure, timeout=10, name="smsao-dashboard")
+                                   kwargs={"autocommit": True, "connect_timeout": 10, **TCP_SETTINGS},
+                                   configure=configure, timeout=wait_s, name="smsao-dashboard")
 
     def open(self) -> "DashboardStore":
         # One plain connection first, for a clear error (wrong password, unreachable, ...).
@@ -36,7 +68,7 @@ class DashboardStore:
         # A pooled connection may have died with a server restart; a read is retried once.
         for attempt in (1, 2):
             try:
-                with self.pool.connection() as conn:
+                with self.pool.connection(timeout=self.wait_s) as conn:
                     cur = conn.cursor(row_factory=dict_row)
                     cur.execute(query, params)
                     return cur.fetchall() if cur.description else []
@@ -98,17 +130,18 @@ class DashboardStore:
              group by 1 order by 1""", {"bucket": bucket_minutes, "hours": hours})
 
     # -- security: refusals and errors counted through rollback, and the audit trails --
+    # (through smsao.dashboard_*: readers service_role may execute, sql/functions/monitoring_access.sql)
     def critical_call_totals(self) -> list[dict]:
         """Calls, errors and refusals of each critical operation since counting began."""
-        return self._run("select operation, calls, errors, refusals from smsao.critical_call_totals()")
+        return self._run("select operation, calls, errors, refusals from smsao.dashboard_call_totals()")
 
     def critical_calls_last_hour(self) -> list[dict]:
         return self._run("""
             select operation, calls, errors, refusals
-              from smsao.critical_calls_since(pg_catalog.now() - interval '1 hour')""")
+              from smsao.dashboard_calls_since(pg_catalog.now() - interval '1 hour')""")
 
     def critical_calls_per_hour(self, hours: int = 24) -> list[dict]:
-        return self._run("select hour, calls, errors, refusals from smsao.critical_calls_per_hour(%s)", [hours])
+        return self._run("select hour, calls, errors, refusals from smsao.dashboard_calls_per_hour(%s)", [hours])
 
     def admin_actions(self, page: int, per_page: int) -> list[dict]:
         """The newest admin actions, one page (1 = newest), one row more to tell a next page."""

@@ -1,10 +1,11 @@
 """`smsao-db serve`: the admin web dashboard, `/api/health` and Prometheus `/metrics`.
 
 A Starlette app on uvicorn (httptools parser): the page is a Jinja2 template
-(runner/templates/), the scrape is prometheus-client's exposition of a collector that reads
-the latest stored snapshot, and every query is in runner.store (a few indexed reads; only
-the refresh button runs the health check). No JavaScript or CSS from elsewhere (the chart
-is inline SVG), so the page works on an isolated host.
+(runner/templates/), the scrape is prometheus-client's exposition of the latest stored
+snapshot, and every query is in runner.store (a few indexed reads; only the refresh button
+runs the health check). Database work runs on a few daemon threads under a time budget, so
+that every GET answers within 2 s even when the database is down or hangs. No JavaScript or
+CSS from elsewhere (the chart is inline SVG), so the page works on an isolated host.
 
 Access (the `Guard` middleware, before any route): bound to 127.0.0.1 by default. Any
 other address needs a token, and then every request must carry it (`Authorization: Bearer
@@ -19,10 +20,12 @@ POST /api/alerts/<id>/acknowledge, GET /metrics, GET /healthz (liveness, no data
 """
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 import json
 import logging
+import queue
 import re
 import socket
 import threading
@@ -77,9 +80,131 @@ def _needs_token(host: str, token: str | None) -> None:
                         "SMSAO_DASHBOARD_TOKEN, or bind to 127.0.0.1")
 
 
+# -- the database within a time budget -------------------------------------------------------
+# Prometheus gives up on a scrape after 10 s, and a person on a page after a few: every read
+# that serves a GET answers within READ_BUDGET_S, "database down" included. The store fails
+# fast when the server is gone (its connections break, new ones are refused, the pool waits
+# 1.5 s at most); the budget also holds when the server hangs without closing anything.
+READ_BUDGET_S = 1.8
+# A button's write (refresh, acknowledge) may wait longer, but not forever on a hung server.
+WRITE_BUDGET_S = 10.0
+
+
+class DatabaseTimeout(Exception):
+    """The database did not answer within the budget."""
+
+
+DATABASE_ERRORS = (psycopg.Error, PoolTimeout, DatabaseTimeout)
+
+
+@dataclass
+class _Job:
+    work: Any
+    args: tuple
+    done: Any                 # called on the worker with the job once it has run
+    abandoned: bool = False
+    value: Any = None
+    error: BaseException | None = None
+
+
+class _Workers:
+    """A few daemon threads that run the requests' database work, so that a request can stop
+    waiting for it. The endpoints are async and hand their work here: one hand-off, as
+    Starlette's own thread pool would make for a blocking endpoint, but to daemon threads, so
+    a thread stuck on a hung server never holds up the exit."""
+
+    def __init__(self, size: int = 8):
+        self.size = size
+        self.jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+        self.lock = threading.Lock()
+        self.threads: list[threading.Thread] = []
+
+    def submit(self, job: _Job) -> None:
+        if len(self.threads) < self.size:
+            with self.lock:
+                if len(self.threads) < self.size:
+                    t = threading.Thread(target=self._serve, name=f"smsao-dashboard-db-{len(self.threads)}",
+                                         daemon=True)
+                    t.start()
+                    self.threads.append(t)
+        self.jobs.put(job)
+
+    def _serve(self) -> None:
+        while True:
+            job = self.jobs.get()
+            if job.abandoned:   # its request gave up while it queued: do not run it late
+                continue
+            try:
+                job.value = job.work(*job.args)
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting request as is
+                job.error = exc
+            job.done(job)
+
+
+_workers = _Workers()
+
+
+async def within_budget(work, *args, budget: float | None = None):
+    """work(*args) on a worker thread, awaited for at most `budget` seconds (READ_BUDGET_S).
+    Work that overruns is left to finish or fail on its own, holding at most one pooled
+    connection meanwhile: with the pool's connections all held by a hung server, later work
+    fails at once for want of a connection (there are more workers than connections)."""
+    budget = READ_BUDGET_S if budget is None else budget
+    loop = asyncio.get_running_loop()
+    finished: asyncio.Future = loop.create_future()
+
+    def settle(outcome) -> None:
+        if not finished.done():
+            finished.set_result(outcome)
+
+    def done(job: _Job) -> None:
+        try:
+            loop.call_soon_threadsafe(settle, job)
+        except RuntimeError:
+            pass  # the server stopped meanwhile: nobody waits
+
+    job = _Job(work, args, done)
+    timer = loop.call_later(budget, settle, None)
+    _workers.submit(job)
+    try:
+        if await finished is None:
+            job.abandoned = True
+            raise DatabaseTimeout(f"the database did not answer within {budget:g} s")
+    finally:
+        timer.cancel()
+    if job.error is not None:
+        raise job.error
+    return job.value
+
+
+def database_problem(exc: BaseException) -> str:
+    """One line saying why the database could not be read."""
+    if isinstance(exc, PoolTimeout):
+        return "no connection to the database (is the server running?)"
+    return health.first_line(exc)
+
+
 # -- Prometheus -----------------------------------------------------------------------------
-def _metric_name(name: str) -> str:
-    return "smsao_" + re.sub(r"[^a-zA-Z0-9_]", "_", name).lower()
+# Prometheus' naming rules (https://prometheus.io/docs/practices/naming/): base units spelled
+# out, ratios (0..1) as _ratio, _total only on counters; `promtool check metrics` lints them.
+# A health report metric is named by its key, with these suffixes rewritten...
+UNIT_SUFFIXES = ((re.compile(r"_s$"), "_seconds", 1.0), (re.compile(r"_ms$"), "_seconds", 0.001),
+                 (re.compile(r"_rate$"), "_ratio", 1.0))
+# ...and these keys, whose unit is not in their name, renamed outright.
+PROMETHEUS_NAMES = {"connection_usage": "smsao_connection_usage_ratio"}
+
+
+def prometheus_name(key: str) -> tuple[str, float]:
+    """The Prometheus name of a health report metric, and the factor to its base unit
+    (longest_transaction_s -> smsao_longest_transaction_seconds, sms_failure_rate ->
+    smsao_sms_failure_ratio)."""
+    name = re.sub(r"[^a-zA-Z0-9_]", "_", key).lower()
+    if name in PROMETHEUS_NAMES:
+        return PROMETHEUS_NAMES[name], 1.0
+    for suffix, unit, factor in UNIT_SUFFIXES:
+        if suffix.search(name):
+            return "smsao_" + suffix.sub(unit, name), factor
+    return "smsao_" + name, 1.0
 
 
 def _number(value: Any) -> float | None:
@@ -88,28 +213,29 @@ def _number(value: Any) -> float | None:
     return None
 
 
-class HealthCollector:
-    """Reads the latest stored snapshot and sample at scrape time (no health check is run)."""
+def read_metrics(store: DashboardStore) -> tuple:
+    """What a scrape shows: the latest snapshot and sample, open alerts, the call counters."""
+    return store.latest_snapshot(), store.latest_sample(), store.open_alert_counts(), store.critical_call_totals()
 
-    def __init__(self, store: DashboardStore):
-        self.store = store
+
+class HealthCollector:
+    """The exposition of what one scrape read (read_metrics), or of the database being down
+    (None). No health check is run: the latest stored snapshot is shown."""
+
+    def __init__(self, read: tuple | None):
+        self.read = read
 
     def describe(self):
         return []  # metric names depend on the snapshot: nothing to register up front
 
     def collect(self):
         up = GaugeMetricFamily("smsao_up", "1 when the dashboard could read the database")
-        try:
-            snapshot = self.store.latest_snapshot()
-            sample = self.store.latest_sample()
-            alerts = self.store.open_alert_counts()
-            calls = self.store.critical_call_totals()
-        except (psycopg.Error, PoolTimeout) as exc:
-            log.warning("metrics scrape could not read the database: %s", exc)
+        if self.read is None:
             up.add_metric([], 0)
             yield up
             yield from self._status("unknown")
             return
+        snapshot, sample, alerts, calls = self.read
         up.add_metric([], 1)
         yield up
         yield from self._status(snapshot["system_status"] if snapshot else "unknown")
@@ -128,8 +254,9 @@ class HealthCollector:
             rt = GaugeMetricFamily("smsao_response_time_seconds",
                                    "Response time measured by the latest performance sample")
             rt.add_metric([], sample["response_time_ms"] / 1000.0)
-            er = GaugeMetricFamily("smsao_error_rate",
-                                   "Share of audited calls with outcome 'error' in the sampled minute (0..1)")
+            er = GaugeMetricFamily("smsao_error_ratio",
+                                   "Share of the critical calls that ended in an error (refusals excluded) "
+                                   "since the previous performance sample (0..1)")
             er.add_metric([], sample["error_rate"])
             ts = GaugeMetricFamily("smsao_performance_sample_timestamp_seconds",
                                    "Unix time of the latest performance sample")
@@ -164,17 +291,19 @@ class HealthCollector:
         """One gauge per numeric health metric (none for one not measurable: null); an object of
         numbers becomes a labelled gauge."""
         for key, value in sorted(metrics.items()):
+            name, factor = prometheus_name(key)
             number = _number(value)
             if number is not None:
-                g = GaugeMetricFamily(_metric_name(key), f"Health check metric '{key}'")
-                g.add_metric([], number)
+                g = GaugeMetricFamily(name, f"Health check metric '{key}' of the latest stored snapshot")
+                g.add_metric([], number * factor)
                 yield g
             elif isinstance(value, dict):
                 parts = {k: n for k, n in ((k, _number(v)) for k, v in value.items()) if n is not None}
                 if parts:
-                    g = GaugeMetricFamily(_metric_name(key), f"Health check metric '{key}' by part", labels=["part"])
+                    g = GaugeMetricFamily(name, f"Health check metric '{key}' of the latest stored snapshot, "
+                                                "by part", labels=["part"])
                     for k, v in sorted(parts.items()):
-                        g.add_metric([k], v)
+                        g.add_metric([k], v * factor)
                     yield g
 
 
@@ -215,13 +344,18 @@ def load_security(store: DashboardStore, admin_page: int, pii_page: int) -> Secu
                     len(admin) > AUDIT_PAGE_SIZE, len(pii) > AUDIT_PAGE_SIZE)
 
 
-def load_page_data(store: DashboardStore, admin_page: int = 1, pii_page: int = 1) -> PageData:
+def read_page_data(store: DashboardStore, now: datetime, admin_page: int, pii_page: int) -> PageData:
+    return PageData(now, store.latest_snapshot(), store.latest_sample(), store.open_alerts(),
+                    store.response_series(), load_security(store, admin_page, pii_page))
+
+
+async def load_page_data(store: DashboardStore, admin_page: int = 1, pii_page: int = 1) -> PageData:
+    """What the page shows, or (within the read budget) why the database could not be read."""
     now = datetime.now(timezone.utc)
     try:
-        return PageData(now, store.latest_snapshot(), store.latest_sample(), store.open_alerts(),
-                        store.response_series(), load_security(store, admin_page, pii_page))
-    except (psycopg.Error, PoolTimeout) as exc:
-        return PageData(now, None, None, [], [], error=f"cannot read the database: {health.first_line(exc)}")
+        return await within_budget(read_page_data, store, now, admin_page, pii_page)
+    except DATABASE_ERRORS as exc:
+        return PageData(now, None, None, [], [], error=f"cannot read the database: {database_problem(exc)}")
 
 
 @dataclass
@@ -230,6 +364,7 @@ class Card:
     label: str
     value: str
     level: str = "ok"
+    why: str | None = None   # why the value is unknown, when the report says
 
 
 @dataclass
@@ -258,8 +393,10 @@ CARD_GROUPS = (
 def cards(data: PageData) -> list[CardGroup]:
     report = (data.snapshot or {}).get("report") or {}
     checks = report.get("checks") or {}
+    unknown = health.unknown_reasons(report)
     found = {key: Card(key, health.METRICS.get(key, (key.replace("_", " "),))[0],
-                       health.format_value(key, value), checks.get(key, "ok"))
+                       "unknown" if key in unknown else health.format_value(key, value),
+                       checks.get(key, "ok"), unknown.get(key))
              for key, value in (report.get("metrics") or {}).items()}
     if data.sample:
         found["response_time_ms"] = Card("response_time_ms", "response time", f"{data.sample['response_time_ms']:.1f} ms")
@@ -382,36 +519,46 @@ def page_number(request: Request, name: str) -> int | None:
     return int(raw) if re.fullmatch(r"[1-9]\d{0,5}", raw) else None
 
 
-def page(request: Request) -> Response:
+# The routes that use the database are async: their work goes to runner.web's own workers
+# under a time budget (within_budget), not to Starlette's thread pool.
+async def page(request: Request) -> Response:
     admin_page, pii_page = page_number(request, "admin_page"), page_number(request, "pii_page")
     if admin_page is None or pii_page is None:
         return JSONResponse({"error": "admin_page and pii_page must be page numbers from 1"}, 400)
-    data = load_page_data(_store(request), admin_page, pii_page)
+    data = await load_page_data(_store(request), admin_page, pii_page)
     return HTMLResponse(render_page(data, request.app.state.refresh_seconds))
 
 
-def api_health(request: Request) -> Response:
-    body = _store(request).health_json()
+async def api_health(request: Request) -> Response:
+    body = await within_budget(_store(request).health_json)
     if body is None:
         return JSONResponse({"system_status": "unknown", "error": "no health check stored yet"}, 503)
     return Response(body, media_type="application/json")
 
 
-def refresh(request: Request) -> Response:
-    return Response(json.dumps(_store(request).refresh(), default=str), media_type="application/json")
+async def refresh(request: Request) -> Response:
+    report = await within_budget(_store(request).refresh, budget=WRITE_BUDGET_S)
+    return Response(json.dumps(report, default=str), media_type="application/json")
 
 
-def acknowledge(request: Request) -> Response:
+async def acknowledge(request: Request) -> Response:
     raw = request.path_params["alert_id"]
     if not re.fullmatch(r"\d{1,18}", raw):
         return JSONResponse({"error": f"no such action: {request.url.path}"}, 404)
-    outcome = _store(request).acknowledge(int(raw))
+    outcome = await within_budget(_store(request).acknowledge, int(raw), budget=WRITE_BUDGET_S)
     status = {"acknowledged": 200, "already": 409, "missing": 404}[outcome]
     return JSONResponse({"id": int(raw), "outcome": outcome}, status)
 
 
-def metrics(request: Request) -> Response:
-    return Response(generate_latest(request.app.state.registry), media_type=CONTENT_TYPE_LATEST)
+async def metrics(request: Request) -> Response:
+    try:
+        read = await within_budget(read_metrics, _store(request))
+    except DATABASE_ERRORS as exc:
+        log.warning("metrics scrape could not read the database: %s", database_problem(exc))
+        read = None
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(HealthCollector(read))
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
 async def healthz(request: Request) -> Response:
@@ -425,7 +572,7 @@ async def not_found(request: Request, exc: Exception) -> Response:
 
 
 async def database_error(request: Request, exc: Exception) -> Response:
-    first = health.first_line(exc)
+    first = database_problem(exc)
     if isinstance(exc, psycopg.errors.UndefinedFunction):
         first += " (is the database migrated to head? `smsao-db migrate upgrade`)"
     log.warning("dashboard request %s %s failed: %s", request.method, request.url.path, first)
@@ -441,11 +588,9 @@ def create_app(store: DashboardStore, *, token: str | None = None, refresh_secon
         Route("/metrics", metrics),
         Route("/healthz", healthz),
     ], exception_handlers={404: not_found, 405: not_found, psycopg.Error: database_error,
-                           PoolTimeout: database_error})
+                           PoolTimeout: database_error, DatabaseTimeout: database_error})
     app.state.store = store
     app.state.refresh_seconds = refresh_seconds
-    app.state.registry = CollectorRegistry(auto_describe=False)
-    app.state.registry.register(HealthCollector(store))
     return Guard(app, token)
 
 

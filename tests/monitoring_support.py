@@ -2,6 +2,12 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from psycopg import sql
+
+from support import login_url
 
 # The health check's metrics as plain count(*) queries over the same rows (what the
 # counters must always equal). Run in the same transaction as the check: same now().
@@ -76,3 +82,16 @@ def ghost() -> uuid.UUID:
 # that started a day ago, in this database only.
 STARTED_LONG_AGO = """create or replace function smsao.server_started_at() returns timestamptz
   language sql stable set search_path = '' as $$ select pg_catalog.now() - interval '1 day' $$"""
+@contextmanager
+def service_role_login(db) -> Iterator[str]:
+    """A real login granted only service_role (and pg_monitor), as a DBA would create one for
+    the dashboard, `monitor` and `health` (CONTRACT section 3); its URL. Dropped afterwards."""
+    name = f"smsao_test_svc_{uuid.uuid4().hex[:8]}"
+    password = f"Svc-{uuid.uuid4().hex}"
+    db.sql(sql.SQL("create role {} login password {} in role service_role, pg_monitor")
+           .format(sql.Identifier(name), sql.Literal(password)))
+    try:
+        yield login_url(db.url, name, password)
+    finally:
+        db.sql("select pg_terminate_backend(pid) from pg_stat_activity where usename = %s", [name])
+        db.sql(sql.SQL("drop role {}").format(sql.Identifier(name)))

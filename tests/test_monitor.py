@@ -7,6 +7,7 @@ import threading
 import time
 
 
+from monitoring_support import service_role_login
 from support import PROJECT_DIR
 from runner.monitor import AlertListener, frames, minute_values, sparkline
 from runner.store import DashboardStore
@@ -144,3 +145,27 @@ def test_the_listener_reconnects_after_its_connection_drops(db):
         assert listener.wait(2) == ['{"severity": "warning"}']
     finally:
         listener.close()
+
+
+def test_monitor_works_for_a_real_login_granted_only_service_role(db):
+    """A login of its own (not `set role` in a superuser's session): the live check, the
+    stored snapshot, the alerts and the samples are all read, and an alert wakes the view."""
+    db.sql("select public.record_health_snapshot()")   # no gateway: critical, one alert
+    db.sql("insert into public.performance_samples (response_time_ms, error_rate) values (7.5, 0)")
+    with service_role_login(db) as url:
+        proc = monitor_once(url)
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert " CRITICAL " in proc.stdout and "UNKNOWN" not in proc.stdout
+        assert "Open alerts (1)" in proc.stdout and "last stored snapshot never" not in proc.stdout
+        assert "latest 7.5 ms" in proc.stdout
+        store = DashboardStore(url, pool_size=1).open()
+        listener = AlertListener(url)
+        try:
+            listener.wait(0.01)
+            add_gateway(db)
+            db.sql("select public.record_health_snapshot()")   # critical -> recovered: NOTIFY
+            frame = next(frames(store, listener, interval=5))
+            assert frame.note and frame.status == "healthy" and frame.error is None
+        finally:
+            listener.close()
+            store.close()

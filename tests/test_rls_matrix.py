@@ -325,6 +325,10 @@ EXECUTE_GRANTS = {
     "public.production_data_cleanup_report()": OPERATORS,
     "public.record_health_snapshot()": {"service_role"},
     "public.record_performance_sample()": {"service_role"},
+    # The dashboard's readers of the critical operations' figures (a service_role login).
+    "smsao.dashboard_call_totals()": {"service_role"},
+    "smsao.dashboard_calls_since(timestamp with time zone)": {"service_role"},
+    "smsao.dashboard_calls_per_hour(integer)": {"service_role"},
     # Called by RLS policies and triggers with the caller's rights.
     "smsao.caller_role()": APP,
     "smsao.caller_id()": APP,

@@ -2,16 +2,19 @@
 behaviour on a real server."""
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from monitoring_support import STARTED_LONG_AGO, add_config
+from cli_support import smsao_db
+from monitoring_support import STARTED_LONG_AGO, add_config, service_role_login
 from runner import migrate
 from runner.embedded import Cluster
 from support import SERVICE, Caller
@@ -243,3 +246,65 @@ def test_without_pg_cron_the_scheduler_metrics_are_null_and_harmless():
 def test_service_role_sees_the_same_report(db):
     add_config(db)
     assert set(db.as_(SERVICE, CHECK)[0][0]["metrics"]) >= set(VITALS)
+
+
+def test_engine_vitals_are_unknown_not_zero_when_the_owner_cannot_see_other_sessions(db):
+    """A managed service's admin role is no superuser: without pg_read_all_stats it sees no
+    other role's transaction or backend type. The longest transaction and the connections in
+    use are then null (unknown), and the report says why, rather than a reassuring 0."""
+    add_config(db)
+    blind = f"smsao_test_blind_{uuid.uuid4().hex[:8]}"
+    owner = db.one("select proowner::regrole::text from pg_proc where oid = 'smsao.engine_vitals(interval)'::regprocedure")
+    db.sql(f"create role {blind} nologin")
+    db.sql(f"alter function smsao.engine_vitals(interval) owner to {blind}")
+    set_threshold(db, "longest_transaction_s", warning_at=1, critical_at=3600)
+    set_threshold(db, "blocked_sessions", warning_at=1, critical_at=10, grace_s=0.3)
+    uid = db.create_user()
+    idle, holder = db.connect(), db.connect()
+    idle.execute("begin")
+    idle.execute("select txid_current()")                # another role's transaction, idle from now on
+    holder.execute("begin")
+    holder.execute("update public.profiles set full_name = 'holder' where user_id = %s", [uid])
+    waiter = threading.Thread(target=lambda: db.connect().execute(
+        "update public.profiles set full_name = 'waiter' where user_id = %s", [uid]).connection.close())
+    waiter.start()
+    try:
+        time.sleep(1.2)
+        r = report(db)
+        m = r["metrics"]
+        assert (m["longest_transaction_s"], m["connection_usage"]) == (None, None)
+        assert r["checks"]["longest_transaction_s"] == "ok" and r["checks"]["connection_usage"] == "ok"
+        why = r["details"]["unknown"]
+        assert set(why) == {"longest_transaction_s", "connection_usage"}
+        assert blind in why["longest_transaction_s"] and "pg_read_all_stats" in why["longest_transaction_s"]
+        # What every role may read is still measured: locks, databases, the size.
+        assert m["blocked_sessions"] == 1 and r["checks"]["blocked_sessions"] == "warning"
+        assert m["database_size_bytes"] == db.one("select pg_database_size(current_database())")
+        assert m["xid_age_ratio"] is not None
+        cli = smsao_db("health", url=db.url)
+        assert "Longest transaction" in cli.stdout and "unknown, role " + blind in " ".join(cli.stdout.split())
+        # Granted the privilege, the same owner sees the open transaction.
+        db.sql(f"grant pg_read_all_stats to {blind}")
+        r = report(db)
+        assert r["metrics"]["longest_transaction_s"] >= 1 and r["checks"]["longest_transaction_s"] == "warning"
+        assert 0 < r["metrics"]["connection_usage"] <= 1 and r["details"]["unknown"] == {}
+    finally:
+        holder.execute("rollback")
+        waiter.join()
+        idle.execute("rollback")
+        for conn in (idle, holder):
+            conn.close()
+        db.sql(f"alter function smsao.engine_vitals(interval) owner to {owner}")
+        db.sql(f"drop role {blind}")
+
+
+def test_the_health_check_works_for_a_real_login_granted_only_service_role(db):
+    """Not `set role` inside a superuser's session: a login of its own, as a DBA creates one
+    for monitoring. The check runs as the package's owner, so the engine vitals are seen."""
+    add_config(db)
+    with service_role_login(db) as url:
+        proc = smsao_db("health", "--json", url=url)
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(proc.stdout)
+    assert r["system_status"] == "healthy" and set(r["metrics"]) >= set(VITALS)
+    assert r["metrics"]["longest_transaction_s"] is not None and r["metrics"]["connection_usage"] > 0

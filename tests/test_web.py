@@ -4,6 +4,9 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
+import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -15,11 +18,13 @@ import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from support import PROJECT_DIR, Caller
+from monitoring_support import add_config, service_role_login
+from support import PROJECT_DIR, Caller, login_url
 from runner.embedded import Cluster, free_port
 from runner.errors import UserError
 from runner.store import DashboardStore
-from runner.web import DashboardServer
+from runner import migrate, web
+from runner.web import DashboardServer, prometheus_name
 
 ARTIFACTS = PROJECT_DIR / "test-artifacts"
 SMSAO_DB = Path(sys.executable).parent / "smsao-db"
@@ -174,7 +179,7 @@ def test_metrics_expose_every_health_metric_status_response_time_and_error_rate(
     assert m[("smsao_failed_sms_24h", ())] == 2
     assert m[("smsao_orphaned_data", ())] == 0
     assert m[("smsao_response_time_seconds", ())] == pytest.approx(0.0125)
-    assert m[("smsao_error_rate", ())] == 0.25
+    assert m[("smsao_error_ratio", ())] == 0.25
     assert m[("smsao_open_alerts", (("severity", "critical"),))] == 1
     assert m[("smsao_open_alerts", (("severity", "warning"),))] == 1
     assert abs(m[("smsao_health_check_timestamp_seconds", ())] - time.time()) < 60
@@ -238,6 +243,264 @@ def test_metrics_report_the_database_down_instead_of_failing(db):
         srv.shutdown()
         srv.server_close()
         broken.close()
+
+
+# -- Prometheus' naming rules, linted by promtool -----------------------------------------
+def promtool(exposition: str) -> subprocess.CompletedProcess:
+    tool = shutil.which("promtool")
+    assert tool, "promtool is missing: `./dev test` installs it (Debian package prometheus)"
+    return subprocess.run([tool, "check", "metrics"], input=exposition, capture_output=True, text=True, timeout=30)
+
+
+def test_promtool_flags_a_unit_abbreviation_and_a_counter_without_total():
+    """The lint below can fail: these are the mistakes /metrics used to make."""
+    bad = ("# HELP smsao_longest_transaction_s Oldest transaction.\n# TYPE smsao_longest_transaction_s gauge\n"
+           "smsao_longest_transaction_s 1\n# HELP smsao_calls Calls.\n# TYPE smsao_calls counter\nsmsao_calls 3\n")
+    proc = promtool(bad)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "abbreviated units" in out and "_total" in out
+
+
+def test_a_real_exposition_follows_prometheus_naming_rules(db, client):
+    """A migrated database with snapshots, samples, alerts and refused calls: promtool finds nothing."""
+    add_config(db)
+    db.sql("select smsao.record_schedule_state(true, 'postgres')")  # the scheduler's vitals measurable
+    seed_samples(db)
+    suspended = Caller.user(db.create_user(status="suspended"))
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        db.as_(suspended, "select public.request_credits(10)")
+    db.sql("select public.record_performance_sample()")
+    db.sql("update public.sms_configurations set is_active = false")
+    db.sql("select public.record_health_snapshot()")                # critical: a real alert
+    seed_alert(db, "warning", "pending requests")
+    status, _, body = client.request("GET", "/metrics")
+    assert status == 200
+    proc = promtool(body)
+    assert (proc.returncode, proc.stdout + proc.stderr) == (0, ""), body
+    names = {family.name for family in text_string_to_metric_families(body)}
+    assert {"smsao_longest_transaction_seconds", "smsao_health_snapshot_age_seconds", "smsao_database_size_bytes",
+            "smsao_connection_usage_ratio", "smsao_xid_age_ratio", "smsao_sms_failure_ratio", "smsao_error_ratio",
+            "smsao_response_time_seconds", "smsao_blocked_sessions", "smsao_security_refusals_1h"} <= names
+    assert "# TYPE smsao_critical_calls_total counter" in body
+    assert [n for n in names if re.search(r"_(s|ms|rate|usage)$", n)] == []
+
+
+@pytest.mark.parametrize("key, name, factor", [
+    ("longest_transaction_s", "smsao_longest_transaction_seconds", 1.0),
+    ("backup_age_s", "smsao_backup_age_seconds", 1.0),
+    ("response_time_ms", "smsao_response_time_seconds", 0.001),
+    ("sms_failure_rate", "smsao_sms_failure_ratio", 1.0),
+    ("connection_usage", "smsao_connection_usage_ratio", 1.0),
+    ("xid_age_ratio", "smsao_xid_age_ratio", 1.0),
+    ("replication_lag_bytes", "smsao_replication_lag_bytes", 1.0),
+    ("failed_sms_24h", "smsao_failed_sms_24h", 1.0),
+    ("wal-archive failing", "smsao_wal_archive_failing", 1.0),
+])
+def test_report_metrics_get_base_unit_names(key, name, factor):
+    assert prometheus_name(key) == (name, factor)
+
+
+def test_an_unknown_vital_shows_why_on_the_page_and_has_no_gauge(db, client):
+    """A vital the health check's owner cannot see is null, with the reason in details.unknown:
+    the card says "unknown" and why, and /metrics has no gauge for it (absent, not 0)."""
+    why = "role smsao_admin, which runs the health check, cannot see other sessions: grant it pg_read_all_stats"
+    body = report("healthy", longest_transaction_s=None, connection_usage=None, xid_age_ratio=0.01)
+    body["details"] = {"unknown": {"longest_transaction_s": why, "connection_usage": why}}
+    db.sql("insert into public.system_health_snapshots (system_status, report) values ('healthy', %s)",
+           [json.dumps(body)])
+    status, _, page = client.request("GET", "/")
+    assert status == 200
+    card = re.search(r'<div class="card level-ok" data-metric="longest_transaction_s".*?</div></div>', page)
+    assert card and '<div class="value">unknown</div>' in card[0] and "grant it pg_read_all_stats" in card[0]
+    m = scrape(client)
+    assert ("smsao_longest_transaction_seconds", ()) not in m and ("smsao_connection_usage_ratio", ()) not in m
+    assert m[("smsao_xid_age_ratio", ())] == 0.01
+
+
+# -- a login granted only service_role (not the owner, not a superuser) --------------------
+def test_the_dashboard_and_metrics_work_for_a_login_granted_only_service_role(any_db):
+    db = any_db
+    add_config(db)
+    db.sql("insert into public.performance_samples (sampled_at, response_time_ms, details) "
+           "values (now() - interval '3 hours', 1, jsonb_build_object('counters', smsao.critical_counters_now()))")
+    suspended = Caller.user(db.create_user(status="suspended"))
+    for _ in range(2):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            db.as_(suspended, "select public.request_credits(10)")
+    admin = db.create_user(admin=True)
+    db.sql("insert into public.admin_audit_logs (admin_id, action, target_table, target_id) "
+           "values (%s, 'suspend_user', 'profiles', 'x')", [admin])
+    db.sql("select public.record_performance_sample()")
+    db.sql("select public.record_health_snapshot()")
+    alert = seed_alert(db, "warning", "x")
+    with service_role_login(db) as url:
+        with psycopg.connect(url) as conn:   # a real login, neither superuser nor the owner
+            assert conn.execute("select rolsuper from pg_roles where rolname = current_user").fetchone() == (False,)
+        store = DashboardStore(url, pool_size=2).open()
+        srv = start(store)
+        try:
+            c = Client(srv)
+            status, _, body = c.request("GET", "/")
+            assert status == 200 and "cannot read the database" not in body
+            assert 'data-status="healthy"' in body and "suspend_user" in body
+            assert re.search(r'<tr data-operation="request_credits"><td>request_credits</td><td>2</td>'
+                             r'<td>0</td><td>2</td>', body)
+            m = scrape(c)
+            assert m[("smsao_up", ())] == 1 and m[("smsao_system_status_code", ())] == 0
+            assert m[("smsao_critical_calls_total", (("operation", "request_credits"), ("outcome", "refusals")))] == 2
+            assert m[("smsao_longest_transaction_seconds", ())] >= 0   # the owner runs the check: it sees all
+            assert c.json("GET", "/api/health")[1]["system_status"] == "healthy"
+            assert c.json("POST", "/api/refresh")[0] == 200
+            assert c.json("POST", f"/api/alerts/{alert}/acknowledge")[0] == 200
+        finally:
+            srv.shutdown()
+            srv.server_close()
+            store.close()
+    assert db.one("select count(*) from public.system_health_snapshots") == 2
+
+
+def test_smsao_db_serve_runs_as_a_login_granted_only_service_role(db):
+    """The command itself, as a DBA runs it with the monitoring login's URL."""
+    db.sql("select public.record_health_snapshot()")
+    with service_role_login(db) as url:
+        port = free_port()
+        env = {**os.environ, "DATABASE_URL": url}
+        server = subprocess.Popen([str(SMSAO_DB), "serve", "--port", str(port)], env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    if Client.at(port).request("GET", "/healthz")[0] == 200:
+                        break
+                except OSError:
+                    assert server.poll() is None and time.monotonic() < deadline, server.stderr.read()
+                    time.sleep(0.1)
+            m = scrape(Client.at(port))
+            assert m[("smsao_up", ())] == 1 and m[("smsao_system_status_code", ())] == 2   # no gateway
+            assert ("smsao_critical_calls_total", (("operation", "request_credits"), ("outcome", "calls"))) in m
+            status, _, page = Client.at(port).request("GET", "/")
+            assert status == 200 and "cannot read the database" not in page and 'id="security"' in page
+        finally:
+            server.terminate()
+            server.wait(15)
+            assert "Traceback" not in server.stderr.read()
+            server.stdout.close()
+            server.stderr.close()
+
+
+def test_a_login_without_service_role_gets_one_clear_error_not_an_empty_page(db):
+    """A login that is not service_role reads nothing: the page says why (RLS would have
+    shown it an empty, reassuring page had the readers not refused)."""
+    db.sql("select public.record_health_snapshot()")
+    db.sql("create role smsao_test_nobody login password 'Nobody-Pass-1'")
+    try:
+        store = DashboardStore(login_url(db.url, "smsao_test_nobody", "Nobody-Pass-1"), pool_size=1).open()
+        srv = start(store)
+        try:
+            status, _, body = Client(srv).request("GET", "/")
+            assert status == 200 and "cannot read the database: permission denied" in body
+            m = scrape(Client(srv))
+            assert m[("smsao_up", ())] == 0 and m[("smsao_system_status_code", ())] == 3
+        finally:
+            srv.shutdown()
+            srv.server_close()
+            store.close()
+    finally:
+        db.sql("drop role smsao_test_nobody")
+
+
+# -- the database goes away under a running dashboard --------------------------------------
+@pytest.fixture(scope="module")
+def own_cluster():
+    """A private server the tests may stop or freeze, with a migrated database."""
+    home = Path(tempfile.mkdtemp(prefix="smsao-web-down-"))  # the Cluster makes it the server's own
+    cluster = Cluster(home=home, settings={"fsync": "off"})
+    cluster.start()
+    with psycopg.connect(cluster.url("postgres"), autocommit=True) as conn:
+        conn.execute("create database smsao")
+    migrate.run("upgrade", cluster.url("smsao"), "head")
+    yield cluster
+    cluster.destroy()
+
+
+def timed(fn, *args):
+    started = time.monotonic()
+    result = fn(*args)
+    return result, time.monotonic() - started
+
+
+def answers_fast_while_down(c: Client, label: str) -> None:
+    """/metrics, / and /api/health each answer within 2 s and say the database is down."""
+    body, took = timed(c.request, "GET", "/metrics")
+    assert took < 2 and body[0] == 200, (label, took)
+    samples = {(s.name, tuple(s.labels.items())): s.value
+               for f in text_string_to_metric_families(body[2]) for s in f.samples}
+    assert samples[("smsao_up", ())] == 0 and samples[("smsao_system_status_code", ())] == 3, label
+    (status, _, page), took = timed(c.request, "GET", "/")
+    assert took < 2 and status == 200 and "cannot read the database" in page, (label, took)
+    assert 'data-status="unknown"' in page
+    (status, _, _), took = timed(c.request, "GET", "/api/health")
+    assert took < 2 and status == 503, (label, took)
+
+
+def test_a_frozen_server_does_not_hang_metrics_or_the_page(own_cluster, monkeypatch):
+    """The server stops answering without closing anything (SIGSTOP: a hung host, a network
+    partition): every GET still answers within 2 s, and all is back once it answers again."""
+    own_cluster.start()
+    url = own_cluster.url("smsao")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("select public.record_health_snapshot()")
+    store = DashboardStore(url, pool_size=2).open()
+    srv = start(store)
+    c = Client(srv)
+    postmaster = int((own_cluster.data_dir / "postmaster.pid").read_text().split()[0])
+    processes = [postmaster] + [int(p) for p in subprocess.run(
+        ["ps", "-o", "pid=", "--ppid", str(postmaster)], capture_output=True, text=True).stdout.split()]
+    try:
+        assert scrape(c)[("smsao_up", ())] == 1
+        for pid in processes:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            answers_fast_while_down(c, "frozen")
+            answers_fast_while_down(c, "frozen, again")
+            monkeypatch.setattr(web, "WRITE_BUDGET_S", 1.0)   # a button's write: bounded too
+            (status, body), took = timed(c.json, "POST", "/api/refresh")
+            assert status == 503 and took < 2 and "did not answer" in body["error"], (status, took)
+        finally:
+            for pid in processes:
+                os.kill(pid, signal.SIGCONT)
+        deadline = time.monotonic() + 15
+        while scrape(c)[("smsao_up", ())] != 1:
+            assert time.monotonic() < deadline, "the dashboard did not recover"
+            time.sleep(0.2)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        store.close()
+
+
+def test_a_stopped_server_shows_as_down_within_2_seconds(own_cluster):
+    """`smsao_up 0` and a page that says so, within 2 s, once the server has gone after the
+    pool opened (its connections broken, new ones refused): not a hang past the 10 s scrape."""
+    own_cluster.start()
+    url = own_cluster.url("smsao")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("select public.record_health_snapshot()")
+    store = DashboardStore(url, pool_size=3).open()
+    srv = start(store)
+    c = Client(srv)
+    try:
+        assert scrape(c)[("smsao_up", ())] == 1
+        assert c.request("GET", "/")[0] == 200
+        own_cluster.stop()
+        answers_fast_while_down(c, "just stopped")       # the pooled connections break
+        answers_fast_while_down(c, "still stopped")      # no connection at all: refused
+        assert c.request("GET", "/healthz")[0] == 200    # liveness needs no database
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        store.close()
 
 
 # -- access control -------------------------------------------------------------------------
@@ -453,6 +716,7 @@ def test_the_page_refreshes_itself(db, store, page):
         assert page.locator("#alerts tr").count() == 1
         assert page.locator('[data-metric="active_sms_configs"]').get_attribute("data-level") == "critical"
     finally:
+        page.goto("about:blank")   # stop the page's own refreshes before its server goes
         srv.shutdown()
         srv.server_close()
 
@@ -514,15 +778,16 @@ def test_metrics_have_a_gauge_for_every_metric_of_a_real_health_report(db, clien
     m = scrape(client)
     assert stored["metrics"], "the health report has metrics"
     for key, value in stored["metrics"].items():
+        name, factor = prometheus_name(key)
         if value is None:   # not measurable here (no jobs scheduled): no gauge, not a 0
-            assert (f"smsao_{key}", ()) not in m, key
+            assert (name, ()) not in m, key
             continue
-        assert m[(f"smsao_{key}", ())] == pytest.approx(float(value)), key
+        assert m[(name, ())] == pytest.approx(float(value) * factor), key
     assert m[("smsao_failed_sms_24h", ())] == 1
     status_code = {"healthy": 0, "warning": 1, "critical": 2}[stored["system_status"]]
     assert m[("smsao_system_status_code", ())] == status_code
     assert m[("smsao_response_time_seconds", ())] > 0
-    assert m[("smsao_error_rate", ())] == 0
+    assert m[("smsao_error_ratio", ())] == 0
 
 
 def test_the_first_load_right_after_up_shows_the_status(page):

@@ -4,26 +4,41 @@
 -- A value is NULL where it cannot be measured from here (no pg_cron, no statistics
 -- privilege): its check is then 'ok'.
 
--- From PostgreSQL's statistics views. SECURITY DEFINER: pg_stat_activity shows other
--- roles' transactions only to superusers and pg_read_all_stats.
+-- From PostgreSQL's statistics views. SECURITY DEFINER, so the figures do not depend on who
+-- asks: pg_stat_activity shows another role's sessions (their state, backend type and
+-- transaction start) only to superusers and members of pg_read_all_stats, and runs here
+-- as this function's owner. An owner without that privilege (a managed service's admin
+-- role that is not superuser) sees its own sessions only: the longest transaction and the
+-- connections in use cannot be told then, so both are NULL (never a reassuring 0) and
+-- 'unknown' says why. pg_locks, pg_database and the database size are readable by all.
 create or replace function smsao.engine_vitals(blocked_grace interval) returns jsonb
   language plpgsql stable security definer
   set search_path = ''
 as $$
 declare
   this_db oid := (select d.oid from pg_catalog.pg_database d where d.datname = pg_catalog.current_database());
+  -- True for a superuser too.
+  sees_all boolean := pg_catalog.pg_has_role(current_user, 'pg_read_all_stats', 'USAGE');
   longest numeric;
   in_use bigint;
   blocked bigint;
   xid_ratio numeric;
+  why text;
+  unknown jsonb := '{}'::jsonb;
 begin
-  -- Connections are the cluster's (max_connections is); transactions this database's.
-  select count(*) into in_use from pg_catalog.pg_stat_activity a where a.backend_type = 'client backend';
-  select round(extract(epoch from max(pg_catalog.clock_timestamp() - a.xact_start))::numeric, 3)
-    into longest
-    from pg_catalog.pg_stat_activity a
-   where a.backend_type = 'client backend' and a.datid = this_db
-     and a.pid <> pg_catalog.pg_backend_pid() and a.xact_start is not null;
+  if sees_all then
+    -- Connections are the cluster's (max_connections is); transactions this database's.
+    select count(*) into in_use from pg_catalog.pg_stat_activity a where a.backend_type = 'client backend';
+    select coalesce(round(extract(epoch from max(pg_catalog.clock_timestamp() - a.xact_start))::numeric, 3), 0)
+      into longest
+      from pg_catalog.pg_stat_activity a
+     where a.backend_type = 'client backend' and a.datid = this_db
+       and a.pid <> pg_catalog.pg_backend_pid() and a.xact_start is not null;
+  else
+    why := pg_catalog.format('role %I, which runs the health check, cannot see other sessions: '
+                             'grant it pg_read_all_stats (or pg_monitor)', current_user);
+    unknown := pg_catalog.jsonb_build_object('longest_transaction_s', why, 'connection_usage', why);
+  end if;
   select count(distinct l.pid) into blocked
     from pg_catalog.pg_locks l
    where not l.granted and l.waitstart < pg_catalog.clock_timestamp() - blocked_grace
@@ -31,11 +46,12 @@ begin
   select round(max(pg_catalog.age(d.datfrozenxid))::numeric / 2147483648, 6) into xid_ratio
     from pg_catalog.pg_database d;
   return pg_catalog.jsonb_build_object(
-    'longest_transaction_s', coalesce(longest, 0),
+    'longest_transaction_s', longest,
     'connection_usage', round(in_use::numeric / pg_catalog.current_setting('max_connections')::numeric, 4),
     'xid_age_ratio', xid_ratio,
     'blocked_sessions', blocked,
-    'database_size_bytes', pg_catalog.pg_database_size(this_db));
+    'database_size_bytes', pg_catalog.pg_database_size(this_db),
+    'unknown', unknown);
 end
 $$;
 revoke all on function smsao.engine_vitals(interval) from public, anon, authenticated, service_role;

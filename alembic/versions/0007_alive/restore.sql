@@ -127,6 +127,24 @@ revoke all on function public.record_performance_sample() from public, anon, aut
 grant execute on function public.record_performance_sample() to service_role;
 
 
+-- ==== sql/functions/monitoring_access.sql (as frozen by 0005_hardening) ====
+-- Monitoring and retention are for operators: service_role (the backend, pg_cron, a DBA)
+-- and active admins. Everyone else gets 42501 naming the function.
+create or replace function smsao.require_operator(function_name text) returns void
+  language plpgsql stable
+  set search_path = ''
+as $$
+begin
+  if smsao.caller_role() = 'service_role' or smsao.is_admin() then
+    return;
+  end if;
+  raise exception '%: only admins and service_role may call this', function_name
+    using errcode = '42501';
+end
+$$;
+revoke all on function smsao.require_operator(text) from public, anon, authenticated, service_role;
+
+
 -- ==== sql/functions/production_system_health_check.sql (as frozen by 0006_vitals) ====
 -- The health report (CONTRACT section 3):
 --   {"timestamp", "system_status": "healthy"|"warning"|"critical",

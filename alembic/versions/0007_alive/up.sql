@@ -141,6 +141,69 @@ $$;
 revoke all on function public.record_performance_sample() from public, anon, authenticated, service_role;
 grant execute on function public.record_performance_sample() to service_role;
 
+-- ==== sql/functions/monitoring_access.sql ====
+-- Monitoring and retention are for operators: service_role (the backend, pg_cron, a DBA)
+-- and active admins. Everyone else gets 42501 naming the function.
+create or replace function smsao.require_operator(function_name text) returns void
+  language plpgsql stable
+  set search_path = ''
+as $$
+begin
+  if smsao.caller_role() = 'service_role' or smsao.is_admin() then
+    return;
+  end if;
+  raise exception '%: only admins and service_role may call this', function_name
+    using errcode = '42501';
+end
+$$;
+revoke all on function smsao.require_operator(text) from public, anon, authenticated, service_role;
+
+-- The critical operations' figures for the dashboard, `/metrics` and `monitor`, which may run
+-- as a login granted only service_role. The figures come from sequences and samples that
+-- service_role cannot read itself (and need not): these three readers are SECURITY DEFINER,
+-- executable by service_role alone, and return exactly what smsao.critical_call_totals(),
+-- smsao.critical_calls_since() and smsao.critical_calls_per_hour() return to the owner.
+create or replace function smsao.dashboard_call_totals()
+  returns table (operation text, calls bigint, errors bigint, refusals bigint)
+  language plpgsql stable security definer
+  set search_path = ''
+as $$
+begin
+  perform smsao.require_operator('smsao.dashboard_call_totals');
+  return query select t.operation, t.calls, t.errors, t.refusals from smsao.critical_call_totals() t;
+end
+$$;
+revoke all on function smsao.dashboard_call_totals() from public, anon, authenticated, service_role;
+grant execute on function smsao.dashboard_call_totals() to service_role;
+
+create or replace function smsao.dashboard_calls_since(since timestamptz)
+  returns table (operation text, calls bigint, errors bigint, refusals bigint)
+  language plpgsql stable security definer
+  set search_path = ''
+as $$
+begin
+  perform smsao.require_operator('smsao.dashboard_calls_since');
+  return query select c.operation, c.calls, c.errors, c.refusals
+               from smsao.critical_calls_since(dashboard_calls_since.since) c;
+end
+$$;
+revoke all on function smsao.dashboard_calls_since(timestamptz) from public, anon, authenticated, service_role;
+grant execute on function smsao.dashboard_calls_since(timestamptz) to service_role;
+
+create or replace function smsao.dashboard_calls_per_hour(hours integer)
+  returns table (hour timestamptz, calls bigint, errors bigint, refusals bigint)
+  language plpgsql stable security definer
+  set search_path = ''
+as $$
+begin
+  perform smsao.require_operator('smsao.dashboard_calls_per_hour');
+  return query select h.hour, h.calls, h.errors, h.refusals
+               from smsao.critical_calls_per_hour(dashboard_calls_per_hour.hours) h;
+end
+$$;
+revoke all on function smsao.dashboard_calls_per_hour(integer) from public, anon, authenticated, service_role;
+grant execute on function smsao.dashboard_calls_per_hour(integer) to service_role;
+
 -- ==== sql/functions/production_system_health_check.sql ====
 -- The health report (CONTRACT section 3):
 --   {"timestamp", "system_status": "healthy"|"warning"|"critical",
@@ -206,6 +269,8 @@ declare
   recommendations text[];
   status text := 'healthy';
   grace interval;
+  engine jsonb;
+  scheduler jsonb;
   vitals jsonb;
   last_hour jsonb;
   unknown jsonb := '{}'::jsonb;
@@ -244,12 +309,13 @@ begin
     unknown := unknown || pg_catalog.jsonb_build_object('security_refusals_1h',
       'no performance sample from an hour ago (they are taken every minute by smsao-performance-check)');
   end if;
-  vitals := smsao.engine_vitals(coalesce(grace, interval '30 seconds')) || smsao.scheduler_vitals()
+  -- Each vitals function names the metrics it could not measure, and why, under 'unknown'.
+  engine := smsao.engine_vitals(coalesce(grace, interval '30 seconds'));
+  scheduler := smsao.scheduler_vitals();
+  unknown := unknown || coalesce(engine -> 'unknown', '{}'::jsonb) || coalesce(scheduler -> 'unknown', '{}'::jsonb);
+  vitals := (engine - 'unknown') || (scheduler - 'unknown')
             || pg_catalog.jsonb_build_object('security_refusals_1h',
                  (select sum((o.value ->> 'refusals')::bigint) from pg_catalog.jsonb_each(last_hour) o));
-  -- Why each NULL vital is NULL (details.unknown), kept out of the metrics.
-  unknown := unknown || coalesce(vitals -> 'unknown', '{}'::jsonb);
-  vitals := vitals - 'unknown';
 
   for t in select * from smsao.health_thresholds h order by h.metric loop
     val := case t.metric
@@ -336,26 +402,41 @@ grant execute on function public.production_system_health_check() to authenticat
 -- A value is NULL where it cannot be measured from here (no pg_cron, no statistics
 -- privilege): its check is then 'ok'.
 
--- From PostgreSQL's statistics views. SECURITY DEFINER: pg_stat_activity shows other
--- roles' transactions only to superusers and pg_read_all_stats.
+-- From PostgreSQL's statistics views. SECURITY DEFINER, so the figures do not depend on who
+-- asks: pg_stat_activity shows another role's sessions (their state, backend type and
+-- transaction start) only to superusers and members of pg_read_all_stats, and runs here
+-- as this function's owner. An owner without that privilege (a managed service's admin
+-- role that is not superuser) sees its own sessions only: the longest transaction and the
+-- connections in use cannot be told then, so both are NULL (never a reassuring 0) and
+-- 'unknown' says why. pg_locks, pg_database and the database size are readable by all.
 create or replace function smsao.engine_vitals(blocked_grace interval) returns jsonb
   language plpgsql stable security definer
   set search_path = ''
 as $$
 declare
   this_db oid := (select d.oid from pg_catalog.pg_database d where d.datname = pg_catalog.current_database());
+  -- True for a superuser too.
+  sees_all boolean := pg_catalog.pg_has_role(current_user, 'pg_read_all_stats', 'USAGE');
   longest numeric;
   in_use bigint;
   blocked bigint;
   xid_ratio numeric;
+  why text;
+  unknown jsonb := '{}'::jsonb;
 begin
-  -- Connections are the cluster's (max_connections is); transactions this database's.
-  select count(*) into in_use from pg_catalog.pg_stat_activity a where a.backend_type = 'client backend';
-  select round(extract(epoch from max(pg_catalog.clock_timestamp() - a.xact_start))::numeric, 3)
-    into longest
-    from pg_catalog.pg_stat_activity a
-   where a.backend_type = 'client backend' and a.datid = this_db
-     and a.pid <> pg_catalog.pg_backend_pid() and a.xact_start is not null;
+  if sees_all then
+    -- Connections are the cluster's (max_connections is); transactions this database's.
+    select count(*) into in_use from pg_catalog.pg_stat_activity a where a.backend_type = 'client backend';
+    select coalesce(round(extract(epoch from max(pg_catalog.clock_timestamp() - a.xact_start))::numeric, 3), 0)
+      into longest
+      from pg_catalog.pg_stat_activity a
+     where a.backend_type = 'client backend' and a.datid = this_db
+       and a.pid <> pg_catalog.pg_backend_pid() and a.xact_start is not null;
+  else
+    why := pg_catalog.format('role %I, which runs the health check, cannot see other sessions: '
+                             'grant it pg_read_all_stats (or pg_monitor)', current_user);
+    unknown := pg_catalog.jsonb_build_object('longest_transaction_s', why, 'connection_usage', why);
+  end if;
   select count(distinct l.pid) into blocked
     from pg_catalog.pg_locks l
    where not l.granted and l.waitstart < pg_catalog.clock_timestamp() - blocked_grace
@@ -363,11 +444,12 @@ begin
   select round(max(pg_catalog.age(d.datfrozenxid))::numeric / 2147483648, 6) into xid_ratio
     from pg_catalog.pg_database d;
   return pg_catalog.jsonb_build_object(
-    'longest_transaction_s', coalesce(longest, 0),
+    'longest_transaction_s', longest,
     'connection_usage', round(in_use::numeric / pg_catalog.current_setting('max_connections')::numeric, 4),
     'xid_age_ratio', xid_ratio,
     'blocked_sessions', blocked,
-    'database_size_bytes', pg_catalog.pg_database_size(this_db));
+    'database_size_bytes', pg_catalog.pg_database_size(this_db),
+    'unknown', unknown);
 end
 $$;
 revoke all on function smsao.engine_vitals(interval) from public, anon, authenticated, service_role;
