@@ -1,16 +1,9 @@
-<<<<<<< HEAD
-"""Alive over time: the scheduler's failed runs counted, its vitals told apart from downtime (issue 15).
+"""Alive over time (issue 15): the scheduler's runs seen over restarts, crashes and stale targets.
 
-A run that never connected counts as failed, a server that was down is not a scheduler that
-stopped, the last hour of refusals is that hour or NULL, and each NULL vital says why.
-=======
-"""Alive over time (issue 15): the scheduler survives restarts and crashes, failed runs are
-seen, backups run themselves, and the review's defects.
-
-On this branch (web): engine vitals are null, with the reason, when the health check's
-owner cannot see other sessions; the dashboard's readers of the critical operations'
-figures, executable by service_role.
->>>>>>> web
+Failed runs that never connected are counted, downtime is not a stopped scheduler, the last
+hour of refusals is that hour or NULL, each NULL vital says why (the engine's without
+pg_read_all_stats too), and the dashboard reads the critical operations' figures through
+readers that service_role may execute.
 
 Revision ID: 0007_alive
 Revises: 0006_vitals
