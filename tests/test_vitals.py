@@ -275,7 +275,9 @@ def test_engine_vitals_are_unknown_not_zero_when_the_owner_cannot_see_other_sess
         assert (m["longest_transaction_s"], m["connection_usage"]) == (None, None)
         assert r["checks"]["longest_transaction_s"] == "ok" and r["checks"]["connection_usage"] == "ok"
         why = r["details"]["unknown"]
-        assert set(why) == {"longest_transaction_s", "connection_usage"}
+        engine_unknown = {"longest_transaction_s", "connection_usage"}
+        # (The scheduler's figures are unknown here for reasons of their own: no jobs, no samples.)
+        assert engine_unknown <= set(why) and not {"blocked_sessions", "xid_age_ratio"} & set(why)
         assert blind in why["longest_transaction_s"] and "pg_read_all_stats" in why["longest_transaction_s"]
         # What every role may read is still measured: locks, databases, the size.
         assert m["blocked_sessions"] == 1 and r["checks"]["blocked_sessions"] == "warning"
@@ -287,7 +289,7 @@ def test_engine_vitals_are_unknown_not_zero_when_the_owner_cannot_see_other_sess
         db.sql(f"grant pg_read_all_stats to {blind}")
         r = report(db)
         assert r["metrics"]["longest_transaction_s"] >= 1 and r["checks"]["longest_transaction_s"] == "warning"
-        assert 0 < r["metrics"]["connection_usage"] <= 1 and r["details"]["unknown"] == {}
+        assert 0 < r["metrics"]["connection_usage"] <= 1 and not engine_unknown & set(r["details"]["unknown"])
     finally:
         holder.execute("rollback")
         waiter.join()
