@@ -1,9 +1,7 @@
 """pg_cron schedules: idempotent apply by name into pg_cron's database, status, removal,
 one real run, and a server without pg_cron."""
 import shutil
-import tempfile
 import time
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -12,7 +10,7 @@ from cli_support import smsao_db
 from conftest import CRON_DB
 from runner import migrate, schedule
 from runner.embedded import Cluster
-from support import login_url
+from support import login_url, new_home
 
 JOB_NAMES = ("smsao-health-check", "smsao-performance-check", "smsao-data-cleanup", "smsao-cron-history-cleanup")
 
@@ -103,14 +101,14 @@ def test_a_real_pg_cron_run_succeeds(db, cron):
 @pytest.fixture(scope="module")
 def plain_cluster():
     """A server without pg_cron in shared_preload_libraries (a placeholder setting stays)."""
-    home = Path(tempfile.mkdtemp(prefix="smsao-nocron-"))
+    home = new_home("smsao-nocron-")
     c = Cluster(home=home, settings={"shared_preload_libraries": "''", "fsync": "off"})
     c.start()
     with psycopg.connect(c.url("postgres"), autocommit=True) as conn:
         conn.execute("create database smsao")
     yield c
     c.stop()
-    shutil.rmtree(home, ignore_errors=True)
+    shutil.rmtree(home.parent, ignore_errors=True)
 
 
 def test_without_pg_cron_migrations_apply_and_nothing_is_scheduled(plain_cluster):

@@ -3,10 +3,8 @@ behaviour on a real server."""
 from __future__ import annotations
 
 import shutil
-import tempfile
 import threading
 import time
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -14,7 +12,7 @@ import pytest
 from monitoring_support import add_config
 from runner import migrate
 from runner.embedded import Cluster
-from support import SERVICE, Caller
+from support import SERVICE, Caller, new_home
 
 VITALS = ("longest_transaction_s", "connection_usage", "xid_age_ratio", "blocked_sessions",
           "database_size_bytes", "health_snapshot_age_s", "cron_failures_1h", "security_refusals_1h")
@@ -157,7 +155,7 @@ def test_scheduler_state_recorded_elsewhere_arms_the_dead_mans_switch(db):
 def cron_home():
     """A cluster whose pg_cron lives in the package's own database (as on Supabase and in the
     embedded database), so the health check reads cron.job and its run history itself."""
-    home = Path(tempfile.mkdtemp(prefix="smsao-vitals-"))
+    home = new_home("smsao-vitals-")
     cluster = Cluster(home=home, cron_database="smsao_vitals", settings={"fsync": "off"})
     cluster.start()
     try:
@@ -170,7 +168,7 @@ def cron_home():
         yield url
     finally:
         cluster.stop()
-        shutil.rmtree(home, ignore_errors=True)
+        shutil.rmtree(home.parent, ignore_errors=True)
 
 
 def test_stopped_or_failing_jobs_turn_the_scheduler_check_critical(cron_home):
@@ -197,7 +195,7 @@ def test_stopped_or_failing_jobs_turn_the_scheduler_check_critical(cron_home):
 
 
 def test_without_pg_cron_the_scheduler_metrics_are_null_and_harmless():
-    home = Path(tempfile.mkdtemp(prefix="smsao-nocron-"))
+    home = new_home("smsao-nocron-")
     cluster = Cluster(home=home, settings={"shared_preload_libraries": "''", "fsync": "off"})
     cluster.start()
     try:
@@ -211,7 +209,7 @@ def test_without_pg_cron_the_scheduler_metrics_are_null_and_harmless():
             r = conn.execute(CHECK).fetchone()[0]
     finally:
         cluster.stop()
-        shutil.rmtree(home, ignore_errors=True)
+        shutil.rmtree(home.parent, ignore_errors=True)
     assert (r["metrics"]["health_snapshot_age_s"], r["metrics"]["cron_failures_1h"]) == (None, None)
     assert r["system_status"] == "healthy"
 

@@ -7,7 +7,7 @@ import os
 import socket
 import subprocess
 import sys
-import tempfile
+import shutil
 import time
 from pathlib import Path
 
@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from support import PROJECT_DIR, Caller
+from support import PROJECT_DIR, Caller, new_home
 from runner.embedded import Cluster, free_port
 from runner.errors import UserError
 from runner.store import DashboardStore
@@ -528,7 +528,7 @@ def test_metrics_have_a_gauge_for_every_metric_of_a_real_health_report(db, clien
 def test_the_first_load_right_after_up_shows_the_status(page):
     """`smsao-db up` then `smsao-db serve`, as a newcomer runs them: the page shows a real
     status and a response time at once, not UNKNOWN."""
-    home = Path(tempfile.mkdtemp(prefix="smsao-first-"))
+    home = new_home("smsao-first-")
     env = {**os.environ, "SMSAO_HOME": str(home)}
     env.pop("DATABASE_URL", None)
     cluster = Cluster(home=home)
@@ -558,3 +558,4 @@ def test_the_first_load_right_after_up_shows_the_status(page):
             server.stdout.close()
             server.stderr.close()
         cluster.destroy()
+        shutil.rmtree(home.parent, ignore_errors=True)
