@@ -142,7 +142,9 @@ def test_postgres_binaries_missing():
         assert "PG_BINDIR=/nonexistent" in line
         assert not (home / "pgdata").exists()
     finally:
-        shutil.rmtree(home.parent, ignore_errors=True)
+        # NOT home.parent: home is mkdtemp's own directory, its parent is the machine's /tmp
+        # (removing it wiped every other test's servers; fixed by the lead).
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def test_up_refuses_a_database_url(empty_db_url):
