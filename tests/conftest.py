@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import shutil
 import uuid
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from pytest_postgresql.janitor import DatabaseJanitor
 
 from runner import migrate
 from runner.embedded import SUPERUSER, Cluster
-from support import SERVICE, Caller, new_home, request
+from support import SERVICE, Caller, new_home, remove_new_home, request
 
 TEMPLATE_DB = "smsao_template"
 SUPABASE_TEMPLATE_DB = "smsao_supabase_template"
@@ -42,7 +41,7 @@ def cluster():
         conn.execute("create extension if not exists pg_cron")
     yield c
     c.stop()
-    shutil.rmtree(home.parent, ignore_errors=True)
+    remove_new_home(home)
 
 
 @pytest.fixture(scope="session")
@@ -54,7 +53,7 @@ def cron_cluster_home():
     c.start()
     yield c
     c.stop()
-    shutil.rmtree(home.parent, ignore_errors=True)
+    remove_new_home(home)
 
 
 @pytest.fixture

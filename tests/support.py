@@ -8,7 +8,7 @@ from runner.request import ANON, SERVICE, Caller, begin_request, request
 # The checkout the tests run from (the installed package has no such folder).
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
-__all__ = ["ANON", "PROJECT_DIR", "SERVICE", "Caller", "begin_request", "login_url", "new_home", "request"]
+__all__ = ["ANON", "PROJECT_DIR", "SERVICE", "Caller", "begin_request", "login_url", "new_home", "remove_new_home", "request"]
 
 
 def login_url(url: str, user: str, password: str) -> str:
@@ -25,3 +25,14 @@ def new_home(prefix: str) -> Path:
     base = Path(tempfile.mkdtemp(prefix=prefix))
     base.chmod(0o711)
     return base / "home"
+
+
+def remove_new_home(home: Path) -> None:
+    """Removes what new_home() made, and refuses anything else: a home given by mkdtemp
+    directly has the machine's /tmp as its parent, which must never be removed."""
+    import shutil
+
+    base = home.parent
+    if home.name != "home" or base.parent != Path(tempfile.gettempdir()) or base == Path(tempfile.gettempdir()):
+        raise AssertionError(f"remove_new_home: {home} was not made by new_home(); not removing {base}")
+    shutil.rmtree(base, ignore_errors=True)

@@ -12,7 +12,7 @@ import pytest
 from alembic.script import ScriptDirectory
 
 from runner import migrate
-from support import PROJECT_DIR, new_home
+from support import PROJECT_DIR, new_home, remove_new_home
 from runner.embedded import Cluster, free_port
 
 SMSAO_DB = PROJECT_DIR / ".venv" / "bin" / "smsao-db"
@@ -199,7 +199,7 @@ def test_up_up_down_embedded():
             assert conn.execute("select count(*) from public.profiles where email = 'keep@test.ao'").fetchone()[0] == 1
     finally:
         cluster.destroy()
-        shutil.rmtree(home.parent, ignore_errors=True)
+        remove_new_home(home)
 
 
 def test_up_demo_loads_a_day_of_history_once(tmp_path):
@@ -227,7 +227,7 @@ def test_up_demo_loads_a_day_of_history_once(tmp_path):
                                 "order by checked_at desc limit 1").fetchone()[0] is None
     finally:
         cluster.destroy()
-        shutil.rmtree(home.parent, ignore_errors=True)
+        remove_new_home(home)
 
 
 def test_the_embedded_database_is_closed_to_others(tmp_path):
@@ -255,4 +255,4 @@ def test_the_embedded_database_is_closed_to_others(tmp_path):
             assert proc.returncode != 0 and "Permission denied" in proc.stderr, proc.stderr
     finally:
         cluster.destroy()
-        shutil.rmtree(home.parent, ignore_errors=True)
+        remove_new_home(home)

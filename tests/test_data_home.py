@@ -16,7 +16,7 @@ import pytest
 
 from cli_support import SMSAO_DB
 from runner.embedded import HOME_MARKER, SUPERUSER, Cluster
-from support import new_home
+from support import new_home, remove_new_home
 
 AS_ROOT = os.geteuid() == 0
 
@@ -125,4 +125,4 @@ def test_a_new_home_is_created_private_and_marked_then_reused():
         assert (home / HOME_MARKER).is_file() and stat.S_IMODE(home.stat().st_mode) == 0o700
     finally:
         cluster.stop()
-        shutil.rmtree(home.parent, ignore_errors=True)
+        remove_new_home(home)

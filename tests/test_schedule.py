@@ -1,6 +1,5 @@
 """pg_cron schedules: idempotent apply by name into pg_cron's database, status, removal,
 one real run, and a server without pg_cron."""
-import shutil
 import time
 
 import psycopg
@@ -10,7 +9,7 @@ from cli_support import smsao_db
 from conftest import CRON_DB
 from runner import migrate, schedule
 from runner.embedded import Cluster
-from support import login_url, new_home
+from support import login_url, new_home, remove_new_home
 
 JOB_NAMES = ("smsao-health-check", "smsao-performance-check", "smsao-data-cleanup", "smsao-cron-history-cleanup")
 
@@ -108,7 +107,7 @@ def plain_cluster():
         conn.execute("create database smsao")
     yield c
     c.stop()
-    shutil.rmtree(home.parent, ignore_errors=True)
+    remove_new_home(home)
 
 
 def test_without_pg_cron_migrations_apply_and_nothing_is_scheduled(plain_cluster):

@@ -2,7 +2,6 @@
 behaviour on a real server."""
 from __future__ import annotations
 
-import shutil
 import threading
 import time
 
@@ -12,7 +11,7 @@ import pytest
 from monitoring_support import add_config
 from runner import migrate
 from runner.embedded import Cluster
-from support import SERVICE, Caller, new_home
+from support import SERVICE, Caller, new_home, remove_new_home
 
 VITALS = ("longest_transaction_s", "connection_usage", "xid_age_ratio", "blocked_sessions",
           "database_size_bytes", "health_snapshot_age_s", "cron_failures_1h", "security_refusals_1h")
@@ -168,7 +167,7 @@ def cron_home():
         yield url
     finally:
         cluster.stop()
-        shutil.rmtree(home.parent, ignore_errors=True)
+        remove_new_home(home)
 
 
 def test_stopped_or_failing_jobs_turn_the_scheduler_check_critical(cron_home):
@@ -209,7 +208,7 @@ def test_without_pg_cron_the_scheduler_metrics_are_null_and_harmless():
             r = conn.execute(CHECK).fetchone()[0]
     finally:
         cluster.stop()
-        shutil.rmtree(home.parent, ignore_errors=True)
+        remove_new_home(home)
     assert (r["metrics"]["health_snapshot_age_s"], r["metrics"]["cron_failures_1h"]) == (None, None)
     assert r["system_status"] == "healthy"
 

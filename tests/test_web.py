@@ -7,7 +7,6 @@ import os
 import socket
 import subprocess
 import sys
-import shutil
 import time
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from support import PROJECT_DIR, Caller, new_home
+from support import PROJECT_DIR, Caller, new_home, remove_new_home
 from runner.embedded import Cluster, free_port
 from runner.errors import UserError
 from runner.store import DashboardStore
@@ -558,4 +557,4 @@ def test_the_first_load_right_after_up_shows_the_status(page):
             server.stdout.close()
             server.stderr.close()
         cluster.destroy()
-        shutil.rmtree(home.parent, ignore_errors=True)
+        remove_new_home(home)
