@@ -37,7 +37,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from runner import pgserver
-from runner.db import connect, libpq_url, redact
+from runner.db import connect, libpq_url, redact, redact_message
 from runner.errors import UserError
 
 STANZA = "smsao"
@@ -454,7 +454,7 @@ def backup_logical(url: str, repo: str | Path | None = None) -> dict:
         conn.rollback()
     if proc.returncode != 0:
         target.unlink(missing_ok=True)
-        raise UserError(f"pg_dump failed: {pgserver.last_line(proc.stderr)}")
+        raise UserError(f"pg_dump failed: {redact_message(pgserver.last_line(proc.stderr), url)}")
     duration = time.monotonic() - started
     meta = {"label": target.stem, "file": str(target), "counts": counts, "server_major": major,
             "start": iso(started_at), "stop": iso(now_utc()), "schemas": present}

@@ -163,3 +163,16 @@ def test_programs_never_get_the_password_in_argv():
     assert pgserver.without_password("postgresql://u@h/db") == ("postgresql://u@h/db", {})
     with pytest.raises(Exception, match="sslpassword"):
         pgserver.without_password("postgresql://u@h/db?sslpassword=x")
+
+
+def test_a_logical_backup_logs_in_with_the_password_from_the_environment(cluster, db, password_role, tmp_path):
+    """pg_dump gets the password through PGPASSWORD whatever form carried it (pg_hba asks this
+    role for one), and nothing printed shows it."""
+    dbname = db.url.rsplit("/", 1)[1]
+    for form, url in forms("127.0.0.1", cluster.port, dbname, RIGHT, free_port()).items():
+        repo = tmp_path / form.replace(" ", "-")
+        proc = smsao_db("backup", "--repo", str(repo), "--json", url=url, timeout=120)
+        assert proc.returncode == 0, (form, proc.stderr)
+        for fragment in fragments(RIGHT):
+            assert fragment not in proc.stdout + proc.stderr, form
+        assert list(repo.rglob("smsao-*.dump")), form
