@@ -432,6 +432,10 @@ def pg_tool(name: str, server_major: int | None = None) -> Path:
 def backup_logical(url: str, repo: str | Path | None = None) -> dict:
     """pg_dump -Fc of the package's schemas, with exact row counts from the same snapshot."""
     out_dir = logical_dir(default_repo(repo))
+    if embedded_home() in out_dir.parents:  # the default repository: the home is made as `up` makes it
+        from runner.embedded import create_home
+
+        create_home(embedded_home())
     out_dir.mkdir(parents=True, exist_ok=True)
     started_at = now_utc()
     stamp = started_at.strftime("%Y%m%dT%H%M%SZ")

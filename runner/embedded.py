@@ -25,6 +25,7 @@ SUPERUSER = "postgres"
 # Written into a data home the package created: only such a home has its mode and owner
 # changed (see Cluster._claim_home).
 HOME_MARKER = ".smsao-home"
+MARKER_TEXT = "This directory is an smsao-db data home (created or adopted by smsao-db).\n"
 INSTALL_HINT = "run ./dev setup (installs postgresql-15 and postgresql-15-cron) or set PG_BINDIR"
 
 
@@ -55,6 +56,22 @@ def find_bindir() -> Path:
 def default_home() -> Path:
     """`.smsao/` in the directory where smsao-db runs (like `.venv`), or SMSAO_HOME."""
     return Path(os.environ.get("SMSAO_HOME") or Path.cwd() / ".smsao").absolute()
+
+
+def create_home(home: Path) -> None:
+    """Make `home` as the package's own data home (0700, marked) when a command other than
+    `up` needs it first (a logical backup into its default repository), so that `up` later
+    recognises it; an existing directory is left exactly as it is."""
+    home = Path(home)
+    if home.exists():
+        return
+    home.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        home.mkdir(mode=0o700)
+    except FileExistsError:
+        return
+    home.chmod(0o700)
+    (home / HOME_MARKER).write_text(MARKER_TEXT)
 
 
 def _conf_string(value: str | Path) -> str:
@@ -137,7 +154,7 @@ class Cluster:
             raise UserError(f"cannot create the data home {self.home}: {exc.strerror}") from None
         marker = self.home / HOME_MARKER
         if not marker.exists():
-            marker.write_text("This directory is an smsao-db data home (created or adopted by smsao-db).\n")
+            marker.write_text(MARKER_TEXT)
 
     def _home_is_ours(self, owner: pwd.struct_passwd | None) -> bool:
         """The evidence counts only if nobody else could have planted it: the home and the

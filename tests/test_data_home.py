@@ -126,3 +126,20 @@ def test_a_new_home_is_created_private_and_marked_then_reused():
     finally:
         cluster.stop()
         remove_new_home(home)
+
+
+def test_a_home_first_made_by_a_logical_backup_is_the_packages(db):
+    """`smsao-db backup` of a server given by URL, with no --repo, writes into the embedded
+    home's default repository: it makes that home as `up` would, so `up` accepts it later."""
+    home = new_home("smsao-home-")
+    try:
+        env = {**os.environ, "SMSAO_HOME": str(home), "DATABASE_URL": db.url}
+        env.pop("SMSAO_BACKUP_REPO", None)
+        proc = subprocess.run([str(SMSAO_DB), "backup", "--json"], capture_output=True, text=True, env=env,
+                              timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        assert list((home / "backup").rglob("smsao-*.dump")) and (home / HOME_MARKER).is_file()
+        assert stat.S_IMODE(home.stat().st_mode) == 0o700
+        Cluster(home=home)._prepare_home()  # what `up` does first: accepted, not refused
+    finally:
+        remove_new_home(home)
