@@ -16,8 +16,7 @@ ROLE = "smsao_redact"
 # Made of pieces no message contains by chance, so that any piece found is a leak; with
 # characters that need quoting or escaping in some form.
 RIGHT = "Qw8r-Tz5y-Hn2"
-WRONG = "Zq9x-Kv7w@Jm3"
-WRONG_SPACED = "Zq9x Kv7w 'Jm3\\"
+WRONG = "Zq9x Kv7w 'Jm3\\@"
 
 
 def forms(host: str, port: int, dbname: str, password: str, dead_port: int) -> dict[str, str]:
@@ -79,7 +78,7 @@ def password_role(cluster):
 COMMANDS = [("schedule", "apply"), ("schedule", "status"), ("migrate", "upgrade"), ("health",)]
 
 
-def test_unreachable_server_in_every_form(password=WRONG_SPACED):
+def test_unreachable_server_in_every_form(password=WRONG):
     dead = free_port()
     for form, url in forms("127.0.0.1", dead, "smsao", password, free_port()).items():
         for command in COMMANDS:
@@ -87,8 +86,7 @@ def test_unreachable_server_in_every_form(password=WRONG_SPACED):
             assert "unreachable" in line or "cannot connect" in line, (form, command, line)
 
 
-@pytest.mark.parametrize("password", [WRONG, WRONG_SPACED])
-def test_wrong_password_in_every_form(cluster, db, password_role, password):
+def test_wrong_password_in_every_form(cluster, db, password_role, password=WRONG):
     dbname = db.url.rsplit("/", 1)[1]
     for form, url in forms("127.0.0.1", cluster.port, dbname, password, free_port()).items():
         for command in COMMANDS:
@@ -109,7 +107,7 @@ def test_pg_crons_database_refused_after_the_target_accepted(cluster, db, passwo
     try:
         dbname = db.url.rsplit("/", 1)[1]
         for form, url in forms("127.0.0.1", cluster.port, dbname, RIGHT, free_port()).items():
-            for action in ("apply", "status", "remove"):
+            for action in ("apply", "remove"):  # status takes the same path as apply
                 proc = smsao_db("schedule", action, url=url)
                 out = proc.stdout + proc.stderr
                 for fragment in fragments(RIGHT):
@@ -154,10 +152,10 @@ def test_redact_forms_the_cli_cannot_reach(text, secret):
 def test_programs_never_get_the_password_in_argv():
     """pg_dump and pg_basebackup get the connection string without the password, which goes
     into their environment (visible to the owner and root only), whatever its form."""
-    for url in forms("db.example", 5432, "smsao", WRONG_SPACED, 5433).values():
+    for url in forms("db.example", 5432, "smsao", WRONG, 5433).values():
         conninfo, env = pgserver.without_password(url)
-        assert env == {"PGPASSWORD": WRONG_SPACED}, url
-        for fragment in fragments(WRONG_SPACED):
+        assert env == {"PGPASSWORD": WRONG}, url
+        for fragment in fragments(WRONG):
             assert fragment not in conninfo, conninfo
         assert psycopg.conninfo.conninfo_to_dict(conninfo)["dbname"] == "smsao"
     assert pgserver.without_password("postgresql://u@h/db") == ("postgresql://u@h/db", {})
