@@ -59,8 +59,10 @@ def redact_message(message: str, conninfo: str) -> str:
 
 def explain_connection_error(url: str, exc: Exception) -> UserError:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    # The connection string by its structure; libpq's own text also by the password's value
+    # (it may echo a token), which would also mask a user or database named like the password.
     text = redact_message(text, url)
-    where = redact_message(url, url)
+    where = redact(url)
     if "password authentication failed" in text:
         hint = "wrong user or password in the database URL"
     elif "does not exist" in text and "database" in text:
@@ -81,5 +83,5 @@ def connect(url: str, **kwargs) -> psycopg.Connection:
         raise explain_connection_error(url, exc) from None
     except psycopg.ProgrammingError:
         # libpq could not parse the URL at all; its message would echo the password.
-        raise UserError(f"invalid database URL {redact_message(url, url)}: "
+        raise UserError(f"invalid database URL {redact(url)}: "
                         "expected postgresql://user:password@host:port/dbname") from None

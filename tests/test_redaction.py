@@ -174,3 +174,13 @@ def test_a_logical_backup_logs_in_with_the_password_from_the_environment(cluster
         for fragment in fragments(RIGHT):
             assert fragment not in proc.stdout + proc.stderr, form
         assert list(repo.rglob("smsao-*.dump")), form
+
+
+def test_a_password_equal_to_the_user_name_hides_only_the_password():
+    """The connection string is redacted by its structure, so `postgres:postgres` keeps its
+    user and database names readable."""
+    from runner.db import explain_connection_error
+
+    url = "postgresql://postgres:postgres@127.0.0.1:1/postgres"
+    line = str(explain_connection_error(url, Exception("Connection refused")))
+    assert "postgresql://postgres:***@127.0.0.1:1/postgres" in line
