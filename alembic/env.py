@@ -5,7 +5,7 @@ from alembic import context
 from sqlalchemy import create_engine
 from sqlalchemy.pool import NullPool
 
-from runner.db import connect, sqlalchemy_url
+from runner.db import connect
 from runner.migrate import MIGRATION_LOCK_KEY, VERSION_TABLE_SCHEMA, database_url
 
 # The configuration is built in code (runner.migrate.alembic_config) and logging is the
@@ -24,7 +24,10 @@ def run_migrations_online() -> None:
         if not got:
             log.warning("another runner is migrating this database; waiting for it to finish")
             lock_conn.execute("select pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
-        engine = create_engine(sqlalchemy_url(url), poolclass=NullPool)
+        # The connection is made by the runner (not parsed by SQLAlchemy), so every form
+        # libpq accepts works here too (a key=value conninfo, multi-host), and a failure
+        # is the runner's one redacted line.
+        engine = create_engine("postgresql+psycopg://", poolclass=NullPool, creator=lambda: connect(url))
         with engine.connect() as connection:
             # Alembic's bookkeeping stays out of the API schema (PostgREST exposes public).
             # Created only when a migration will write to it: `current` changes nothing and

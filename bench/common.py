@@ -31,10 +31,18 @@ SETTINGS = {
 }
 
 
+def new_home(prefix: str = "smsao-bench-") -> Path:
+    """A path for a new data home (smsao-db owns only a home it created) in a fresh directory
+    the server's OS user may traverse. Remove `home.parent` afterwards."""
+    base = Path(tempfile.mkdtemp(prefix=prefix))
+    base.chmod(0o711)
+    return base / "home"
+
+
 @contextlib.contextmanager
 def scratch_cluster(extra: dict[str, str] | None = None, dbname: str = "bench"):
     """Yields the URL of a database migrated to head in a fresh cluster; removes it all after."""
-    home = Path(tempfile.mkdtemp(prefix="smsao-bench-"))
+    home = new_home()
     cluster = Cluster(home=home, cron_database="postgres", settings={**SETTINGS, **(extra or {})})
     try:
         cluster.start()
@@ -45,7 +53,7 @@ def scratch_cluster(extra: dict[str, str] | None = None, dbname: str = "bench"):
         yield url
     finally:
         cluster.stop()
-        shutil.rmtree(home, ignore_errors=True)
+        shutil.rmtree(home.parent, ignore_errors=True)
 
 
 def quiet_alembic() -> None:

@@ -307,7 +307,10 @@ def main() -> None:
     if args.clients * args.hot_calls >= 10_000:
         raise SystemExit("--clients x --hot-calls must stay under 10,000: every hot-key call must be admitted")
 
-    home = Path(tempfile.mkdtemp(prefix="smsao-bench-"))
+    # A new home in a fresh traversable directory: smsao-db owns only a home it created.
+    base = Path(tempfile.mkdtemp(prefix="smsao-bench-"))
+    base.chmod(0o711)
+    home = base / "home"
     cluster = Cluster(home=home, cron_database="postgres", settings={
         "synchronous_commit": "off", "shared_buffers": "256MB", "max_connections": "50",
     })
@@ -381,7 +384,7 @@ def main() -> None:
         bench.conn.close()
     finally:
         cluster.stop()
-        shutil.rmtree(home, ignore_errors=True)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from runner import pgserver
-from runner.db import connect, libpq_url, redact
+from runner.db import connect, libpq_url, redact, redact_message
 from runner.errors import UserError
 
 STANZA = "smsao"
@@ -432,6 +432,10 @@ def pg_tool(name: str, server_major: int | None = None) -> Path:
 def backup_logical(url: str, repo: str | Path | None = None) -> dict:
     """pg_dump -Fc of the package's schemas, with exact row counts from the same snapshot."""
     out_dir = logical_dir(default_repo(repo))
+    if embedded_home() in out_dir.parents:  # the default repository: the home is made as `up` makes it
+        from runner.embedded import create_home
+
+        create_home(embedded_home())
     out_dir.mkdir(parents=True, exist_ok=True)
     started_at = now_utc()
     stamp = started_at.strftime("%Y%m%dT%H%M%SZ")
@@ -454,7 +458,7 @@ def backup_logical(url: str, repo: str | Path | None = None) -> dict:
         conn.rollback()
     if proc.returncode != 0:
         target.unlink(missing_ok=True)
-        raise UserError(f"pg_dump failed: {pgserver.last_line(proc.stderr)}")
+        raise UserError(f"pg_dump failed: {redact_message(pgserver.last_line(proc.stderr), url)}")
     duration = time.monotonic() - started
     meta = {"label": target.stem, "file": str(target), "counts": counts, "server_major": major,
             "start": iso(started_at), "stop": iso(now_utc()), "schemas": present}

@@ -27,7 +27,7 @@ import cachetools
 import psycopg
 from psycopg import sql
 
-from runner.db import libpq_url
+from runner.db import libpq_url, redact_message
 
 DEFAULT_TTL = 300.0  # seconds
 DEFAULT_MAXSIZE = 10_000
@@ -318,7 +318,8 @@ class CacheInvalidationListener:
                 if self._stop.is_set():
                     break
                 log.warning("cache invalidation listener lost its connection (%s); retrying in %.1fs",
-                            str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+                            redact_message(str(exc).strip().splitlines()[0], self.url) if str(exc).strip()
+                            else type(exc).__name__,
                             backoff)
             finally:
                 self.listening.clear()

@@ -185,16 +185,28 @@ def url(dbname: Annotated[str, typer.Option(help="Database name in the URL.")] =
 
 
 # -- migrations and schedules ---------------------------------------------------------------
-@app.command()
+# Alembic's relative revisions look like options to Click: `downgrade -1` would be refused
+# as "No such option: -1". Unknown options reach the command as arguments instead, and it
+# accepts only the relative forms among them (an unknown `--option` is still refused).
+RELATIVE_REVISION = r"-\d+"
+
+
+@app.command(context_settings={"ignore_unknown_options": True})
 def migrate(
     action: Annotated[str, typer.Argument(help="upgrade | downgrade | current | history")] = "upgrade",
     revision: Annotated[Optional[str], typer.Argument(help="target revision (upgrade: head)")] = None,
     database_url: DatabaseUrl = None,
     verbose: Verbose = False,
 ) -> None:
-    """Apply or inspect migrations (Alembic), one runner at a time."""
+    """Apply or inspect migrations (Alembic), one runner at a time. REV may be relative, as in
+    Alembic: `downgrade -1`, `upgrade +1`, `downgrade base`."""
+    import re
+
     from runner import migrate as migrations
 
+    for arg in (action, revision):
+        if arg and arg.startswith("-") and not re.fullmatch(RELATIVE_REVISION, arg):
+            raise UserError(f"no such option: {arg} (see `smsao-db migrate --help`)", exit_code=2)
     use_verbose(verbose)
     target = "" if action == "history" else resolve_url(database_url)
     unscheduled = migrations.run(action, target, revision)

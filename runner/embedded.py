@@ -28,6 +28,10 @@ from urllib.parse import quote
 from runner.errors import UserError
 
 SUPERUSER = "postgres"
+# Written into a data home the package created: only such a home has its mode and owner
+# changed (see Cluster._claim_home).
+HOME_MARKER = ".smsao-home"
+MARKER_TEXT = "This directory is an smsao-db data home (created or adopted by smsao-db).\n"
 INSTALL_HINT = "run ./dev setup (installs postgresql-15 and postgresql-15-cron) or set PG_BINDIR"
 
 
@@ -58,6 +62,22 @@ def find_bindir() -> Path:
 def default_home() -> Path:
     """`.smsao/` in the directory where smsao-db runs (like `.venv`), or SMSAO_HOME."""
     return Path(os.environ.get("SMSAO_HOME") or Path.cwd() / ".smsao").absolute()
+
+
+def create_home(home: Path) -> None:
+    """Make `home` as the package's own data home (0700, marked) when a command other than
+    `up` needs it first (a logical backup into its default repository), so that `up` later
+    recognises it; an existing directory is left exactly as it is."""
+    home = Path(home)
+    if home.exists():
+        return
+    home.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        home.mkdir(mode=0o700)
+    except FileExistsError:
+        return
+    home.chmod(0o700)
+    (home / HOME_MARKER).write_text(MARKER_TEXT)
 
 
 def _conf_string(value: str | Path) -> str:
@@ -128,19 +148,70 @@ class Cluster:
         if len(str(self.socket_dir / ".s.PGSQL.65535")) > 107:  # the kernel's limit for a socket path
             raise UserError(f"the data directory's path is too long for a Unix socket ({self.home}): "
                             "set SMSAO_HOME to a shorter path")
-        self.home.mkdir(parents=True, exist_ok=True)
+        owner = self._server_os_user()
+        self._claim_home(owner)
         self.home.chmod(0o700)
         self.socket_dir.mkdir(mode=0o700, exist_ok=True)
-        if self.as_root:
-            try:
-                owner = pwd.getpwnam(SUPERUSER)
-            except KeyError:
-                raise UserError(f"running as root needs the '{SUPERUSER}' OS user: {INSTALL_HINT}") from None
+        if owner:
             for path in (self.home, self.socket_dir):
                 os.chown(path, owner.pw_uid, owner.pw_gid)
             if self._run("test", "-w", self.home, check=False).returncode != 0:
-                raise UserError(f"the '{SUPERUSER}' OS user cannot reach {self.home}: "
-                                "set SMSAO_HOME to a directory it can write")
+                raise UserError(f"the '{SUPERUSER}' OS user cannot reach {self.home}: every directory above it "
+                                "must be searchable by that user (mode o+x), or set SMSAO_HOME elsewhere")
+
+    def _server_os_user(self) -> pwd.struct_passwd | None:
+        """The OS user the server runs as when we are root (None: the server runs as us)."""
+        if not self.as_root:
+            return None
+        try:
+            return pwd.getpwnam(SUPERUSER)
+        except KeyError:
+            raise UserError(f"running as root needs the '{SUPERUSER}' OS user: {INSTALL_HINT}") from None
+
+    def _claim_home(self, owner: pwd.struct_passwd | None) -> None:
+        """Create the home, or accept an existing one only when it is the package's own: the
+        home's mode and owner are then made private, which must never happen to a directory
+        somebody else made (SMSAO_HOME=/tmp would close /tmp to every user of the machine).
+
+        Ours: it holds HOME_MARKER (written when the package created it), or it is a data
+        home made by a runner older than the marker (it holds a cluster; adopted, marked).
+        An empty directory that is already private (mode 0700 or stricter, owned by the
+        server's OS user) needs no change, so it is accepted and marked. Anything else is
+        refused with one line, untouched."""
+        try:
+            self.home.parent.mkdir(parents=True, exist_ok=True)
+            self.home.mkdir(mode=0o700)
+        except FileExistsError:
+            if not self._home_is_ours(owner):
+                raise UserError(self._not_ours_reason(owner)) from None
+        except OSError as exc:
+            raise UserError(f"cannot create the data home {self.home}: {exc.strerror}") from None
+        marker = self.home / HOME_MARKER
+        if not marker.exists():
+            marker.write_text(MARKER_TEXT)
+
+    def _home_is_ours(self, owner: pwd.struct_passwd | None) -> bool:
+        """The evidence counts only if nobody else could have planted it: the home and the
+        file that proves it ours belong to us (or the server's OS user), and the home is
+        writable by nobody else (a shared directory such as /tmp never qualifies)."""
+        if not self.home.is_dir():
+            return False
+        trusted = {os.geteuid()} | ({owner.pw_uid} if owner else set())
+        st = self.home.stat()
+        if st.st_uid not in trusted or st.st_mode & 0o022:
+            return False
+        for evidence in (self.home / HOME_MARKER, self.data_dir / "PG_VERSION"):
+            if evidence.is_file() and not evidence.is_symlink() and evidence.stat().st_uid in trusted:
+                return True
+        uid = owner.pw_uid if owner else os.geteuid()
+        return not any(self.home.iterdir()) and st.st_mode & 0o077 == 0 and st.st_uid == uid
+
+    def _not_ours_reason(self, owner: pwd.struct_passwd | None) -> str:
+        what = "is not a directory" if not self.home.is_dir() else "already exists and was not created by smsao-db"
+        user = owner.pw_name if owner else pwd.getpwuid(os.geteuid()).pw_name
+        return (f"the data home {self.home} {what}: its mode and owner are left alone. Set SMSAO_HOME to a "
+                f"path that does not exist yet (smsao-db creates it), or to an empty directory of mode 0700 "
+                f"owned by '{user}'")
 
     def _write_password(self) -> None:
         """A new random superuser password in a file only its owner reads (the server's OS user)."""

@@ -58,18 +58,26 @@ def run(args, *, what: str | None = None, check: bool = True, cwd: Path | None =
 
 
 def without_password(url: str) -> tuple[str, dict[str, str]]:
-    """The URL without its password, and the environment that carries it instead: a
-    program's arguments are visible to every local user (ps), its environment is not."""
-    from urllib.parse import unquote, urlsplit, urlunsplit
+    """The connection string without its password, and the environment that carries it
+    instead: a program's arguments are visible to every local user (ps), its environment is
+    not. Every form libpq accepts is handled (a URL's user info or `?password=`, multi-host,
+    a key=value conninfo); with no password it is returned unchanged."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-    parts = urlsplit(url)
-    if parts.password is None:
+    try:
+        params = conninfo_to_dict(url)
+    except Exception:
+        from runner.db import redact
+
+        raise UserError(f"invalid database URL {redact(url)}: expected postgresql://user:password@host:port/dbname"
+                        ) from None
+    if params.get("sslpassword"):
+        raise UserError("a database URL with sslpassword cannot be handed to PostgreSQL's programs without "
+                        "showing it to every local user: use a key without a passphrase, or a service file")
+    password = params.pop("password", None)
+    if password is None:
         return url, {}
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = (parts.username or "") + "@" + host + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc)), {"PGPASSWORD": unquote(parts.password)}
+    return make_conninfo(**params), {"PGPASSWORD": str(password)}
 
 
 def owner_ids() -> tuple[int, int] | None:
@@ -111,7 +119,10 @@ def bin_major(bindir: Path) -> int:
     postgres = Path(bindir) / "postgres"
     if not postgres.exists():
         raise UserError(f"no PostgreSQL server binary in {bindir}: give the `bin` directory of an installation")
-    out = subprocess.run([str(postgres), "--version"], capture_output=True, text=True).stdout
+    try:
+        out = subprocess.run([str(postgres), "--version"], capture_output=True, text=True).stdout
+    except OSError as exc:  # not executable, wrong architecture, ...
+        raise UserError(f"cannot run {postgres}: {exc.strerror or exc}") from None
     m = re.search(r"\(PostgreSQL\) (\d+)", out)
     if not m:
         raise UserError(f"cannot tell the version of {postgres}: {out.strip() or 'no output'}")

@@ -28,21 +28,41 @@ PROGRAMS = ("postgres", "initdb", "pg_ctl", "pg_upgrade")
 
 
 def _new_bindir(to_bin: str) -> tuple[Path, int]:
+    """The newer binaries, checked before anything is copied: every refusal is one line."""
     bindir = Path(to_bin).expanduser().resolve()
     if not bindir.is_dir():
-        raise UserError(f"--to-bin {bindir} is not a directory: give the bin directory of the newer PostgreSQL")
+        what = "does not exist" if not bindir.exists() else "is not a directory"
+        raise UserError(f"--to-bin {bindir} {what}: give the bin directory of the newer PostgreSQL")
     missing = [p for p in PROGRAMS if not (bindir / p).exists()]
     if missing:
         raise UserError(f"--to-bin {bindir} lacks {', '.join(missing)}: give the bin directory of a full "
                         "PostgreSQL installation (pg_upgrade included)")
-    return bindir, pgserver.bin_major(bindir)
+    major = pgserver.bin_major(bindir)
+    _extension_dir(bindir)  # known now, or refused now rather than after the copy
+    return bindir, major
 
 
-def _sharedir(bindir: Path) -> Path:
-    out = subprocess.run([str(bindir / "pg_config"), "--sharedir"], capture_output=True, text=True)
-    if out.returncode == 0 and out.stdout.strip():
+def _sharedir(bindir: Path) -> Path | None:
+    """Where the binaries keep their extensions' files: pg_config says; without pg_config
+    (or when it fails), the usual layout of a relocatable installation (bin/../share)."""
+    try:
+        out = subprocess.run([str(bindir / "pg_config"), "--sharedir"], capture_output=True, text=True)
+    except OSError:  # no pg_config there, or not executable
+        out = None
+    if out is not None and out.returncode == 0 and out.stdout.strip():
         return Path(out.stdout.strip())
     return bindir.parent / "share"
+
+
+def _extension_dir(bindir: Path) -> Path:
+    """The extension directory of the newer binaries (plpgsql is always there)."""
+    extensions = _sharedir(bindir) / "extension"
+    if not (extensions / "plpgsql.control").exists():
+        why = (f"{extensions} holds no plpgsql.control" if (bindir / "pg_config").exists()
+               else f"no pg_config there, and no {extensions}/plpgsql.control")
+        raise UserError(f"--to-bin {bindir}: cannot find the extensions of these binaries ({why}): "
+                        "give the bin directory of a full PostgreSQL installation")
+    return extensions
 
 
 def recreate_hint(ext: str, dbname: str, major: int, jobs: int | None) -> str:
@@ -124,7 +144,7 @@ class Rehearsal:
             return
 
         def drop_missing():
-            available = {p.stem for p in (_sharedir(self.new_bindir) / "extension").glob("*.control")}
+            available = {p.stem for p in _extension_dir(self.new_bindir).glob("*.control")}
             with connect(old.url("postgres"), autocommit=True) as conn:
                 dbs = [r[0] for r in conn.execute("select datname from pg_database where datallowconn order by 1")]
             for db in dbs:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import shutil
-import tempfile
 import uuid
 from pathlib import Path
 
@@ -16,7 +14,7 @@ from pytest_postgresql.janitor import DatabaseJanitor
 
 from runner import migrate
 from runner.embedded import SUPERUSER, Cluster
-from support import SERVICE, Caller, request
+from support import SERVICE, Caller, new_home, remove_new_home, request
 
 TEMPLATE_DB = "smsao_template"
 SUPABASE_TEMPLATE_DB = "smsao_supabase_template"
@@ -32,7 +30,7 @@ if os.environ.get("CI"):
 
 @pytest.fixture(scope="session")
 def cluster():
-    home = Path(tempfile.mkdtemp(prefix="smsao-test-"))
+    home = new_home("smsao-test-")
     c = Cluster(home=home, cron_database=CRON_DB, settings={
         # Durability is not under test; speed is welcome.
         "fsync": "off", "synchronous_commit": "off", "full_page_writes": "off",
@@ -43,19 +41,19 @@ def cluster():
         conn.execute("create extension if not exists pg_cron")
     yield c
     c.stop()
-    shutil.rmtree(home, ignore_errors=True)
+    remove_new_home(home)
 
 
 @pytest.fixture(scope="session")
 def cron_cluster_home():
     """A second cluster that preloads pg_cron for database `smsao` where nobody has
     created the extension yet: what a new server looks like to `schedule apply`."""
-    home = Path(tempfile.mkdtemp(prefix="smsao-fresh-cron-"))
+    home = new_home("smsao-fresh-cron-")
     c = Cluster(home=home, settings={"fsync": "off", "synchronous_commit": "off"})
     c.start()
     yield c
     c.stop()
-    shutil.rmtree(home, ignore_errors=True)
+    remove_new_home(home)
 
 
 @pytest.fixture

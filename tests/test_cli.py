@@ -12,7 +12,7 @@ import pytest
 from alembic.script import ScriptDirectory
 
 from runner import migrate
-from support import PROJECT_DIR
+from support import PROJECT_DIR, new_home, remove_new_home
 from runner.embedded import Cluster, free_port
 
 SMSAO_DB = PROJECT_DIR / ".venv" / "bin" / "smsao-db"
@@ -142,6 +142,8 @@ def test_postgres_binaries_missing():
         assert "PG_BINDIR=/nonexistent" in line
         assert not (home / "pgdata").exists()
     finally:
+        # NOT home.parent: home is mkdtemp's own directory, its parent is the machine's /tmp
+        # (removing it wiped every other test's servers; fixed by the lead).
         shutil.rmtree(home, ignore_errors=True)
 
 
@@ -152,7 +154,7 @@ def test_up_refuses_a_database_url(empty_db_url):
 
 def test_up_up_down_embedded():
     """Root runs the server as `postgres`, in a fresh SMSAO_HOME; `up` is idempotent."""
-    home = Path(tempfile.mkdtemp(prefix="smsao-cli-"))  # mkdtemp: a directory `postgres` may own
+    home = new_home("smsao-cli-")
     env = {"SMSAO_HOME": str(home)}
     cluster = Cluster(home=home)
     try:
@@ -174,6 +176,8 @@ def test_up_up_down_embedded():
             conn.commit()
         if os.geteuid() == 0:
             assert (home / "pgdata").stat().st_uid != 0
+        # `up` created the home, so it owns it: private, and marked as the package's (issue 15 #20).
+        assert home.stat().st_mode & 0o777 == 0o700 and (home / ".smsao-home").is_file()
 
         second = smsao_db("up", env=env)
         assert second.returncode == 0, second.stderr
@@ -195,11 +199,12 @@ def test_up_up_down_embedded():
             assert conn.execute("select count(*) from public.profiles where email = 'keep@test.ao'").fetchone()[0] == 1
     finally:
         cluster.destroy()
+        remove_new_home(home)
 
 
 def test_up_demo_loads_a_day_of_history_once(tmp_path):
     """`up --demo` twice: demo users, 24 h of snapshots and samples, one incident; nothing doubled."""
-    home = Path(tempfile.mkdtemp(prefix="smsao-demo-"))
+    home = new_home("smsao-demo-")
     cluster = Cluster(home=home)
     try:
         for _ in range(2):
@@ -222,11 +227,12 @@ def test_up_demo_loads_a_day_of_history_once(tmp_path):
                                 "order by checked_at desc limit 1").fetchone()[0] is None
     finally:
         cluster.destroy()
+        remove_new_home(home)
 
 
 def test_the_embedded_database_is_closed_to_others(tmp_path):
     """TCP needs the password (kept 0600); the socket directory is private to the server's OS user."""
-    home = Path(tempfile.mkdtemp(prefix="smsao-sec-"))
+    home = new_home("smsao-sec-")
     cluster = Cluster(home=home)
     try:
         cluster.start()
@@ -249,3 +255,4 @@ def test_the_embedded_database_is_closed_to_others(tmp_path):
             assert proc.returncode != 0 and "Permission denied" in proc.stderr, proc.stderr
     finally:
         cluster.destroy()
+        remove_new_home(home)

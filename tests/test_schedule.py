@@ -1,9 +1,6 @@
 """pg_cron schedules: idempotent apply by name into pg_cron's database, status, removal,
 one real run, and a server without pg_cron."""
-import shutil
-import tempfile
 import time
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -11,9 +8,9 @@ import pytest
 from cli_support import smsao_db
 from conftest import CRON_DB
 from runner import migrate, schedule
-from runner.embedded import Cluster, free_port
 from monitoring_support import STARTED_LONG_AGO, add_config
-from support import login_url
+from runner.embedded import Cluster, free_port
+from support import login_url, new_home, remove_new_home
 
 JOB_NAMES = ("smsao-health-check", "smsao-performance-check", "smsao-data-cleanup", "smsao-cron-history-cleanup")
 
@@ -104,14 +101,14 @@ def test_a_real_pg_cron_run_succeeds(db, cron):
 @pytest.fixture(scope="module")
 def plain_cluster():
     """A server without pg_cron in shared_preload_libraries (a placeholder setting stays)."""
-    home = Path(tempfile.mkdtemp(prefix="smsao-nocron-"))
+    home = new_home("smsao-nocron-")
     c = Cluster(home=home, settings={"shared_preload_libraries": "''", "fsync": "off"})
     c.start()
     with psycopg.connect(c.url("postgres"), autocommit=True) as conn:
         conn.execute("create database smsao")
     yield c
     c.stop()
-    shutil.rmtree(home, ignore_errors=True)
+    remove_new_home(home)
 
 
 def test_without_pg_cron_migrations_apply_and_nothing_is_scheduled(plain_cluster):
@@ -181,7 +178,7 @@ def test_the_shared_job_stays_while_another_database_has_jobs(db, cron, empty_db
 def connecting_cron():
     """A server given by URL whose pg_cron lives in the app's database and runs each job by
     connecting over libpq (no background workers): each job stores a host and a port."""
-    home = Path(tempfile.mkdtemp(prefix="smsao-connecting-cron-"))
+    home = new_home("smsao-connecting-cron-")
     c = Cluster(home=home, cron_database="smsao",
                 settings={"cron.use_background_workers": "off", "fsync": "off", "synchronous_commit": "off"})
     c.start()
@@ -190,7 +187,7 @@ def connecting_cron():
     migrate.run("upgrade", c.url("smsao"), "head")
     yield c
     c.stop()
-    shutil.rmtree(home, ignore_errors=True)
+    remove_new_home(home)
 
 
 def wait_for_run(url: str, jobname: str, status: str, after_runid: int, timeout: float = 100) -> tuple:

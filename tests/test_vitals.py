@@ -3,12 +3,9 @@ behaviour on a real server."""
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import threading
 import time
 import uuid
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -17,7 +14,7 @@ from cli_support import smsao_db
 from monitoring_support import STARTED_LONG_AGO, add_config, service_role_login
 from runner import migrate
 from runner.embedded import Cluster
-from support import SERVICE, Caller
+from support import SERVICE, Caller, new_home, remove_new_home
 
 VITALS = ("longest_transaction_s", "connection_usage", "xid_age_ratio", "blocked_sessions",
           "database_size_bytes", "health_snapshot_age_s", "cron_failures_1h", "security_refusals_1h")
@@ -183,7 +180,7 @@ def test_scheduler_state_recorded_elsewhere_arms_the_dead_mans_switch(db):
 def cron_home():
     """A cluster whose pg_cron lives in the package's own database (as on Supabase and in the
     embedded database), so the health check reads cron.job and its run history itself."""
-    home = Path(tempfile.mkdtemp(prefix="smsao-vitals-"))
+    home = new_home("smsao-vitals-")
     cluster = Cluster(home=home, cron_database="smsao_vitals", settings={"fsync": "off"})
     cluster.start()
     try:
@@ -196,7 +193,7 @@ def cron_home():
         yield url
     finally:
         cluster.stop()
-        shutil.rmtree(home, ignore_errors=True)
+        remove_new_home(home)
 
 
 def test_stopped_or_failing_jobs_turn_the_scheduler_check_critical(cron_home):
@@ -224,7 +221,7 @@ def test_stopped_or_failing_jobs_turn_the_scheduler_check_critical(cron_home):
 
 
 def test_without_pg_cron_the_scheduler_metrics_are_null_and_harmless():
-    home = Path(tempfile.mkdtemp(prefix="smsao-nocron-"))
+    home = new_home("smsao-nocron-")
     cluster = Cluster(home=home, settings={"shared_preload_libraries": "''", "fsync": "off"})
     cluster.start()
     try:
@@ -238,7 +235,7 @@ def test_without_pg_cron_the_scheduler_metrics_are_null_and_harmless():
             r = conn.execute(CHECK).fetchone()[0]
     finally:
         cluster.stop()
-        shutil.rmtree(home, ignore_errors=True)
+        remove_new_home(home)
     assert (r["metrics"]["health_snapshot_age_s"], r["metrics"]["cron_failures_1h"]) == (None, None)
     assert r["system_status"] == "healthy"
 

@@ -10,7 +10,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from monitoring_support import add_config, service_role_login
-from support import PROJECT_DIR, Caller, login_url
+from support import PROJECT_DIR, Caller, login_url, new_home, remove_new_home
 from runner.embedded import Cluster, free_port
 from runner.errors import UserError
 from runner.store import DashboardStore
@@ -414,7 +413,7 @@ def test_a_login_without_service_role_gets_one_clear_error_not_an_empty_page(db)
 @pytest.fixture(scope="module")
 def own_cluster():
     """A private server the tests may stop or freeze, with a migrated database."""
-    home = Path(tempfile.mkdtemp(prefix="smsao-web-down-"))  # the Cluster makes it the server's own
+    home = new_home("smsao-web-down-")
     cluster = Cluster(home=home, settings={"fsync": "off"})
     cluster.start()
     with psycopg.connect(cluster.url("postgres"), autocommit=True) as conn:
@@ -422,6 +421,7 @@ def own_cluster():
     migrate.run("upgrade", cluster.url("smsao"), "head")
     yield cluster
     cluster.destroy()
+    remove_new_home(home)
 
 
 def timed(fn, *args):
@@ -793,7 +793,7 @@ def test_metrics_have_a_gauge_for_every_metric_of_a_real_health_report(db, clien
 def test_the_first_load_right_after_up_shows_the_status(page):
     """`smsao-db up` then `smsao-db serve`, as a newcomer runs them: the page shows a real
     status and a response time at once, not UNKNOWN."""
-    home = Path(tempfile.mkdtemp(prefix="smsao-first-"))
+    home = new_home("smsao-first-")
     env = {**os.environ, "SMSAO_HOME": str(home)}
     env.pop("DATABASE_URL", None)
     cluster = Cluster(home=home)
@@ -823,3 +823,4 @@ def test_the_first_load_right_after_up_shows_the_status(page):
             server.stdout.close()
             server.stderr.close()
         cluster.destroy()
+        remove_new_home(home)
