@@ -70,14 +70,35 @@ end
 $$;
 revoke all on function smsao.refuse(text, jsonb, text, text, text) from public, anon, authenticated, service_role;
 
+-- Whether this transaction is a verify run's: its own row in smsao.verify_runs. The table
+-- is empty outside a run (a rolled-back row is invisible), so this is a scan of no rows;
+-- the transaction id match keeps a row committed by mistake from muting other callers.
+-- pg_current_xact_id_if_assigned() is NULL before a transaction writes, and never
+-- assigns one itself.
+create or replace function smsao.in_verify_run() returns boolean
+  language plpgsql stable
+  set search_path = ''
+as $$
+begin
+  return exists (select from smsao.verify_runs v
+                  where v.xact_id = pg_catalog.pg_current_xact_id_if_assigned());
+end
+$$;
+revoke all on function smsao.in_verify_run() from public, anon, authenticated, service_role;
+
 -- Call counters of the critical operations (sequences, see sql/schema/40_hardening.sql).
 -- Every entry point counts its call first and, in its exception handler, the way it
 -- failed: a refusal (42501 denied, PT429 rate limited) or any other error.
+-- Not inside a verify run: its transaction marked itself in smsao.verify_runs
+-- (sql/schema/60_verify.sql), and the calls it provokes are not production's figures.
 create or replace function smsao.count_call(operation text) returns void
   language plpgsql
   set search_path = ''
 as $$
 begin
+  if smsao.in_verify_run() then
+    return;
+  end if;
   perform pg_catalog.nextval(('smsao.rpc_' || operation || '_calls')::regclass);
 end
 $$;
@@ -88,6 +109,9 @@ create or replace function smsao.count_failure(operation text, failed_with text)
   set search_path = ''
 as $$
 begin
+  if smsao.in_verify_run() then
+    return;
+  end if;
   perform pg_catalog.nextval(('smsao.rpc_' || operation
     || case when failed_with in ('42501', 'PT429') then '_refusals' else '_errors' end)::regclass);
 end
