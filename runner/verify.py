@@ -13,6 +13,7 @@ the database or available to `create extension` (Debian `postgresql-15-pgtap`).
 """
 from __future__ import annotations
 
+import glob
 import re
 import time
 from dataclasses import dataclass, field
@@ -29,6 +30,10 @@ APP_ROLES = ("anon", "authenticated", "service_role")
 TAP_LINE = re.compile(r"^(?P<not>not )?ok (?P<number>\d+)(?: - (?P<description>.*?))?"
                       r"(?:\s+# (?P<directive>SKIP|TODO)\b.*)?$", re.I)
 PLAN_LINE = re.compile(r"^1\.\.(?P<count>\d+)")
+# pgTAP's install script as Debian ships it (pure SQL: no shared library), for servers
+# that have no pgTAP of their own, such as the PostgreSQL 18 binaries of an upgrade rehearsal.
+PGTAP_SCRIPTS = "/usr/share/postgresql/*/extension/pgtap--*.sql"
+PGTAP_SCRIPT_NAME = re.compile(r"pgtap--(\d+(?:\.\d+)*)\.sql$")
 
 
 @dataclass
@@ -103,14 +108,37 @@ def _error_line(res: pq.PGresult) -> str:
     return f"{message} (SQLSTATE {state})" if state else message
 
 
-def run_file(conn: psycopg.Connection, path: Path) -> FileResult:
-    """Send the whole file as one simple query and read every result, as psql would: the
-    TAP lines are the rows of its selects. An error stops the file there (the rest of the
-    script is not run); its transaction is then rolled back."""
+def local_pgtap_script() -> Path | None:
+    """The newest full pgTAP install script on this machine, if any."""
+    found = [(tuple(int(n) for n in m[1].split(".")), Path(p)) for p in glob.glob(PGTAP_SCRIPTS)
+             if (m := PGTAP_SCRIPT_NAME.search(p))]
+    return max(found)[1] if found else None
+
+
+def _results(conn: psycopg.Connection, text: bytes) -> list[pq.PGresult]:
+    """Send `text` as one simple query (several statements, as psql sends a file) and
+    return every statement's result; an error stops the rest, as in psql."""
+    conn.pgconn.send_query(text)
+    return conn.wait(generators.execute(conn.pgconn))
+
+
+def run_file(conn: psycopg.Connection, path: Path, pgtap_script: Path | None = None) -> FileResult:
+    """Run one test file and read its TAP lines: the rows of its selects. An error stops the
+    file there; its transaction is then rolled back. With `pgtap_script`, pgTAP is loaded
+    from it into the file's own transaction first (schema smsao_test_pgtap), for a server
+    that cannot `create extension pgtap`."""
     result = FileResult(path.name)
     started = time.perf_counter()
-    conn.pgconn.send_query(path.read_bytes())
-    for res in conn.wait(generators.execute(conn.pgconn)):
+    results = []
+    if pgtap_script is not None:
+        loaded = _results(conn, b"begin; create schema smsao_test_pgtap; set local search_path = smsao_test_pgtap;\n"
+                          + pgtap_script.read_bytes())
+        failed = [res for res in loaded if res.status == pq.ExecStatus.FATAL_ERROR]
+        if failed:
+            result.died = f"loading pgTAP from {pgtap_script}: {_error_line(failed[0])}"
+    if result.died is None:
+        results = _results(conn, path.read_bytes())
+    for res in results:
         if res.status == pq.ExecStatus.TUPLES_OK:
             for row in range(res.ntuples):
                 value = res.get_value(row, 0)
@@ -125,8 +153,9 @@ def run_file(conn: psycopg.Connection, path: Path) -> FileResult:
     return result
 
 
-def preflight(conn: psycopg.Connection) -> None:
-    """Refuse, in one line, a database or login the files cannot run on."""
+def preflight(conn: psycopg.Connection) -> Path | None:
+    """Refuse, in one line, a database or login the files cannot run on. Returns the local
+    pgTAP script to load when the server has no pgTAP to create."""
     missing = [r for (r,) in conn.execute(
         "select r from unnest(%s::text[]) r where not exists (select from pg_roles where rolname = r)",
         [list(APP_ROLES)]).fetchall()]
@@ -142,17 +171,21 @@ def preflight(conn: psycopg.Connection) -> None:
     installed, available = conn.execute(
         "select exists (select from pg_extension where extname = 'pgtap'), "
         "exists (select from pg_available_extensions where name = 'pgtap')").fetchone()
-    if not installed and not available:
+    if installed or available:
+        return None
+    script = local_pgtap_script()
+    if script is None:
         raise UserError("pgTAP is not installed on the database server: install it there "
                         "(Debian/Ubuntu: apt-get install postgresql-15-pgtap) and run verify again")
+    return script
 
 
 def run(url: str, extra: Path | None = None) -> list[FileResult]:
     """Every test file against `url`, each in its own transaction, all rolled back."""
     files = test_files(extra)
     with connect(url, autocommit=True) as conn:
-        preflight(conn)
-        return [run_file(conn, path) for path in files]
+        pgtap_script = preflight(conn)
+        return [run_file(conn, path, pgtap_script) for path in files]
 
 
 # The name drill.py and upgrade_check.py call: a list of results with name, passed, detail.

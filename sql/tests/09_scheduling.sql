@@ -12,13 +12,15 @@ do $preamble$
 declare
   tap_schema name;
 begin
-  -- A pgTAP installed beforehand, in any schema, is used as it is.
-  if not exists (select from pg_catalog.pg_extension where extname = 'pgtap') then
+  -- A pgTAP installed beforehand, in any schema, is used as it is. (Where the server has
+  -- no pgTAP to create, `smsao-db verify` loads pgTAP's script into smsao_test_pgtap first.)
+  if not exists (select from pg_catalog.pg_extension where extname = 'pgtap')
+     and pg_catalog.to_regnamespace('smsao_test_pgtap') is null then
     create schema smsao_test_pgtap;
     create extension pgtap with schema smsao_test_pgtap;
   end if;
-  select e.extnamespace::regnamespace::name into tap_schema
-    from pg_catalog.pg_extension e where e.extname = 'pgtap';
+  tap_schema := coalesce((select e.extnamespace::regnamespace::name from pg_catalog.pg_extension e
+                           where e.extname = 'pgtap'), 'smsao_test_pgtap');
   execute pg_catalog.format('grant usage on schema %I, smsao_test to anon, authenticated, service_role',
                             tap_schema);
   perform pg_catalog.set_config('search_path',
