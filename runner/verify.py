@@ -153,6 +153,12 @@ def run_file(conn: psycopg.Connection, path: Path, pgtap_script: Path | None = N
     return result
 
 
+def pgtap_on_server(conn: psycopg.Connection) -> bool:
+    """Whether pgTAP is installed in the database, or ready for `create extension`."""
+    return conn.execute("select exists (select from pg_extension where extname = 'pgtap') "
+                        "or exists (select from pg_available_extensions where name = 'pgtap')").fetchone()[0]
+
+
 def preflight(conn: psycopg.Connection) -> Path | None:
     """Refuse, in one line, a database or login the files cannot run on. Returns the local
     pgTAP script to load when the server has no pgTAP to create."""
@@ -168,10 +174,7 @@ def preflight(conn: psycopg.Connection) -> Path | None:
         user = conn.execute("select current_user").fetchone()[0]
         raise UserError(f"verify acts as the app's roles, but {user} may not `set role` to "
                         f"{', '.join(cannot)}: connect as a superuser or the schema owner")
-    installed, available = conn.execute(
-        "select exists (select from pg_extension where extname = 'pgtap'), "
-        "exists (select from pg_available_extensions where name = 'pgtap')").fetchone()
-    if installed or available:
+    if pgtap_on_server(conn):
         return None
     script = local_pgtap_script()
     if script is None:

@@ -164,7 +164,7 @@ select is_empty($$select tbl || ' ' || id from seeded where fate = 'stays' and n
                 'production_data_cleanup keeps every seeded row inside its retention, and rows of other tables');
 select ok(not smsao_test.present('otp_codes', (select id from seeded where tbl = 'otp_codes' and fate = 'goes')),
           'an OTP 2h01 past expiry goes');
-select ok(smsao_test.present('otp_codes', (select min(id) from seeded where tbl = 'otp_codes' and fate = 'stays')),
+select ok(smsao_test.present('otp_codes', (select id from seeded where tbl = 'otp_codes' and fate = 'stays' order by id::bigint limit 1)),
           'an OTP 1h59 past expiry stays');
 select is_empty($$select s.tbl from seeded s where s.tbl in ('admin_audit_logs', 'pii_access_audit', 'function_call_audit')
                    and smsao_test.present(s.tbl, s.id) <> (s.fate = 'stays')$$,

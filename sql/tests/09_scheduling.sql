@@ -143,8 +143,9 @@ insert into smsao.rate_limit_hits (caller_key, operation_type, slot, seq, at) va
   ('verify:expired', 'verify_probe', 0, 1, clock_timestamp() - interval '61 seconds'),
   ('verify:live', 'verify_probe', 0, 1, clock_timestamp());
 select lives_ok('select smsao.prune_housekeeping()', 'the daily housekeeping runs');
-select results_eq($$select k.what, exists (select from public.system_health_snapshots s where s.id = k.id)
-                                   or exists (select from public.performance_samples p where p.id = k.id)
+select results_eq($$select k.what, case when k.what like '%snapshot'
+                                        then exists (select from public.system_health_snapshots s where s.id = k.id)
+                                        else exists (select from public.performance_samples p where p.id = k.id) end
                      from kept k order by k.what$$,
                   $$values ('new sample', true), ('new snapshot', true), ('old sample', false), ('old snapshot', false)$$,
                   'housekeeping prunes snapshots and samples older than 30 days, and keeps younger ones');
