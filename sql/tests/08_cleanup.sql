@@ -99,7 +99,7 @@ grant execute on all functions in schema smsao_test to anon, authenticated, serv
 select plan(12);
 
 select smsao_test.new_user('alice'), smsao_test.new_user('admin', admin => true);
-create temp table seeded (tbl name, id text, fate text) on commit drop;
+create temp table seeded (tbl name, id text, fate text, n integer generated always as identity) on commit drop;
 grant select on seeded to anon, authenticated, service_role;
 
 create function smsao_test.seed(tbl name, fate text, statement text) returns void language plpgsql as $$
@@ -107,7 +107,7 @@ declare
   new_id text;
 begin
   execute statement || ' returning id::text' into new_id;
-  insert into seeded values (tbl, new_id, fate);
+  insert into seeded (tbl, id, fate) values (tbl, new_id, fate);
 end $$;
 
 select smsao_test.seed('otp_codes', o.fate, format(
@@ -164,7 +164,7 @@ select is_empty($$select tbl || ' ' || id from seeded where fate = 'stays' and n
                 'production_data_cleanup keeps every seeded row inside its retention, and rows of other tables');
 select ok(not smsao_test.present('otp_codes', (select id from seeded where tbl = 'otp_codes' and fate = 'goes')),
           'an OTP 2h01 past expiry goes');
-select ok(smsao_test.present('otp_codes', (select id from seeded where tbl = 'otp_codes' and fate = 'stays' order by id::bigint limit 1)),
+select ok(smsao_test.present('otp_codes', (select id from seeded where tbl = 'otp_codes' and fate = 'stays' order by n limit 1)),
           'an OTP 1h59 past expiry stays');
 select is_empty($$select s.tbl from seeded s where s.tbl in ('admin_audit_logs', 'pii_access_audit', 'function_call_audit')
                    and smsao_test.present(s.tbl, s.id) <> (s.fate = 'stays')$$,
