@@ -381,3 +381,19 @@ def test_pg_prove_fails_on_a_sabotaged_database(db):
     proc = pg_prove(db.url)
     assert proc.returncode != 0
     assert "RLS is enabled on public.campaigns" in proc.stdout + proc.stderr
+
+
+# -- pg_cron in the app's own database (as `up` sets it) --------------------------------------
+def test_scheduled_jobs_are_checked_where_pg_cron_lives_in_the_database(cron_not_created):
+    from runner import migrate, schedule
+
+    url = cron_not_created.url("smsao")
+    migrate.run("upgrade", url, "head")
+    schedule.apply(url)
+    results = {r.name: r for r in verify.run(url)}
+    assert [(n, r.detail) for n, r in results.items() if not r.passed] == []
+    assert not any(a.skipped for a in results["09_scheduling.sql"].assertions)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("update cron.job set schedule = '0 * * * *' where jobname = 'smsao-health-check'")
+    assert "every smsao-* job scheduled for this database runs what smsao.cron_jobs() defines, on its schedule" \
+        in failing(url)

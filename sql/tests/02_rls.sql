@@ -121,7 +121,13 @@ select policies_are('public', t.name, t.policies, 'public.' || t.name || ' has e
 
 select policy_roles_are('public', p.tablename, p.policyname, array['authenticated'],
                         'policy ' || p.policyname || ' on public.' || p.tablename || ' applies to authenticated only')
-  from (select tablename, policyname from pg_policies where schemaname = 'public' order by 1, 2) p;
+  from (select tablename, policyname from pg_policies
+         where schemaname = 'public'
+           and tablename in ('profiles', 'user_roles', 'sms_configurations', 'credit_requests', 'credit_transactions',
+                             'contacts', 'campaigns', 'sms_logs', 'otp_codes', 'contact_import_jobs', 'admin_audit_logs',
+                             'pii_access_audit', 'function_call_audit', 'system_health_snapshots', 'system_alerts',
+                             'performance_samples')
+         order by 1, 2) p;
 
 select is_empty($$
   select tablename || '.' || policyname from pg_policies
