@@ -96,7 +96,7 @@ grant execute on all functions in schema smsao_test to anon, authenticated, serv
 -- Audit (CONTRACT sections 2 and 3): the critical operations leave their audit rows, PII
 -- reads are recorded, secrets are redacted, and the three audit trails are append-only for
 -- every role the app uses (the owner included, but for the retention cleanup).
-select plan(50);
+select plan(51);
 
 select smsao_test.new_user('alice'), smsao_test.new_user('target'), smsao_test.new_user('admin', admin => true);
 update public.profiles set phone = '+244900000042' where user_id = smsao_test.uid('target');
@@ -189,8 +189,19 @@ select is((select count(*) from audit_rows a where exists (select from public.ad
               or exists (select from public.function_call_audit x where x.id = a.id and a.tbl = 'function_call_audit')),
           3::bigint, 'every audit row is still there');
 
--- This transaction is a verify run: its provoked calls and refusals are not production's figures.
-select ok(smsao.in_verify_run(), 'a verify run marks its own transaction');
+-- This transaction is a verify run: the calls and refusals it provokes are not production's
+-- figures (the rollback-proof counters, sql/schema/60_verify.sql).
+create temp table counters_before on commit drop as
+  select c.relname, pg_sequence_last_value(c.oid) as last_value from pg_class c
+   where c.relnamespace = 'smsao'::regnamespace and c.relkind = 'S' and c.relname like 'rpc\_%';
+select smsao_test.act_as('alice');
+select throws_ok(format('select public.approve_credit_request(%L)', gen_random_uuid()), '42501', null,
+                 'a user who is not an admin cannot approve a credit request');
+select smsao_test.act_as_owner();
+select set_eq($$select c.relname, pg_sequence_last_value(c.oid) from pg_class c
+                 where c.relnamespace = 'smsao'::regnamespace and c.relkind = 'S' and c.relname like 'rpc\_%'$$,
+              'select * from counters_before',
+              'the calls and refusals of a verify run leave the rollback-proof counters (smsao.rpc_*) as they were');
 select is((select count(*) from smsao.verify_runs), 1::bigint, 'the mark is visible to the run''s own transaction only');
 
 select * from finish();
