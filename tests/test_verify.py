@@ -186,6 +186,8 @@ def test_a_pgtap_installed_beforehand_is_used_and_left_alone(db):
 
 
 # -- sabotage: each is caught, by a test that names the broken rule -------------------------
+# The grants and RLS sabotages run on both shapes (Supabase's default privileges are where
+# grants go wrong); the behavioural ones on the plain shape, to keep the suite's time.
 def test_rls_off_on_one_table_fails(any_db):
     any_db.sql("alter table public.campaigns disable row level security")
     failed = failing(any_db.url)
@@ -199,45 +201,45 @@ def test_execute_on_an_admin_function_granted_to_anon_fails(any_db):
         "Role anon should be granted no privileges on function public.approve_credit_request(uuid)"}
 
 
-def test_a_policy_letting_a_user_read_another_users_contacts_fails(any_db):
-    any_db.sql("create policy contacts_peek on public.contacts for select to authenticated using (true)")
-    failed = failing(any_db.url)
+def test_a_policy_letting_a_user_read_another_users_contacts_fails(db):
+    db.sql("create policy contacts_peek on public.contacts for select to authenticated using (true)")
+    failed = failing(db.url)
     assert failed["a user cannot read another user's row in public.contacts"] == "02_rls.sql"
     assert "public.contacts has exactly its policies" in failed
     assert "a user cannot read another user's row in public.campaigns" not in failed
 
 
-def test_a_disabled_ledger_trigger_fails(any_db):
-    any_db.sql("alter table public.credit_transactions disable trigger credit_transactions_apply")
-    failed = failing(any_db.url)
+def test_a_disabled_ledger_trigger_fails(db):
+    db.sql("alter table public.credit_transactions disable trigger credit_transactions_apply")
+    failed = failing(db.url)
     assert failed["profiles.credits equals the sum of the user's ledger after ledger inserts and a direct adjustment"] \
         == "05_credits_ledger.sql"
     assert "approving 40 credits adds 40 to the balance" in failed
 
 
-def test_a_rate_limit_that_admits_one_too_many_fails(any_db):
-    any_db.sql("alter function public.enhanced_security_rate_limit(text, integer, integer) rename to exact_rate_limit")
-    any_db.sql("""create function public.enhanced_security_rate_limit(
+def test_a_rate_limit_that_admits_one_too_many_fails(db):
+    db.sql("alter function public.enhanced_security_rate_limit(text, integer, integer) rename to exact_rate_limit")
+    db.sql("""create function public.enhanced_security_rate_limit(
                     operation_type text, max_attempts integer default 5, window_minutes integer default 15)
                   returns boolean language sql security definer set search_path = ''
                   as $$ select public.exact_rate_limit(operation_type, max_attempts + 1, window_minutes) $$""")
-    any_db.sql("grant execute on function public.enhanced_security_rate_limit(text, integer, integer) "
+    db.sql("grant execute on function public.enhanced_security_rate_limit(text, integer, integer) "
                "to anon, authenticated, service_role")
-    failed = failing(any_db.url)
+    failed = failing(db.url)
     assert failed["enhanced_security_rate_limit admits exactly max_attempts (3 of 5 calls), then refuses"] \
         == "04_rate_limit.sql"
     assert "request_credits: financial_transaction admits its limit, then raises PT429" in failed
 
 
-def test_a_health_metric_that_lies_fails(any_db):
-    any_db.sql("alter function public.production_system_health_check() rename to true_health_check")
-    any_db.sql("""create function public.production_system_health_check() returns jsonb
+def test_a_health_metric_that_lies_fails(db):
+    db.sql("alter function public.production_system_health_check() rename to true_health_check")
+    db.sql("""create function public.production_system_health_check() returns jsonb
                   language sql security definer set search_path = ''
                   as $$ select jsonb_set(r, '{metrics,total_users}',
                                          to_jsonb((r -> 'metrics' ->> 'total_users')::bigint + 1))
                         from public.true_health_check() r $$""")
-    any_db.sql("grant execute on function public.production_system_health_check() to authenticated, service_role")
-    failed = failing(any_db.url)
+    db.sql("grant execute on function public.production_system_health_check() to authenticated, service_role")
+    failed = failing(db.url)
     assert failed["total_users, pending_credit_requests and active_sms_configs equal their recount"] \
         == "07_health_vitals.sql"
 

@@ -50,6 +50,22 @@ as $$
 $$;
 revoke all on function smsao.redact_arguments(jsonb) from public, anon, authenticated, service_role;
 
+-- Whether this transaction is a verify run's: its own row in smsao.verify_runs. The table
+-- is empty outside a run (a rolled-back row is invisible), so this is a scan of no rows;
+-- the transaction id match keeps a row committed by mistake from muting other callers.
+-- pg_current_xact_id_if_assigned() is NULL before a transaction writes, and never
+-- assigns one itself.
+create or replace function smsao.in_verify_run() returns boolean
+  language plpgsql stable
+  set search_path = ''
+as $$
+begin
+  return exists (select from smsao.verify_runs v
+                  where v.xact_id = pg_catalog.pg_current_xact_id_if_assigned());
+end
+$$;
+revoke all on function smsao.in_verify_run() from public, anon, authenticated, service_role;
+
 -- Writes one function_call_audit row for the current caller, arguments redacted.
 -- PL/pgSQL rather than SQL: its INSERT is planned once per session, not once per call.
 create or replace function smsao.audit_call(
@@ -74,7 +90,8 @@ revoke all on function smsao.audit_call(text, jsonb, text, timestamptz) from pub
 
 -- The one way a critical operation refuses. The raise rolls back any audit row, so the
 -- refusal goes to the server log too (arguments redacted), and the operation's entry point
--- counts it in a sequence (smsao.count_failure), which the rollback does not undo.
+-- counts it in a sequence (smsao.count_failure), which the rollback does not undo. Neither
+-- for a verify run's provoked refusals (smsao.in_verify_run()).
 create or replace function smsao.refuse(
   function_name text, arguments jsonb, outcome text, errcode text, message text
 ) returns void
@@ -82,29 +99,15 @@ create or replace function smsao.refuse(
   set search_path = ''
 as $$
 begin
-  raise log 'smsao refusal: %', pg_catalog.jsonb_build_object(
-    'function', function_name, 'outcome', outcome, 'caller_id', smsao.caller_id(),
-    'caller_role', smsao.caller_role(), 'arguments', smsao.redact_arguments(arguments), 'message', message);
+  if not smsao.in_verify_run() then
+    raise log 'smsao refusal: %', pg_catalog.jsonb_build_object(
+      'function', function_name, 'outcome', outcome, 'caller_id', smsao.caller_id(),
+      'caller_role', smsao.caller_role(), 'arguments', smsao.redact_arguments(arguments), 'message', message);
+  end if;
   raise exception using errcode = refuse.errcode, message = refuse.message;
 end
 $$;
 revoke all on function smsao.refuse(text, jsonb, text, text, text) from public, anon, authenticated, service_role;
-
--- Whether this transaction is a verify run's: its own row in smsao.verify_runs. The table
--- is empty outside a run (a rolled-back row is invisible), so this is a scan of no rows;
--- the transaction id match keeps a row committed by mistake from muting other callers.
--- pg_current_xact_id_if_assigned() is NULL before a transaction writes, and never
--- assigns one itself.
-create or replace function smsao.in_verify_run() returns boolean
-  language plpgsql stable
-  set search_path = ''
-as $$
-begin
-  return exists (select from smsao.verify_runs v
-                  where v.xact_id = pg_catalog.pg_current_xact_id_if_assigned());
-end
-$$;
-revoke all on function smsao.in_verify_run() from public, anon, authenticated, service_role;
 
 -- Call counters of the critical operations (sequences, see sql/schema/40_hardening.sql).
 -- Every entry point counts its call first and, in its exception handler, the way it
