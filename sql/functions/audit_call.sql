@@ -30,18 +30,23 @@ as $$
 $$;
 revoke all on function smsao.redact_arguments(jsonb) from public, anon, authenticated, service_role;
 
--- Whether this transaction is a verify run's: its own row in smsao.verify_runs. The table
--- is empty outside a run (a rolled-back row is invisible), so this is a scan of no rows;
--- the transaction id match keeps a row committed by mistake from muting other callers.
--- pg_current_xact_id_if_assigned() is NULL before a transaction writes, and never
--- assigns one itself.
+-- Whether this transaction is a verify run's: its own row in smsao.verify_runs. A run has
+-- written its mark, so it has a transaction id; most calls come before their transaction
+-- writes anything (pg_current_xact_id_if_assigned() is NULL and never assigns one), and
+-- then no query runs at all. Otherwise the table is empty outside a run (a rolled-back row
+-- is invisible): a scan of no rows. The transaction id match keeps a row committed by
+-- mistake from muting other callers.
 create or replace function smsao.in_verify_run() returns boolean
   language plpgsql stable
   set search_path = ''
 as $$
+declare
+  current_xact xid8 := pg_catalog.pg_current_xact_id_if_assigned();
 begin
-  return exists (select from smsao.verify_runs v
-                  where v.xact_id = pg_catalog.pg_current_xact_id_if_assigned());
+  if current_xact is null then
+    return false;
+  end if;
+  return exists (select from smsao.verify_runs v where v.xact_id = current_xact);
 end
 $$;
 revoke all on function smsao.in_verify_run() from public, anon, authenticated, service_role;
