@@ -77,9 +77,10 @@ class FileResult:
         return "; ".join(problems) if problems else f"{len(self.assertions)} tests pass"
 
 
-def test_files(extra: Path | None = None) -> list[Path]:
-    """The package's test files in order, then the user's own (`--extra DIR`)."""
-    files = sorted(TESTS_DIR.glob("*.sql"))
+def test_files(extra: Path | None = None, only: list[str] | None = None) -> list[Path]:
+    """The package's test files in order (or those named in `only`), then the user's own
+    (`--extra DIR`)."""
+    files = [f for f in sorted(TESTS_DIR.glob("*.sql")) if only is None or f.name in only]
     if extra is not None:
         if not extra.is_dir():
             raise UserError(f"--extra {extra}: not a directory")
@@ -183,9 +184,9 @@ def preflight(conn: psycopg.Connection) -> Path | None:
     return script
 
 
-def run(url: str, extra: Path | None = None) -> list[FileResult]:
+def run(url: str, extra: Path | None = None, only: list[str] | None = None) -> list[FileResult]:
     """Every test file against `url`, each in its own transaction, all rolled back."""
-    files = test_files(extra)
+    files = test_files(extra, only)
     with connect(url, autocommit=True) as conn:
         pgtap_script = preflight(conn)
         return [run_file(conn, path, pgtap_script) for path in files]

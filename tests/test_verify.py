@@ -23,10 +23,10 @@ AREAS = ("structure_and_grants", "rls", "session", "rate_limit", "credits_ledger
          "health_vitals", "cleanup", "scheduling", "cache_notifications")
 
 
-def failing(url: str, extra: Path | None = None) -> dict[str, str]:
+def failing(url: str, only: list[str] | None = None) -> dict[str, str]:
     """Description of every failing test (or dead file) -> the file it is in."""
     out = {}
-    for r in verify.run(url, extra):
+    for r in verify.run(url, only=only):
         out.update({a.description: r.name for a in r.failures})
         if r.died or (r.planned is not None and r.planned != len(r.assertions)):
             out[f"{r.name}: {r.detail}"] = r.name
@@ -77,15 +77,13 @@ def test_a_correct_database_of_either_shape_passes_every_file(any_db):
     assert sum(len(r.assertions) for r in results) > 400
 
 
-def test_cli_prints_a_summary_per_file_and_exits_0(db):
+def test_cli_prints_a_summary_per_file_or_tap_and_exits_0(db):
     proc = cli(db.url)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"all {len(AREAS)} test files passed" in proc.stdout
     assert re.search(r"PASS 02_rls\.sql\s+\d+ passed,\s+0 failed", proc.stdout)
     assert "FAIL" not in proc.stdout
-
-
-def test_cli_tap_is_one_tap_document_with_a_subtest_per_file(db):
+    # --tap: one TAP document, each file a subtest.
     proc = cli(db.url, "--tap")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
@@ -248,7 +246,7 @@ def test_a_session_check_that_ignores_status_fails(db):
     db.sql("""create or replace function public.validate_user_session() returns boolean
               language sql stable security definer set search_path = ''
               as $$ select auth.uid() is not null or auth.role() = 'service_role' $$""")
-    failed = failing(db.url)
+    failed = failing(db.url, only=["03_session.sql"])
     assert "a suspended user's session is invalid" in failed
     assert "an expired session is invalid" in failed
 
@@ -256,7 +254,7 @@ def test_a_session_check_that_ignores_status_fails(db):
 def test_an_audit_table_open_to_deletes_fails(db):
     db.sql("drop trigger function_call_audit_append_only on public.function_call_audit")
     db.sql("grant delete on public.function_call_audit to service_role")
-    failed = failing(db.url)
+    failed = failing(db.url, only=["06_audit.sql"])
     assert "service_role cannot delete public.function_call_audit (audit trails are append-only)" in failed
     assert "owner cannot delete public.function_call_audit (audit trails are append-only)" in failed
 
@@ -270,14 +268,14 @@ def test_a_cleanup_that_deletes_too_much_fails(db):
                 get diagnostics n = row_count;
                 return n;
               end $$""")
-    failed = failing(db.url)
+    failed = failing(db.url, only=["08_cleanup.sql"])
     assert "an OTP 1h59 past expiry stays" in failed
     assert "production_data_cleanup deletes every seeded row past its retention" in failed
 
 
 def test_a_missing_function_kills_its_file_only(db):
     db.sql("drop function public.validate_user_session()")
-    results = {r.name: r for r in verify.run(db.url)}
+    results = {r.name: r for r in verify.run(db.url, only=["03_session.sql", "08_cleanup.sql"])}
     assert not results["03_session.sql"].passed
     assert "validate_user_session" in results["03_session.sql"].detail
     assert results["08_cleanup.sql"].passed
@@ -310,8 +308,8 @@ def test_extra_adds_the_users_files_to_the_run(db, tmp_path):
     write_extra(extra, "a_good.sql", "select has_table('public', 'campaigns', 'campaigns exist');", 1)
     write_extra(extra, "b_bad.sql", "select is(1 + 1, 3, 'my own rule about arithmetic');", 1)
     write_extra(extra, "c_dies.sql", "select nosuch_function();", 1)
-    results = verify.run(db.url, extra)
-    assert [r.name for r in results][-3:] == ["a_good.sql", "b_bad.sql", "c_dies.sql"]
+    results = verify.run(db.url, extra, only=["01_structure_and_grants.sql"])
+    assert [r.name for r in results] == ["01_structure_and_grants.sql", "a_good.sql", "b_bad.sql", "c_dies.sql"]
     by_name = {r.name: r for r in results}
     assert by_name["a_good.sql"].passed
     assert [a.description for a in by_name["b_bad.sql"].failures] == ["my own rule about arithmetic"]
