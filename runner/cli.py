@@ -10,6 +10,7 @@ one before it, then DATABASE_URL."""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
@@ -308,23 +309,25 @@ def monitor(
 
 @app.command()
 def verify(
-    only: Annotated[Optional[str], typer.Option(
-        help="Run only these areas, comma-separated: identity, rls, grants, rate limit, session, audit, "
-             "health, cleanup.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+    tap: Annotated[bool, typer.Option("--tap", help="Print TAP (each test file a subtest) instead of the summary.")] = False,
+    path: Annotated[bool, typer.Option("--path", help="Print the folder of the test files (for pg_prove) and exit.")] = False,
+    extra: Annotated[Optional[Path], typer.Option(
+        "--extra", help="A folder of your own pgTAP *.sql files, run after the package's.")] = None,
     database_url: DatabaseUrl = None,
     verbose: Verbose = False,
 ) -> None:
-    """Assert the contract against a database in one transaction that is rolled back (exit 0: all pass)."""
-    import json
-
+    """Run the package's pgTAP tests (sql/tests), each file in a transaction rolled back (exit 0: all pass)."""
     from rich.console import Console
 
     from runner import verify as verifier
+    from runner.resources import TESTS_DIR
 
-    results = verifier.verify(options(database_url, verbose), only)
-    if as_json:
-        print(json.dumps([r.__dict__ for r in results], indent=2))
+    if path:
+        print(TESTS_DIR)
+        return
+    results = verifier.run(options(database_url, verbose), extra)
+    if tap:
+        print(verifier.tap_stream(results))
     else:
         verifier.render(results, Console(width=max(console().width, 140)))
     raise typer.Exit(0 if all(r.passed for r in results) else 1)

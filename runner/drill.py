@@ -155,10 +155,11 @@ def _check_scratch(steps: Steps, server: pgserver.Server, before: dict, after: d
                                        "`smsao-db backup`): nothing proves that no row is missing")
 
     def contract():
-        results = verify.verify(url)
+        results = verify.run(url)
         failed = [f"{r.name}: {r.detail}" for r in results if not r.passed]
-        return results, (f"{len(results)} checks pass" if not failed else
-                         f"{len(failed)} of {len(results)} checks fail: " + "; ".join(failed[:3])), not failed
+        tests = sum(len(r.assertions) for r in results)
+        return results, (f"{len(results)} pgTAP files pass ({tests} tests)" if not failed else
+                         f"{len(failed)} of {len(results)} pgTAP files fail: " + "; ".join(failed[:3])), not failed
     steps.run("verify", contract)
 
     def invariants():

@@ -19,3 +19,5 @@ SQL_DIR = _packaged("sql", "sql")
 MIGRATIONS_DIR = _packaged("migrations", "alembic")
 VERSIONS_DIR = MIGRATIONS_DIR / "versions"
 TEMPLATES_DIR = PACKAGE_DIR / "templates"
+# The pgTAP test files of `smsao-db verify` (and of a user's pg_prove / `supabase test db`).
+TESTS_DIR = SQL_DIR / "tests"

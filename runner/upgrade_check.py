@@ -226,7 +226,7 @@ class Rehearsal:
         def checks():
             from runner import integrity, verify
 
-            failed = [f"verify {r.name}: {r.detail}" for r in verify.verify(new.url()) if not r.passed]
+            failed = [f"verify {r.name}: {r.detail}" for r in verify.run(new.url()) if not r.passed]
             failed += [f"integrity {r.name}: {r.detail}" for r in integrity.run(new.url()) if not r.passed]
             if failed:
                 raise UserError(f"{len(failed)} check(s) fail on the upgraded copy: " + "; ".join(failed[:3]))

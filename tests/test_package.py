@@ -59,5 +59,10 @@ def test_installed_wheel_migrates_schedules_and_verifies_from_elsewhere(installe
     scheduled = run([smsao_db, "schedule", "apply"], env=env, cwd=elsewhere)
     assert scheduled.stdout.count(": created") == 4, scheduled.stdout
     verified = run([smsao_db, "verify"], env=env, cwd=elsewhere)
-    assert "checks passed" in verified.stdout and "FAIL" not in verified.stdout
+    assert "test files passed" in verified.stdout and "FAIL" not in verified.stdout
+    # The same files under pg_prove, from where the installed package keeps them.
+    tests_dir = run([smsao_db, "verify", "--path"], env=env, cwd=elsewhere).stdout.strip()
+    assert tests_dir.startswith(str(venv))
+    proved = run(["pg_prove", "-d", url, *sorted(str(f) for f in Path(tests_dir).glob("*.sql"))], env=env, cwd=elsewhere)
+    assert "All tests successful." in proved.stdout
     assert not (elsewhere / ".smsao").exists()                 # a URL given: no embedded database

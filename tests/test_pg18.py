@@ -40,5 +40,6 @@ def test_migrate_upgrade_head_on_postgresql_18_from_scratch(pg18):
                             ).fetchone()[0] == 1
     from runner import integrity, verify
 
-    assert [r.name for r in verify.verify(pg18.url()) if not r.passed] == []
+    # These binaries have no pgTAP: verify loads this machine's pgTAP script into each file's transaction.
+    assert [(r.name, r.detail) for r in verify.run(pg18.url()) if not r.passed] == []
     assert [r.name for r in integrity.run(pg18.url()) if not r.passed] == []

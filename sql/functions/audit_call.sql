@@ -30,6 +30,27 @@ as $$
 $$;
 revoke all on function smsao.redact_arguments(jsonb) from public, anon, authenticated, service_role;
 
+-- Whether this transaction is a verify run's: its own row in smsao.verify_runs. A run has
+-- written its mark, so it has a transaction id; most calls come before their transaction
+-- writes anything (pg_current_xact_id_if_assigned() is NULL and never assigns one), and
+-- then no query runs at all. Otherwise the table is empty outside a run (a rolled-back row
+-- is invisible): a scan of no rows. The transaction id match keeps a row committed by
+-- mistake from muting other callers.
+create or replace function smsao.in_verify_run() returns boolean
+  language plpgsql stable
+  set search_path = ''
+as $$
+declare
+  current_xact xid8 := pg_catalog.pg_current_xact_id_if_assigned();
+begin
+  if current_xact is null then
+    return false;
+  end if;
+  return exists (select from smsao.verify_runs v where v.xact_id = current_xact);
+end
+$$;
+revoke all on function smsao.in_verify_run() from public, anon, authenticated, service_role;
+
 -- Writes one function_call_audit row for the current caller, arguments redacted.
 -- PL/pgSQL rather than SQL: its INSERT is planned once per session, not once per call.
 create or replace function smsao.audit_call(
@@ -54,7 +75,8 @@ revoke all on function smsao.audit_call(text, jsonb, text, timestamptz) from pub
 
 -- The one way a critical operation refuses. The raise rolls back any audit row, so the
 -- refusal goes to the server log too (arguments redacted), and the operation's entry point
--- counts it in a sequence (smsao.count_failure), which the rollback does not undo.
+-- counts it in a sequence (smsao.count_failure), which the rollback does not undo. Neither
+-- for a verify run's provoked refusals (smsao.in_verify_run()).
 create or replace function smsao.refuse(
   function_name text, arguments jsonb, outcome text, errcode text, message text
 ) returns void
@@ -62,9 +84,11 @@ create or replace function smsao.refuse(
   set search_path = ''
 as $$
 begin
-  raise log 'smsao refusal: %', pg_catalog.jsonb_build_object(
-    'function', function_name, 'outcome', outcome, 'caller_id', smsao.caller_id(),
-    'caller_role', smsao.caller_role(), 'arguments', smsao.redact_arguments(arguments), 'message', message);
+  if not smsao.in_verify_run() then
+    raise log 'smsao refusal: %', pg_catalog.jsonb_build_object(
+      'function', function_name, 'outcome', outcome, 'caller_id', smsao.caller_id(),
+      'caller_role', smsao.caller_role(), 'arguments', smsao.redact_arguments(arguments), 'message', message);
+  end if;
   raise exception using errcode = refuse.errcode, message = refuse.message;
 end
 $$;
@@ -73,11 +97,16 @@ revoke all on function smsao.refuse(text, jsonb, text, text, text) from public, 
 -- Call counters of the critical operations (sequences, see sql/schema/40_hardening.sql).
 -- Every entry point counts its call first and, in its exception handler, the way it
 -- failed: a refusal (42501 denied, PT429 rate limited) or any other error.
+-- Not inside a verify run: its transaction marked itself in smsao.verify_runs
+-- (sql/schema/60_verify.sql), and the calls it provokes are not production's figures.
 create or replace function smsao.count_call(operation text) returns void
   language plpgsql
   set search_path = ''
 as $$
 begin
+  if smsao.in_verify_run() then
+    return;
+  end if;
   perform pg_catalog.nextval(('smsao.rpc_' || operation || '_calls')::regclass);
 end
 $$;
@@ -88,6 +117,9 @@ create or replace function smsao.count_failure(operation text, failed_with text)
   set search_path = ''
 as $$
 begin
+  if smsao.in_verify_run() then
+    return;
+  end if;
   perform pg_catalog.nextval(('smsao.rpc_' || operation
     || case when failed_with in ('42501', 'PT429') then '_refusals' else '_errors' end)::regclass);
 end

@@ -1,0 +1,117 @@
+-- Written by scripts/freeze_sql.py --restore for revision 0008_pgtap. Do not edit.
+
+-- ==== sql/functions/audit_call.sql (as frozen by 0005_hardening) ====
+-- The caller's user id, exactly what smsao.caller_id() returns (auth.uid(); NULL when the
+-- subject is absent or not a uuid), read from the request settings the way auth.uid() reads
+-- them. For the hot paths (rate limit, audit): on PostgreSQL 15 a call to a SQL function that
+-- cannot be inlined (the auth.* shim pins search_path) is parsed and planned again in every
+-- request, which cost the rate limiter a fifth of its time (bench/rate_limit_bench.py).
+create or replace function smsao.request_uid() returns uuid
+  language plpgsql stable
+  set search_path = ''
+as $$
+begin
+  return coalesce(nullif(pg_catalog.current_setting('request.jwt.claim.sub', true), ''),
+                  nullif(pg_catalog.current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub')::uuid;
+exception when invalid_text_representation then
+  return null;
+end
+$$;
+revoke all on function smsao.request_uid() from public, anon, authenticated, service_role;
+
+-- Arguments as they may be stored or logged: values under keys that name secrets are
+-- replaced, so codes and tokens never reach the audit or the server log.
+create or replace function smsao.redact_arguments(arguments jsonb) returns jsonb
+  language sql immutable
+  set search_path = ''
+as $$
+  select coalesce((
+    select pg_catalog.jsonb_object_agg(a.key,
+             case when a.key ~* '(password|secret|token|code|otp|api_?key|credential)'
+                  then '"[redacted]"'::jsonb else a.value end)
+    from pg_catalog.jsonb_each(arguments) a), '{}'::jsonb)
+$$;
+revoke all on function smsao.redact_arguments(jsonb) from public, anon, authenticated, service_role;
+
+-- Writes one function_call_audit row for the current caller, arguments redacted.
+-- PL/pgSQL rather than SQL: its INSERT is planned once per session, not once per call.
+create or replace function smsao.audit_call(
+  function_name text, arguments jsonb, outcome text, started_at timestamptz
+) returns void
+  language plpgsql security definer
+  set search_path = ''
+as $$
+begin
+  insert into public.function_call_audit (caller_id, caller_role, function_name, arguments, outcome, duration_ms)
+  values (
+    smsao.request_uid(),
+    smsao.caller_role(),
+    audit_call.function_name,
+    smsao.redact_arguments(audit_call.arguments),
+    audit_call.outcome,
+    extract(epoch from pg_catalog.clock_timestamp() - audit_call.started_at) * 1000
+  );
+end
+$$;
+revoke all on function smsao.audit_call(text, jsonb, text, timestamptz) from public, anon, authenticated, service_role;
+
+-- The one way a critical operation refuses. The raise rolls back any audit row, so the
+-- refusal goes to the server log too (arguments redacted), and the operation's entry point
+-- counts it in a sequence (smsao.count_failure), which the rollback does not undo.
+create or replace function smsao.refuse(
+  function_name text, arguments jsonb, outcome text, errcode text, message text
+) returns void
+  language plpgsql
+  set search_path = ''
+as $$
+begin
+  raise log 'smsao refusal: %', pg_catalog.jsonb_build_object(
+    'function', function_name, 'outcome', outcome, 'caller_id', smsao.caller_id(),
+    'caller_role', smsao.caller_role(), 'arguments', smsao.redact_arguments(arguments), 'message', message);
+  raise exception using errcode = refuse.errcode, message = refuse.message;
+end
+$$;
+revoke all on function smsao.refuse(text, jsonb, text, text, text) from public, anon, authenticated, service_role;
+
+-- Call counters of the critical operations (sequences, see sql/schema/40_hardening.sql).
+-- Every entry point counts its call first and, in its exception handler, the way it
+-- failed: a refusal (42501 denied, PT429 rate limited) or any other error.
+create or replace function smsao.count_call(operation text) returns void
+  language plpgsql
+  set search_path = ''
+as $$
+begin
+  perform pg_catalog.nextval(('smsao.rpc_' || operation || '_calls')::regclass);
+end
+$$;
+revoke all on function smsao.count_call(text) from public, anon, authenticated, service_role;
+
+create or replace function smsao.count_failure(operation text, failed_with text) returns void
+  language plpgsql
+  set search_path = ''
+as $$
+begin
+  perform pg_catalog.nextval(('smsao.rpc_' || operation
+    || case when failed_with in ('42501', 'PT429') then '_refusals' else '_errors' end)::regclass);
+end
+$$;
+revoke all on function smsao.count_failure(text, text) from public, anon, authenticated, service_role;
+
+-- The counters' totals since they were created: the monitoring reads differences of these.
+create or replace function smsao.critical_call_totals()
+  returns table (operation text, calls bigint, errors bigint, refusals bigint)
+  language plpgsql stable
+  set search_path = ''
+as $$
+begin
+  return query
+  select c.name,
+         coalesce(pg_catalog.pg_sequence_last_value(('smsao.rpc_' || c.name || '_calls')::regclass), 0),
+         coalesce(pg_catalog.pg_sequence_last_value(('smsao.rpc_' || c.name || '_errors')::regclass), 0),
+         coalesce(pg_catalog.pg_sequence_last_value(('smsao.rpc_' || c.name || '_refusals')::regclass), 0)
+  from smsao.critical_operations c
+  order by c.name;
+end
+$$;
+revoke all on function smsao.critical_call_totals() from public, anon, authenticated, service_role;
+
