@@ -78,8 +78,16 @@ def _needs_token(host: str, token: str | None) -> None:
 
 
 # -- Prometheus -----------------------------------------------------------------------------
+# Report metrics whose Prometheus name spells out the base unit (Prometheus' naming rules).
+METRIC_NAMES = {
+    "backup_age_s": "smsao_backup_age_seconds",
+    "restore_drill_age_s": "smsao_restore_drill_age_seconds",
+    "wal_archive_failing": "smsao_wal_archive_failing_segments",
+}
+
+
 def _metric_name(name: str) -> str:
-    return "smsao_" + re.sub(r"[^a-zA-Z0-9_]", "_", name).lower()
+    return METRIC_NAMES.get(name) or "smsao_" + re.sub(r"[^a-zA-Z0-9_]", "_", name).lower()
 
 
 def _number(value: Any) -> float | None:
@@ -250,6 +258,7 @@ CARD_GROUPS = (
     ("engine", "Engine", ("longest_transaction_s", "connection_usage", "xid_age_ratio", "blocked_sessions",
                           "database_size_bytes")),
     ("scheduler", "Scheduler", ("health_snapshot_age_s", "cron_failures_1h")),
+    ("recovery", "Backups and recovery", ("backup_age_s", "restore_drill_age_s", "wal_archive_failing")),
     ("security", "Security", ("security_refusals_1h",)),
     ("performance", "Performance and alerts", ("response_time_ms", "error_rate", "open_alerts")),
 )

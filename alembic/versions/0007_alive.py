@@ -1,6 +1,7 @@
-"""Alive over time (issue 15): backups and restore drills recorded and watched as vital signs
-(wal_archive_failing, backup_age_s, restore_drill_age_s), and the embedded database's own
-backup and drill jobs.
+"""Alive over time (issue 15): backups and drills recorded and watched, scheduled backups.
+
+Backups and restore drills are recorded and watched as vital signs (wal_archive_failing,
+backup_age_s, restore_drill_age_s); the embedded database schedules its own backup and drill.
 
 Revision ID: 0007_alive
 Revises: 0006_vitals

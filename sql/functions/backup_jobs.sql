@@ -169,7 +169,13 @@ begin
                              and r.finished_at > pg_catalog.now() - interval '6 days 12 hours');
   begin
     before := smsao.package_table_counts();
-    output := smsao.run_recovery_program('backup ' || case when want_full then 'full' else 'incr' end);
+    -- pgBackRest reaches the server through its socket, named by the port.
+    output := smsao.run_recovery_program('backup ' || case when want_full then 'full' else 'incr' end
+                                         || ' ' || pg_catalog.current_setting('port'));
+    -- pgBackRest's info: the newest backup of the stanza is the one just taken.
+    output := output || coalesce((select pg_catalog.jsonb_build_object('label', b.value ->> 'label', 'type', b.value ->> 'type')
+                                  from pg_catalog.jsonb_array_elements((output ->> 'info')::jsonb -> 0 -> 'backup') b
+                                  order by (b.value #>> '{timestamp,stop}')::bigint desc limit 1), '{}'::jsonb);
     if output ->> 'status' is distinct from 'ok' then
       failure := coalesce(output ->> 'error', 'the backup program printed no outcome');
     elsif coalesce(output ->> 'label', '') !~ '^[0-9]{8}-[0-9]{6}F(_[0-9]{8}-[0-9]{6}[DI])?$' then
