@@ -155,8 +155,11 @@ def restore(database_url: str | None, to: str, target_time: str | None, repo: st
     console.print("start it with:", highlight=False)
     console.print(f"  {restored.how_to_start}", highlight=False, soft_wrap=True)
     if restored.kind == "pgbackrest":
-        console.print("it replays the archived WAL up to the target and then opens for writes; archiving is off "
-                      "in the copy (turn it on only once it replaces the live database)", highlight=False)
+        console.print("it replays the archived WAL up to the target and then opens for writes; archiving and "
+                      "pg_cron are off in the copy (turn them on only once it replaces the live database: "
+                      "the last lines of its postgresql.auto.conf)", highlight=False)
+    else:
+        console.print("it listens on no TCP address, only on the private socket named above", highlight=False)
 
 
 def drill(database_url: str | None, repo: str | None, keep: bool, as_json: bool) -> int:
