@@ -209,7 +209,7 @@ def _record(database_url: str | None, cluster, kind: str, started, ok: bool, err
     if url is None and cluster is not None:
         try:
             url = cluster.url() if cluster.running else None
-        except UserError:
+        except (UserError, OSError):  # not even pg_ctl to ask (the run failed for that, and says so)
             url = None
     warning = scheduled_recovery.record(url, kind, started, backups.now_utc(), ok, error, detail)
     if warning and ok:  # a failure already prints its one line

@@ -77,7 +77,7 @@ case "$1" in
 backup)
   case "$2" in full|incr) ;; *) fail "backup: the type must be full or incr" ;; esac
   case "$3" in ''|*[!0-9]*) fail "backup: the port must be a number" ;; esac
-  log=$(mktemp) || fail "mktemp failed"
+  log=$(mktemp "$HOME_DIR/pgbackrest/backup-XXXXXX.log") || fail "cannot create a log file in $HOME_DIR/pgbackrest"
   if ! pgbr --pg1-port="$3" --type="$2" backup >"$log" 2>&1; then
     why=$(reason "$log"); rm -f "$log"; fail "pgbackrest backup failed: ${{why:-see $HOME_DIR/pgbackrest/log}}"
   fi
@@ -187,7 +187,7 @@ def record(url: str | None, kind: str, started: datetime, finished: datetime, ok
             conn.execute("select smsao.record_recovery_run(%s, %s, %s, %s, %s, %s::jsonb, 'runner')",
                          [kind, started, finished, ok, None if ok else (error or "failed"),
                           json.dumps(detail or {}, default=str)])
-    except UserError as exc:
+    except (UserError, OSError) as exc:
         return f"its outcome was not recorded: {exc}"
     except psycopg.Error as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -8,10 +8,11 @@
 --   runs_in: 'target' = the database this function lives in; 'cron' = pg_cron's own
 --   database (cron.job_run_details lives there).
 -- The embedded database adds its own backup and restore drill (smsao.recovery_cron_jobs(),
--- sql/functions/backup_jobs.sql); a server given by URL has none.
+-- sql/functions/backup_jobs.sql); a server given by URL has none. SECURITY DEFINER: whoever
+-- may list the jobs (EXECUTE on this function) lists those too.
 create or replace function smsao.cron_jobs()
   returns table (jobname text, schedule text, command text, runs_in text)
-  language sql stable
+  language sql stable security definer
   set search_path = ''
 as $$
   select * from (values
