@@ -145,3 +145,21 @@ def test_table_count_comparison_leaves_out_health_counters_only(db):
     assert problems == ["public.contacts is missing",
                         "public.profiles: 9 rows restored, 10 in the live database at the backup",
                         "public.sms_logs: 9 rows restored, 5..8 in the live database during the backup"]
+
+
+def test_the_dashboard_and_metrics_show_the_recovery_vitals():
+    from datetime import datetime, timezone
+
+    from runner import web
+
+    metrics = {"backup_age_s": 93700.0, "restore_drill_age_s": None, "wal_archive_failing": 0}
+    checks = {"backup_age_s": "warning", "restore_drill_age_s": "ok", "wal_archive_failing": "ok"}
+    data = web.PageData(datetime.now(timezone.utc), {"report": {"metrics": metrics, "checks": checks}}, None, [], [])
+    group = next(g for g in web.cards(data) if g.id == "recovery")
+    assert [(c.key, c.label, c.value, c.level) for c in group.cards] == [
+        ("backup_age_s", "Newest backup", "93,700 s", "warning"),
+        ("restore_drill_age_s", "Newest restore drill", "-", "ok"),
+        ("wal_archive_failing", "WAL segments failing to archive", "0", "ok")]
+    # Base units spelled out; nothing for a vital that is not measurable (never a made-up 0).
+    names = {m.name for m in web.HealthCollector._health_metrics(metrics)}
+    assert names == {"smsao_backup_age_seconds", "smsao_wal_archive_failing_segments"}

@@ -174,3 +174,13 @@ def test_the_shared_job_stays_while_another_database_has_jobs(db, cron, empty_db
     assert len(jobs(cron)) == 4
     assert sorted(migrate.run("downgrade", empty_db_url, "base")) == sorted(JOB_NAMES)
     assert jobs(cron) == {}
+
+
+def test_a_downgrade_below_0007_unschedules_the_backup_jobs_only(db, cron):
+    """Issue 15, item 6: on a cluster `up` configured, the backup and drill jobs are applied
+    with the others; a downgrade below the revision that defines them removes just those."""
+    db.sql("select smsao.configure_scheduled_recovery('/srv/smsao/.smsao/pgbackrest/scheduled-recovery.sh')")
+    schedule.apply(db.url)
+    assert set(jobs(cron)) == set(JOB_NAMES) | {"smsao-backup", "smsao-restore-drill"}
+    assert sorted(migrate.run("downgrade", db.url, "0006_vitals")) == ["smsao-backup", "smsao-restore-drill"]
+    assert set(jobs(cron)) == set(JOB_NAMES)
