@@ -18,6 +18,7 @@ contract runs from Python): `smsao-db drill` is the full one.
 from __future__ import annotations
 
 import shlex
+import shutil
 from datetime import datetime
 from pathlib import Path
 
@@ -51,19 +52,20 @@ where am.amname = 'btree' and n.nspname in ({schemas}) and i.indisvalid and i.in
     return "\n".join(parts) + "\n"
 
 
-def script(pb, bindir: Path, home: Path) -> str:
+def script(pb, bindir: Path, home: Path, integrity_file: Path) -> str:
+    """The program the jobs run (see the module's docstring)."""
     q = shlex.quote
     return f"""#!/bin/sh
 # Written by smsao-db up (runner/scheduled_recovery.py); rewritten by every `up`.
 # Run by the embedded database's scheduled jobs (pg_cron, COPY ... FROM PROGRAM) as the
 # server's OS user. Prints key<TAB>value lines and exits 0; the SQL side records the outcome.
-PGBACKREST={q(pgserver_which("pgbackrest"))}
+PGBACKREST={q(shutil.which("pgbackrest") or "pgbackrest")}
 CONF={q(str(pb.conf))}
 STANZA={q("smsao")}
 BINDIR={q(str(bindir))}
 HOME_DIR={q(str(home))}
 META_DIR={q(str(pb.meta_dir))}
-INTEGRITY_SQL={q(str(Path(pb.conf).parent / "pgbackrest" / INTEGRITY_NAME))}
+INTEGRITY_SQL={q(str(integrity_file))}
 TAB=$(printf '\\t')
 umask 077
 
@@ -142,13 +144,7 @@ exit 0
 """
 
 
-def pgserver_which(name: str) -> str:
-    import shutil
-
-    return shutil.which(name) or name
-
-
-def install(cluster, pb) -> str:
+def install(cluster, pb) -> Path:
     """Write the program and its integrity checks beside pgBackRest's configuration, name it
     in the database, and say what pg_cron will run (one line for `up`)."""
     from runner.embedded import find_bindir
@@ -159,7 +155,7 @@ def install(cluster, pb) -> str:
     checks = work / INTEGRITY_NAME
     checks.write_text(integrity_sql())
     pgserver.give_to_owner(checks, 0o640)
-    program.write_text(script(pb, find_bindir(), Path(cluster.home).resolve()))
+    program.write_text(script(pb, find_bindir(), Path(cluster.home).resolve(), checks))
     pgserver.give_to_owner(program, 0o750)
     with connect(cluster.url(), autocommit=True) as conn:
         if not conn.execute("select to_regprocedure('smsao.configure_scheduled_recovery(text)')").fetchone()[0]:
