@@ -58,7 +58,7 @@ begin
     select a.last_archived_time, a.last_failed_time into archiver from pg_catalog.pg_stat_archiver a;
     if (archiver.last_failed_time is not null
         and (archiver.last_archived_time is null or archiver.last_failed_time > archiver.last_archived_time))
-       or (pg_catalog.current_setting('archive_command') = '' and pg_catalog.current_setting('archive_library') = '') then
+       or (pg_catalog.current_setting('archive_command') = '' and coalesce(pg_catalog.current_setting('archive_library', true), '') = '') then
       -- Failing now (or nothing to archive with): the segments waiting for the archive (their
       -- .ready files in pg_wal/archive_status), at least the one that failed.
       begin
