@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -48,6 +49,9 @@ HBA_LINE = "local all postgres peer  # smsao-db: pgBackRest, as the postgres OS 
 # A switched WAL segment is archived at once; without activity nothing is switched, so
 # archive_timeout bounds the data at risk (the RPO) under light traffic.
 ARCHIVE_TIMEOUT = "300"  # seconds, as pg_settings shows it
+# pg_cron runs the jobs stored in its database (cron.database_name); pointed at template1,
+# which has no pg_cron, a copy runs none of the live database's jobs.
+NO_CRON = {"cron.database_name": "'template1'"}
 
 
 def now_utc() -> datetime:
@@ -429,14 +433,38 @@ def pg_tool(name: str, server_major: int | None = None) -> Path:
     raise UserError(f"no {name} for PostgreSQL {server_major or ''} here: install postgresql-client-{server_major or 15}")
 
 
+def private_folders(path: Path) -> Path:
+    """`path` and every folder created on the way to it: 0700, whatever the umask. A dump holds
+    every user's PII; folders that existed already keep their mode (only `path` is made 0700)."""
+    path = Path(path)
+    missing = [p for p in [path, *path.parents] if not p.exists()]
+    for folder in reversed(missing):
+        folder.mkdir(mode=0o700)
+        os.chmod(folder, 0o700)
+    os.chmod(path, 0o700)
+    return path
+
+
+def private_file(path: Path, text: str | None = None) -> Path:
+    """A new file of mode 0600 (whatever the umask), with `text` if given: a program that
+    then writes to it (pg_dump --file) keeps the mode."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as f:
+        if text:
+            f.write(text)
+    return path
+
+
 def backup_logical(url: str, repo: str | Path | None = None) -> dict:
-    """pg_dump -Fc of the package's schemas, with exact row counts from the same snapshot."""
+    """pg_dump -Fc of the package's schemas, with exact row counts from the same snapshot.
+    The dump and its notes are 0600 in 0700 folders: they hold every user's PII."""
     out_dir = logical_dir(default_repo(repo))
     if embedded_home() in out_dir.parents:  # the default repository: the home is made as `up` makes it
         from runner.embedded import create_home
 
         create_home(embedded_home())
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = private_folders(out_dir)
     started_at = now_utc()
     stamp = started_at.strftime("%Y%m%dT%H%M%SZ")
     target = out_dir / f"smsao-{stamp}.dump"
@@ -449,9 +477,11 @@ def backup_logical(url: str, repo: str | Path | None = None) -> dict:
         if "smsao" not in present:
             raise UserError(f"{redact(url)} is not an SMS AO database (no schema smsao): nothing to back up")
         counts = package_table_counts(conn)
+        roles = granted_roles(conn)
         major = conn.info.server_version // 10000
         schema_args = [f"--schema={s}" for s in PACKAGE_SCHEMAS if s in present]
         dump_url, env = pgserver.without_password(libpq_url(url))
+        private_file(target)
         proc = subprocess.run([str(pg_tool("pg_dump", major)), "--format=custom", f"--snapshot={snapshot}",
                                "--no-owner", *schema_args, f"--file={target}", f"--dbname={dump_url}"],
                               capture_output=True, text=True, env={**os.environ, **env})
@@ -461,8 +491,8 @@ def backup_logical(url: str, repo: str | Path | None = None) -> dict:
         raise UserError(f"pg_dump failed: {redact_message(pgserver.last_line(proc.stderr), url)}")
     duration = time.monotonic() - started
     meta = {"label": target.stem, "file": str(target), "counts": counts, "server_major": major,
-            "start": iso(started_at), "stop": iso(now_utc()), "schemas": present}
-    target.with_suffix(".json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+            "start": iso(started_at), "stop": iso(now_utc()), "schemas": present, "roles": roles}
+    private_file(target.with_suffix(".json"), json.dumps(meta, indent=2, sort_keys=True))
     return {
         "kind": "logical",
         "note": "the server is given by URL, so the package cannot configure its WAL archiving: this is a "
@@ -472,6 +502,57 @@ def backup_logical(url: str, repo: str | Path | None = None) -> dict:
         "size_bytes": target.stat().st_size, "start": meta["start"], "stop": meta["stop"],
         "duration_s": round(duration, 2), "wal_start": None, "wal_stop": None,
     }
+
+
+def granted_roles(conn) -> dict[str, dict]:
+    """The roles of this server with their attributes (a dump carries grants to roles, not the
+    roles, which are cluster-wide): a restore creates those its target lacks."""
+    rows = conn.execute("select rolname, rolinherit, rolbypassrls from pg_roles "
+                        "where rolname !~ '^pg_' and not rolsuper order by 1").fetchall()
+    return {name: {"inherit": inherit, "bypassrls": bypassrls} for name, inherit, bypassrls in rows}
+
+
+ROLE_REFERENCE = re.compile(r"^(?:GRANT|REVOKE|ALTER DEFAULT PRIVILEGES)\b.*?\b(?:TO|FROM)\s+(.+?)"
+                            r"(?:\s+WITH GRANT OPTION|\s+GRANTED BY\s+\S+|\s+CASCADE)*;$")
+FOR_ROLE = re.compile(r"^ALTER DEFAULT PRIVILEGES FOR ROLE\s+(\S+)")
+
+
+def roles_in_dump(dump_file: str) -> set[str]:
+    """Every role a dump's GRANT, REVOKE and ALTER DEFAULT PRIVILEGES statements name."""
+    proc = subprocess.run([str(pg_tool("pg_restore")), "--schema-only", "--file=-", dump_file],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise UserError(f"the logical backup {dump_file} cannot be read: {pgserver.last_line(proc.stderr)}")
+    names: set[str] = set()
+    for line in proc.stdout.splitlines():
+        for pattern in (ROLE_REFERENCE, FOR_ROLE):
+            m = pattern.match(line)
+            if m:
+                names.update(_role_names(m.group(1)))
+    return names - {"PUBLIC"}
+
+
+def _role_names(text: str) -> list[str]:
+    """`anon, "Odd Role", service_role` -> the names (pg_dump quotes only where needed)."""
+    return [m.group(1).replace('""', '"') if m.group(1) is not None else m.group(2)
+            for m in re.finditer(r'"((?:[^"]|"")*)"|([^\s,]+)', text)]
+
+
+def create_missing_roles(conn, dump_file: str, known: dict[str, dict] | None) -> list[str]:
+    """Roles the dump grants to that this server lacks (a Supabase project's supabase_admin,
+    dashboard_user, ...): created NOLOGIN, with the attributes the source had when known, so
+    that every grant restores as it was. Returns their names."""
+    from psycopg import sql
+
+    existing = {r[0] for r in conn.execute("select rolname from pg_roles").fetchall()}
+    created = []
+    for name in sorted(roles_in_dump(dump_file) - existing):
+        attrs = (known or {}).get(name) or {}
+        conn.execute(sql.SQL("create role {} nologin {} {}").format(
+            sql.Identifier(name), sql.SQL("inherit" if attrs.get("inherit", True) else "noinherit"),
+            sql.SQL("bypassrls" if attrs.get("bypassrls") else "nobypassrls")))
+        created.append(name)
+    return created
 
 
 def latest_logical(repo: str | Path | None, dump: str | Path | None = None) -> dict:
@@ -519,11 +600,15 @@ def check_new_dir(target: Path, live_data_dir: Path | None = None) -> Path:
     return target
 
 
-def start_command(data_dir: Path, bindir: Path, password_file: Path | None = None) -> str:
+def start_command(data_dir: Path, bindir: Path, password_file: Path | None = None,
+                  socket_dir: Path | None = None) -> str:
     prefix = f"runuser -u {pgserver.OS_USER} -- " if os.geteuid() == 0 else ""
     login = f" (the live database's password, in {password_file})" if password_file else ""
-    return (f"{prefix}{bindir}/pg_ctl -D {data_dir} -l {data_dir}/server.log -o '-p 5433' start"
-            f"  # then: psql postgresql://{pgserver.DB_SUPERUSER}@127.0.0.1:5433/smsao{login}")
+    start = f"{prefix}{bindir}/pg_ctl -D {data_dir} -l {data_dir}/server.log -o '-p 5433' start"
+    if socket_dir:
+        return (f"{start}  # then, as root or the {pgserver.OS_USER} OS user: "
+                f"psql 'host={socket_dir} port=5433 user={pgserver.DB_SUPERUSER} dbname=smsao'")
+    return f"{start}  # then: psql postgresql://{pgserver.DB_SUPERUSER}@127.0.0.1:5433/smsao{login}"
 
 
 def restore_embedded(cluster, target_dir: str | Path, target_time: str | None = None,
@@ -583,6 +668,9 @@ def restore_embedded(cluster, target_dir: str | Path, target_time: str | None = 
     # listens on 127.0.0.1 only (a port is given when it starts), like the live one.
     pgserver.append_settings(target, {"unix_socket_directories": "''"},
                              "smsao-db restore: the live cluster's socket directory is not this copy's")
+    pgserver.append_settings(target, NO_CRON,
+                             "smsao-db restore: pg_cron off in the copy (its jobs, backups included, belong to the "
+                             "live database); remove this line only when the copy replaces the live one")
     bindir = pgserver.debian_bindir(pgserver.data_major(target)) or find_bindir()
     # The copy has the live cluster's roles and pg_hba.conf: the same password, if any.
     password_file = getattr(cluster, "password_file", None)
@@ -608,12 +696,9 @@ def restore_logical(target_dir: str | Path, repo: str | Path | None = None,
     try:
         server = init_scratch(target, bindir)
         server.start()
-        load_logical(server, meta["file"])
+        load_logical(server, meta["file"], meta.get("roles"))
         server.stop()
-        # Served like the embedded database once started: TCP on 127.0.0.1, no socket.
-        (target / "pg_hba.conf").write_text("local all all trust\nhost all all 127.0.0.1/32 trust\n")
-        pgserver.append_settings(target, {"listen_addresses": "'127.0.0.1'", "unix_socket_directories": "''"},
-                                 "smsao-db restore: served on 127.0.0.1 like the embedded database")
+        socket_dir = serve_privately(target)
     except BaseException:
         if server:
             server.stop()  # the server, if it started, and its private socket directory
@@ -621,7 +706,28 @@ def restore_logical(target_dir: str | Path, repo: str | Path | None = None,
         target.mkdir(exist_ok=True)
         raise
     return Restored(target, bindir, meta["label"], f"the logical backup {meta['file']} (state at {meta['start']})",
-                    start_command(target, bindir), time.monotonic() - started, kind="logical")
+                    start_command(target, bindir, socket_dir=socket_dir), time.monotonic() - started, kind="logical")
+
+
+def serve_privately(data_dir: Path) -> Path:
+    """A logically restored copy trusts its superuser (it was made with --auth=trust and has
+    no password), so it listens on no TCP address, only on a Unix socket in a 0700 folder of
+    the server's OS user: only that user and root reach it. The folder is `run/` inside the
+    data directory, or one under /tmp where that path is too long for a socket."""
+    socket_dir = data_dir / "run"
+    if len(str(socket_dir / ".s.PGSQL.65535")) > 107:
+        import tempfile
+
+        socket_dir = Path(tempfile.mkdtemp(prefix="smsao-restored-sock-"))
+    pgserver.private_dir(socket_dir, 0o700)
+    hba = data_dir / "pg_hba.conf"
+    hba.write_text("# smsao-db restore: only through the private socket directory (0700)\nlocal all all trust\n")
+    pgserver.give_to_owner(hba, 0o600)
+    pgserver.append_settings(data_dir, {"listen_addresses": "''",
+                                        "unix_socket_directories": f"'{socket_dir}'",
+                                        "unix_socket_permissions": "0700"},
+                             "smsao-db restore: no TCP; a private socket directory, as the embedded database has")
+    return socket_dir
 
 
 def init_scratch(data_dir: Path, bindir: Path) -> pgserver.Server:
@@ -631,12 +737,14 @@ def init_scratch(data_dir: Path, bindir: Path) -> pgserver.Server:
     return pgserver.Server(data_dir, bindir).private()
 
 
-def load_logical(server: pgserver.Server, dump_file: str) -> None:
+def load_logical(server: pgserver.Server, dump_file: str, roles: dict[str, dict] | None = None) -> list[str]:
     """Roles first (a dump carries grants to them, not the roles, which are cluster-wide):
-    the package's own role definitions, attributes included (service_role bypasses RLS);
-    then pg_restore."""
+    the package's own role definitions, attributes included (service_role bypasses RLS), and
+    every other role the dump grants to (a Supabase project has many); then pg_restore.
+    Returns the roles created besides the package's."""
     with connect(server.url("postgres"), autocommit=True) as conn:
         conn.execute((sql_dir() / "schema" / "00_roles.sql").read_text())
+        created = create_missing_roles(conn, dump_file, roles)
         conn.execute("create database smsao")
     with connect(server.url("smsao"), autocommit=True) as conn:
         # The dump names schema public explicitly, so it carries its own CREATE SCHEMA.
@@ -645,3 +753,4 @@ def load_logical(server: pgserver.Server, dump_file: str) -> None:
                            f"--dbname={server.url('smsao')}", dump_file], capture_output=True, text=True)
     if proc.returncode != 0:
         raise UserError(f"pg_restore failed: {pgserver.last_line(proc.stderr)}")
+    return created

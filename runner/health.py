@@ -37,9 +37,13 @@ METRICS = {
     "health_snapshot_age_s": ("Newest health snapshot", "health_snapshot_age_s"),
     "cron_failures_1h": ("Failed job runs (1 h)", "cron_failures_1h"),
     "security_refusals_1h": ("Refused calls (1 h)", "security_refusals_1h"),
+    # Recovery
+    "backup_age_s": ("Newest backup", "backup_age_s"),
+    "restore_drill_age_s": ("Newest restore drill", "restore_drill_age_s"),
+    "wal_archive_failing": ("WAL segments failing to archive", "wal_archive_failing"),
 }
 RATIOS = ("sms_failure_rate", "connection_usage", "xid_age_ratio")
-SECONDS = ("longest_transaction_s", "health_snapshot_age_s")
+SECONDS = ("longest_transaction_s", "health_snapshot_age_s", "backup_age_s", "restore_drill_age_s")
 RUNBOOK = "docs/runbooks/health.md"
 
 RECOMMENDATIONS = {
@@ -53,6 +57,10 @@ RECOMMENDATIONS = {
     "investigate_lock_waits": "sessions are waiting on locks held by others past the grace",
     "check_scheduler": "the pg_cron jobs stopped storing snapshots or their runs fail",
     "investigate_refusals": "many critical calls were refused in the last hour: a brute-force wave or a broken client",
+    "check_wal_archiving": "WAL archiving is failing: pg_wal grows until the disk is full, and point-in-time "
+                           "recovery stops at the last archived segment",
+    "take_backup": "no successful backup for over a day: run `smsao-db backup` and find why the daily one failed",
+    "run_restore_drill": "no successful restore drill for over a week: run `smsao-db drill`",
 }
 
 

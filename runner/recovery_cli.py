@@ -44,7 +44,35 @@ def after_up(cluster, backup_repo: str | None) -> str:
         out().print(backups.configure_embedded(cluster, backup_repo), highlight=False)
     except UserError as exc:
         out(True).print(f"[yellow]warning:[/yellow] no backups: {exc}", highlight=False)
+        return cluster.url()
+    schedule_backups(cluster)
     return cluster.url()
+
+
+def schedule_backups(cluster) -> None:
+    """`up`: the daily backup and weekly drill as pg_cron jobs of the embedded database, and
+    one line for what cannot be scheduled."""
+    import sys
+
+    from runner import backup as backups, pgserver, schedule, scheduled_recovery
+
+    try:
+        scheduled_recovery.install(cluster, backups.PgBackRest.for_cluster(cluster))
+        applied = {name for name, _, _ in schedule.apply(cluster.url())}
+    except UserError as exc:
+        out(True).print(f"[yellow]warning:[/yellow] backups are not scheduled: {exc}", highlight=False)
+        return
+    if not {"smsao-backup", "smsao-restore-drill"} <= applied:
+        out(True).print("[yellow]warning:[/yellow] backups are not scheduled: the database did not list "
+                        "the backup jobs (smsao.recovery_cron_jobs)", highlight=False)
+        return
+    out().print("pg_cron: backup daily at 02:15 UTC (full weekly, incremental otherwise), restore drill "
+                "Sundays at 03:45 UTC, run as the server's OS user", highlight=False)
+    runs_python = pgserver.run(["test", "-x", sys.executable], check=False).returncode == 0
+    out().print("not scheduled: the drill's verify step (pgTAP), which needs the Python runner"
+                + ("" if runs_python else f" ({sys.executable}), out of reach of the server's OS user")
+                + "; `smsao-db drill` runs the full drill weekly from cron (docs/runbooks/backup-schedule.md)",
+                highlight=False)
 
 
 def before_down() -> None:
@@ -81,13 +109,20 @@ def backup(database_url: str | None, repo: str | None, full: bool, as_json: bool
 
     console = out()
     database_url = given_url(database_url)
-    if database_url:
-        if full:
-            raise UserError("--full applies to pgBackRest backups of the embedded database; "
-                            "a logical backup is always complete")
-        report = backups.backup_logical(database_url, repo)
-    else:
-        report = backups.backup_embedded(_embedded(), repo, full)
+    if database_url and full:
+        raise UserError("--full applies to pgBackRest backups of the embedded database; "
+                        "a logical backup is always complete")
+    cluster = None if database_url else _embedded()
+    started = backups.now_utc()
+    try:
+        if database_url:
+            report = backups.backup_logical(database_url, repo)
+        else:
+            report = backups.backup_embedded(cluster, repo, full)
+    except UserError as exc:
+        _record(database_url, cluster, "backup", started, False, str(exc))
+        raise
+    _record(database_url, cluster, "backup", started, True, None, _backup_detail(report, cluster, repo))
     if as_json:
         print(json.dumps(report, indent=2))
         return
@@ -120,21 +155,65 @@ def restore(database_url: str | None, to: str, target_time: str | None, repo: st
     console.print("start it with:", highlight=False)
     console.print(f"  {restored.how_to_start}", highlight=False, soft_wrap=True)
     if restored.kind == "pgbackrest":
-        console.print("it replays the archived WAL up to the target and then opens for writes; archiving is off "
-                      "in the copy (turn it on only once it replaces the live database)", highlight=False)
+        console.print("it replays the archived WAL up to the target and then opens for writes; archiving and "
+                      "pg_cron are off in the copy (turn them on only once it replaces the live database: "
+                      "the last lines of its postgresql.auto.conf)", highlight=False)
+    else:
+        console.print("it listens on no TCP address, only on the private socket named above", highlight=False)
 
 
 def drill(database_url: str | None, repo: str | None, keep: bool, as_json: bool) -> int:
     from runner import drill as drills
 
+    from runner import backup as backups
+
     console = out()
     database_url = given_url(database_url)
-    report = drills.run(database_url, repo, keep, embedded=None if database_url else _embedded())
+    cluster = None if database_url else _embedded()
+    started = backups.now_utc()
+    try:
+        report = drills.run(database_url, repo, keep, embedded=cluster)
+    except UserError as exc:
+        _record(database_url, cluster, "drill", started, False, str(exc))
+        raise
+    failed = [f"{s['step']}: {s['detail']}" for s in report["steps"] if s["passed"] is False]
+    _record(database_url, cluster, "drill", started, report["passed"],
+            "; ".join(failed) or "the drill did not reach its integrity step",
+            {"backup": report.get("backup"), "kind": report.get("kind"), "rto_s": report.get("rto_s"),
+             "steps": {s["step"]: s["passed"] for s in report["steps"]}})
     if as_json:
         print(json.dumps(report, indent=2, default=str))
     else:
         drills.render(report, console)
     return 0 if report["passed"] else 1
+
+
+def _backup_detail(report: dict, cluster, repo: str | None) -> dict:
+    """What a backup's record keeps: its label and type, and for pgBackRest the row counts
+    around it (the scheduled drill compares a restored copy with them)."""
+    from runner import backup as backups
+
+    detail = {"label": report.get("label"), "type": report.get("type"), "kind": report.get("kind")}
+    if cluster is not None and report.get("kind") == "pgbackrest":
+        manifest = backups.PgBackRest.for_cluster(cluster, repo).manifest(report["label"]) or {}
+        detail.update(counts_before=manifest.get("counts_before"), counts_after=manifest.get("counts_after"))
+    return detail
+
+
+def _record(database_url: str | None, cluster, kind: str, started, ok: bool, error: str | None,
+            detail: dict | None = None) -> None:
+    """Every backup and drill, on any server, records its outcome where the health check reads it."""
+    from runner import backup as backups, scheduled_recovery
+
+    url = database_url
+    if url is None and cluster is not None:
+        try:
+            url = cluster.url() if cluster.running else None
+        except (UserError, OSError):  # not even pg_ctl to ask (the run failed for that, and says so)
+            url = None
+    warning = scheduled_recovery.record(url, kind, started, backups.now_utc(), ok, error, detail)
+    if warning and ok:  # a failure already prints its one line
+        out(True).print(f"[yellow]warning:[/yellow] the {kind} ran, but {warning}", highlight=False)
 
 
 def integrity(url: str, as_json: bool) -> int:

@@ -236,12 +236,21 @@ def _unschedule(conn: psycopg.Connection, condition: str, params: list) -> list[
 
 def remove_orphaned(url: str) -> list[str]:
     """After a downgrade: when the database no longer defines the jobs (smsao.cron_jobs() is
-    gone with the functions they call), unschedule them. Nothing, quietly, without pg_cron."""
+    gone with the functions they call), unschedule them; when it still defines some, unschedule
+    this database's others (the backup jobs go below 0007). Nothing, quietly, without pg_cron."""
     with connect(url) as conn:
+        listed = None
         if conn.execute("select to_regprocedure('smsao.cron_jobs()') is not null").fetchone()[0]:
-            return []
+            listed = [r[0] for r in conn.execute("select jobname from smsao.cron_jobs()").fetchall()]
     try:
-        return remove(url)
+        if listed is None:
+            return remove(url)
+        with connect(url) as conn:
+            setup = where(conn, url)
+        with cron_connection(setup) as conn:
+            removed = _unschedule(conn, "database = %s and not (jobname = any(%s))", [setup.target_db, listed])
+            conn.commit()
+        return removed
     except NoCron:
         return []
 

@@ -191,7 +191,8 @@ def database_problem(exc: BaseException) -> str:
 UNIT_SUFFIXES = ((re.compile(r"_s$"), "_seconds", 1.0), (re.compile(r"_ms$"), "_seconds", 0.001),
                  (re.compile(r"_rate$"), "_ratio", 1.0))
 # ...and these keys, whose unit is not in their name, renamed outright.
-PROMETHEUS_NAMES = {"connection_usage": "smsao_connection_usage_ratio"}
+PROMETHEUS_NAMES = {"connection_usage": "smsao_connection_usage_ratio",
+                    "wal_archive_failing": "smsao_wal_archive_failing_segments"}
 
 
 def prometheus_name(key: str) -> tuple[str, float]:
@@ -385,6 +386,7 @@ CARD_GROUPS = (
     ("engine", "Engine", ("longest_transaction_s", "connection_usage", "xid_age_ratio", "blocked_sessions",
                           "database_size_bytes")),
     ("scheduler", "Scheduler", ("health_snapshot_age_s", "cron_failures_1h")),
+    ("recovery", "Backups and recovery", ("backup_age_s", "restore_drill_age_s", "wal_archive_failing")),
     ("security", "Security", ("security_refusals_1h",)),
     ("performance", "Performance and alerts", ("response_time_ms", "error_rate", "open_alerts")),
 )

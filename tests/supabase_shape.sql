@@ -66,3 +66,17 @@ grant usage on schema public to anon, authenticated, service_role;
 alter default privileges in schema public grant all on tables to anon, authenticated, service_role;
 alter default privileges in schema public grant all on functions to anon, authenticated, service_role;
 alter default privileges in schema public grant all on sequences to anon, authenticated, service_role;
+
+-- Supabase's own service roles and the grants a new project gives them on auth: a dump of
+-- such a database names them, and a restore on a server without them must still work.
+do $$
+begin
+  if not exists (select from pg_roles where rolname = 'supabase_auth_admin') then create role supabase_auth_admin nologin noinherit; end if;
+  if not exists (select from pg_roles where rolname = 'dashboard_user') then create role dashboard_user nologin; end if;
+  if not exists (select from pg_roles where rolname = 'authenticator') then create role authenticator nologin noinherit; end if;
+end
+$$;
+grant anon, authenticated, service_role to authenticator;
+grant all on schema auth to supabase_auth_admin, dashboard_user;
+grant all on all tables in schema auth to supabase_auth_admin, dashboard_user;
+grant all on all functions in schema auth to supabase_auth_admin;

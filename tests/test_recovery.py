@@ -83,6 +83,7 @@ def live():
     lv = Live(base)
     up = lv.cli("up", "--demo", check=True)
     assert "WAL archived continuously" in up.stdout, up.stdout + up.stderr
+    lv.up = up
     lv.first_backup = lv.json("backup")
     yield lv
     lv.cli("down")
@@ -260,6 +261,162 @@ def test_drill_fails_when_a_backup_file_is_missing(live):
     assert not report["passed"]
     failed = [s for s in report["steps"] if s["passed"] is False]
     assert failed and failed[0]["step"] == "restore" and victim.name in failed[0]["detail"], failed
+
+
+def _edit_manifest(live: Live, change) -> tuple[Path, str]:
+    """The latest backup's manifest (row counts around it), changed by `change`; returns the
+    path and the original text, to put back."""
+    from runner.backup import PgBackRest
+    from runner.embedded import Cluster
+
+    pb = PgBackRest.for_cluster(Cluster(home=live.home))
+    path = pb.meta_dir / f"{pb.latest()['label']}.json"
+    original = path.read_text()
+    manifest = json.loads(original)
+    change(manifest)
+    path.write_text(json.dumps(manifest))
+    return path, original
+
+
+def test_drill_does_not_fail_a_sound_backup_when_health_counters_gained_and_lost_rows(live):
+    """Item 22: the jobs merge smsao.health_counters rows in place, so during a backup the
+    table can both gain and lose rows and the restored count may lie outside [before, after]."""
+    def counters_moved(manifest):
+        restored = manifest["counts_before"]["smsao.health_counters"]
+        manifest["counts_before"]["smsao.health_counters"] = restored + 5   # lost 5 ...
+        manifest["counts_after"]["smsao.health_counters"] = restored + 3    # ... gained 3, merged
+    path, original = _edit_manifest(live, counters_moved)
+    try:
+        report = live.json("drill")
+    finally:
+        path.write_text(original)
+    assert report["passed"], json.dumps(report, indent=2)
+    counts = next(s for s in report["steps"] if s["step"] == "row counts")
+    assert "not compared: smsao.health_counters (the jobs merge its rows in place" in counts["detail"]
+    assert next(s for s in report["steps"] if s["step"] == "integrity")["passed"]  # its sums are checked there
+
+
+def test_count_comparison_still_catches_every_other_table():
+    from runner.drill import compare_counts
+
+    ok, detail = compare_counts({"smsao.health_counters": 1, "public.profiles": 4},
+                                {"smsao.health_counters": 9, "public.profiles": 5},
+                                {"smsao.health_counters": 7, "public.profiles": 6})
+    assert not ok and "public.profiles: 4 rows restored, 5..6" in detail and "health_counters" not in detail
+    ok, detail = compare_counts({"smsao.health_counters": 1, "public.profiles": 5},
+                                {"smsao.health_counters": 9, "public.profiles": 5}, None)
+    assert ok and "1 tables match" in detail and "not compared: smsao.health_counters" in detail
+
+
+# -- the package's own schedule (item 6) and the recovery vitals on a real archiving server (item 7) -----------
+def test_up_schedules_the_backup_and_the_drill_and_says_in_one_line_what_it_cannot(live):
+    assert "backup daily at 02:15 UTC (full weekly, incremental otherwise), restore drill Sundays" in live.up.stdout
+    cannot = [ln for ln in live.up.stdout.splitlines() if ln.startswith("not scheduled:")]
+    assert len(cannot) == 1 and "verify" in cannot[0] and "smsao-db drill" in cannot[0], live.up.stdout
+    jobs = dict(live.sql("select jobname, command from cron.job where jobname in ('smsao-backup', 'smsao-restore-drill') "
+                         "and database = 'smsao' and active"))
+    assert jobs == {"smsao-backup": "call smsao.run_scheduled_backup()",
+                    "smsao-restore-drill": "call smsao.run_scheduled_drill()"}
+    program = live.home / "pgbackrest" / "scheduled-recovery.sh"
+    assert program.stat().st_uid == pgserver.owner_ids()[0] and program.stat().st_mode & 0o777 == 0o750
+
+
+def newest_run(live: Live, kind: str):
+    return live.sql("select ok, error, run_by, detail from smsao.recovery_runs where kind = %s "
+                    "order by id desc limit 1", [kind])[0]
+
+
+def test_the_scheduled_backup_and_drill_run_as_the_server_os_user_and_record_their_outcome(live):
+    add_marker(live, "scheduled-backup")
+    live.sql("call smsao.run_scheduled_backup()")  # exactly what the pg_cron job runs
+    ok, error, run_by, detail = newest_run(live, "backup")
+    # A full backup was recorded this week (the module's first): an incremental one now.
+    assert (ok, error, run_by, detail["type"], detail["requested"]) == (True, None, "pg_cron", "incr", "incr")
+    assert _latest_backup(live.repo)["label"] == detail["label"]
+    manifest = json.loads((live.repo / "smsao" / f"{detail['label']}.json").read_text())
+    configs = live.sql("select count(*) from public.sms_configurations")[0][0]
+    assert manifest["counts_after"]["public.sms_configurations"] == configs
+
+    live.sql("call smsao.run_scheduled_drill()")
+    ok, error, run_by, drill = newest_run(live, "drill")
+    assert (ok, error, run_by, drill["backup"]) == (True, None, "pg_cron", detail["label"]), drill
+    from runner import integrity
+
+    assert drill["integrity_checks"] == len(integrity.CHECKS) + 1  # and amcheck
+    assert "verify needs `smsao-db drill`" in drill["scope"]
+    assert not list(live.home.glob("drill-*"))  # its scratch cluster is gone
+
+    # Weekly full: once the newest recorded full backup is a week old, the next one is full.
+    live.sql("update smsao.recovery_runs set started_at = started_at - interval '7 days', "
+             "finished_at = finished_at - interval '7 days' where kind = 'backup'")
+    live.sql("call smsao.run_scheduled_backup()")
+    assert newest_run(live, "backup")[3]["type"] == "full"
+    report = live.sql("select public.production_system_health_check()")[0][0]
+    assert report["metrics"]["backup_age_s"] < 120 and report["metrics"]["restore_drill_age_s"] < 600
+
+
+def test_a_failing_scheduled_backup_is_recorded_and_fails_its_job_run(live):
+    program = live.sql("select program from smsao.recovery_config")[0][0]
+    live.sql("select smsao.configure_scheduled_recovery('/nonexistent/scheduled-recovery.sh')")
+    try:
+        with pytest.raises(psycopg.errors.RaiseException, match="scheduled backup failed"):
+            live.sql("call smsao.run_scheduled_backup()")
+    finally:
+        live.sql("select smsao.configure_scheduled_recovery(%s)", [program])
+    ok, error, run_by, _ = newest_run(live, "backup")
+    assert (ok, run_by) == (False, "pg_cron") and "/nonexistent/scheduled-recovery.sh" in error
+
+
+def health(live: Live) -> dict:
+    return live.sql("select public.production_system_health_check()")[0][0]
+
+
+def wait_for(condition, timeout: float = 90):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.5)
+
+
+def test_wal_archive_failing_is_critical_while_archiving_fails_and_clears_after(live):
+    assert health(live)["metrics"]["wal_archive_failing"] == 0
+    command = live.sql("show archive_command")[0][0]
+    live.sql("alter system set archive_command = 'false'")
+    live.sql("select pg_reload_conf()")
+    try:
+        add_marker(live, "archive-failing")
+        live.sql("select pg_switch_wal()")
+        failing = wait_for(lambda: (health(live)["metrics"]["wal_archive_failing"] or 0) >= 1 and health(live))
+        assert failing, "archiving never failed"
+        assert failing["checks"]["wal_archive_failing"] == "critical" and failing["system_status"] == "critical"
+        assert "check_wal_archiving" in failing["recommendations"]
+    finally:
+        live.sql("alter system set archive_command = %s".replace("%s", "'" + command.replace("'", "''") + "'"))
+        live.sql("select pg_reload_conf()")
+    live.sql("select pg_switch_wal()")
+    assert wait_for(lambda: health(live)["metrics"]["wal_archive_failing"] == 0), "archiving never recovered"
+    assert health(live)["checks"]["wal_archive_failing"] == "ok"
+
+
+def test_a_restored_copy_runs_none_of_the_live_jobs(live):
+    """Item 14: `restore --to` turns pg_cron off in the copy, as the drill does."""
+    target = live.new_dir("restored-no-cron")
+    proc = live.cli("restore", "--to", str(target), check=True)
+    assert "pg_cron are off in the copy" in proc.stdout
+    assert "cron.database_name = 'template1'" in (target / "postgresql.auto.conf").read_text()
+    server = start_restored(target)
+    try:
+        with psycopg.connect(server.url("postgres"), autocommit=True) as conn:
+            assert conn.execute("show cron.database_name").fetchone()[0] == "template1"
+            launcher = conn.execute("select datname from pg_stat_activity "
+                                    "where backend_type = 'pg_cron launcher'").fetchall()
+            assert ("smsao",) not in launcher  # where the jobs are, nothing runs them
+        with psycopg.connect(server.url(), autocommit=True) as conn:  # the jobs are there, inert
+            assert conn.execute("select count(*) from cron.job where jobname = 'smsao-backup'").fetchone()[0] == 1
+    finally:
+        server.stop()
 
 
 # -- a server given by URL: logical backups -----------------------------------------------------------

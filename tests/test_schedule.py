@@ -266,3 +266,11 @@ def test_downtime_and_jobs_applied_again_are_not_a_stopped_scheduler(db, cron):
     assert scheduler_check(db) == "ok"
     assert db.one("select count(*) from public.system_alerts where severity = 'critical'") == 0
     assert db.one("select count(*) from public.system_alerts") == alerts
+def test_a_downgrade_below_0007_unschedules_the_backup_jobs_only(db, cron):
+    """Issue 15, item 6: on a cluster `up` configured, the backup and drill jobs are applied
+    with the others; a downgrade below the revision that defines them removes just those."""
+    db.sql("select smsao.configure_scheduled_recovery('/srv/smsao/.smsao/pgbackrest/scheduled-recovery.sh')")
+    schedule.apply(db.url)
+    assert set(jobs(cron)) == set(JOB_NAMES) | {"smsao-backup", "smsao-restore-drill"}
+    assert sorted(migrate.run("downgrade", db.url, "0006_vitals")) == ["smsao-backup", "smsao-restore-drill"]
+    assert set(jobs(cron)) == set(JOB_NAMES)

@@ -1,9 +1,11 @@
-"""Alive over time (issue 15): the scheduler's runs seen over restarts, crashes and stale targets.
+"""Alive over time (issue 15): the scheduler's runs seen, backups and drills recorded and watched.
 
 Failed runs that never connected are counted, downtime is not a stopped scheduler, the last
 hour of refusals is that hour or NULL, each NULL vital says why (the engine's without
-pg_read_all_stats too), and the dashboard reads the critical operations' figures through
-readers that service_role may execute.
+pg_read_all_stats too), the dashboard reads the critical operations' figures through readers
+that service_role may execute; backups and restore drills are recorded and watched as vital
+signs (wal_archive_failing, backup_age_s, restore_drill_age_s), and the embedded database
+schedules its own backup and drill.
 
 Revision ID: 0007_alive
 Revises: 0006_vitals

@@ -7,17 +7,23 @@
 -- Migrations never schedule anything, so they apply where pg_cron is absent.
 --   runs_in: 'target' = the database this function lives in; 'cron' = pg_cron's own
 --   database (cron.job_run_details lives there).
+-- The embedded database adds its own backup and restore drill (smsao.recovery_cron_jobs(),
+-- sql/functions/backup_jobs.sql); a server given by URL has none. SECURITY DEFINER: whoever
+-- may list the jobs (EXECUTE on this function) lists those too.
 create or replace function smsao.cron_jobs()
   returns table (jobname text, schedule text, command text, runs_in text)
-  language sql immutable
+  language sql stable security definer
   set search_path = ''
 as $$
-  values
+  select * from (values
     ('smsao-health-check', '*/5 * * * *', 'select public.record_health_snapshot()', 'target'),
     ('smsao-performance-check', '* * * * *', 'select public.record_performance_sample()', 'target'),
     ('smsao-data-cleanup', '0 3 * * *', 'call smsao.run_daily_maintenance()', 'target'),
     ('smsao-cron-history-cleanup', '30 3 * * *',
      -- A run that never ended (server restarted mid-run) has no end_time: its start dates it.
      'delete from cron.job_run_details where coalesce(end_time, start_time) < now() - interval ''7 days''', 'cron')
+  ) as jobs (jobname, schedule, command, runs_in)
+  union all
+  select r.jobname, r.schedule, r.command, r.runs_in from smsao.recovery_cron_jobs() r
 $$;
 revoke all on function smsao.cron_jobs() from public, anon, authenticated, service_role;

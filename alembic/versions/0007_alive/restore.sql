@@ -1,5 +1,31 @@
 -- Written by scripts/freeze_sql.py --restore for revision 0007_alive. Do not edit.
 
+-- ==== sql/functions/cron_jobs.sql (as frozen by 0005_hardening) ====
+-- The pg_cron jobs of CONTRACT section 4, defined once, here. `smsao-db schedule apply`
+-- (runner/schedule.py) reads this and applies it by job name, with
+-- cron.schedule_in_database, into whichever database of the cluster holds pg_cron.
+-- The definitions live in the database because the commands call functions of this
+-- schema version: a migration that changes a job's function changes its definition in
+-- the same revision, and every tool (runner, verify, a DBA in psql) reads the same list.
+-- Migrations never schedule anything, so they apply where pg_cron is absent.
+--   runs_in: 'target' = the database this function lives in; 'cron' = pg_cron's own
+--   database (cron.job_run_details lives there).
+create or replace function smsao.cron_jobs()
+  returns table (jobname text, schedule text, command text, runs_in text)
+  language sql immutable
+  set search_path = ''
+as $$
+  values
+    ('smsao-health-check', '*/5 * * * *', 'select public.record_health_snapshot()', 'target'),
+    ('smsao-performance-check', '* * * * *', 'select public.record_performance_sample()', 'target'),
+    ('smsao-data-cleanup', '0 3 * * *', 'call smsao.run_daily_maintenance()', 'target'),
+    ('smsao-cron-history-cleanup', '30 3 * * *',
+     -- A run that never ended (server restarted mid-run) has no end_time: its start dates it.
+     'delete from cron.job_run_details where coalesce(end_time, start_time) < now() - interval ''7 days''', 'cron')
+$$;
+revoke all on function smsao.cron_jobs() from public, anon, authenticated, service_role;
+
+
 -- ==== sql/functions/monitoring.sql (as frozen by 0006_vitals) ====
 -- Monitoring history, run by pg_cron (sql/functions/cron_jobs.sql) and callable by
 -- service_role.
