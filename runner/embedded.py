@@ -293,7 +293,26 @@ class Cluster:
     def running(self) -> bool:
         if not self.initialized:
             return False
+        if self._postmaster_is_dead_but_not_reaped(wait=10):
+            return False
         return self._run(find_bindir() / "pg_ctl", "-D", self.data_dir, "status", check=False).returncode == 0
+
+    def _postmaster_is_dead_but_not_reaped(self, wait: float) -> bool:
+        """A postmaster killed with -9 stays a zombie until its parent (init) reaps it: its
+        PID still answers, so pg_ctl would call it running, and a new postmaster would
+        refuse the lock file it names. Wait a little for the reaping; True if it never came."""
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                pid = int((self.data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except (OSError, ValueError, IndexError):
+                return False  # no pid file, or no such process: pg_ctl tells the rest
+            if state != "Z":
+                return False
+            if time.monotonic() >= deadline:
+                return True
+            time.sleep(0.2)
 
     @property
     def port(self) -> int:

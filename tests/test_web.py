@@ -265,6 +265,8 @@ def test_a_real_exposition_follows_prometheus_naming_rules(db, client):
     add_config(db)
     db.sql("select smsao.record_schedule_state(true, 'postgres')")  # the scheduler's vitals measurable
     seed_samples(db)
+    db.sql("insert into public.performance_samples (sampled_at, response_time_ms, details) "   # the last hour's
+           "values (now() - interval '61 minutes', 1, jsonb_build_object('counters', smsao.critical_counters_now()))")
     suspended = Caller.user(db.create_user(status="suspended"))
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
         db.as_(suspended, "select public.request_credits(10)")
@@ -667,8 +669,9 @@ def test_the_page_shows_status_metrics_alerts_chart_and_acknowledges_in_the_data
 
 def test_the_page_shows_engine_scheduler_and_security_from_a_real_report(db, store, page):
     db.sql("insert into public.sms_configurations (gateway_name, sender_id, is_active) values ('gw', 'S', true)")
+    # The sample that opened the last hour: the baseline of its refusals (and of this hour's bar).
     db.sql("insert into public.performance_samples (sampled_at, response_time_ms, details) "
-           "values (now() - interval '3 hours', 1, jsonb_build_object('counters', smsao.critical_counters_now()))")
+           "values (now() - interval '61 minutes', 1, jsonb_build_object('counters', smsao.critical_counters_now()))")
     suspended = Caller.user(db.create_user(status="suspended"))
     for _ in range(3):
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
