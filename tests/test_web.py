@@ -295,7 +295,7 @@ def test_a_real_exposition_follows_prometheus_naming_rules(db, client):
     ("xid_age_ratio", "smsao_xid_age_ratio", 1.0),
     ("replication_lag_bytes", "smsao_replication_lag_bytes", 1.0),
     ("failed_sms_24h", "smsao_failed_sms_24h", 1.0),
-    ("wal-archive failing", "smsao_wal_archive_failing", 1.0),
+    ("wal_archive_failing", "smsao_wal_archive_failing_segments", 1.0),
 ])
 def test_report_metrics_get_base_unit_names(key, name, factor):
     assert prometheus_name(key) == (name, factor)
@@ -687,7 +687,7 @@ def test_the_page_shows_engine_scheduler_and_security_from_a_real_report(db, sto
         for group in ("Engine", "Scheduler", "Security"):
             assert page.locator(f'.card-group h2:text-is("{group}")').count() == 1, group
         assert page.locator('[data-metric="security_refusals_1h"] .value').inner_text() == "3"
-        assert page.locator('[data-metric="cron_failures_1h"] .value').inner_text() == "-"   # not measurable
+        assert page.locator('[data-metric="cron_failures_1h"] .value').inner_text() == "unknown"  # not measurable
         assert page.locator('[data-metric="connection_usage"] .value').inner_text().endswith("%")
         now_bar = page.locator("#refusals-per-hour .bar").last
         assert now_bar.get_attribute("data-refusals") == "3"
