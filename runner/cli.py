@@ -116,6 +116,11 @@ def resolve_url(database_url: str | None = None) -> str:
     cluster = Cluster()
     if cluster.running:
         return cluster.url()
+    from runner.ha.commands import running_url
+
+    formation_url = running_url()  # `up --ha`: the local formation's multi-host URL
+    if formation_url:
+        return formation_url
     raise UserError("no DATABASE_URL given and the embedded database is not running: "
                     "run `smsao-db up` or set DATABASE_URL")
 
@@ -123,6 +128,8 @@ def resolve_url(database_url: str | None = None) -> str:
 # -- the embedded database ------------------------------------------------------------------
 @app.command()
 def up(demo_data: Annotated[bool, typer.Option("--demo", help="Load demo data and 24 h of history.")] = False,
+       ha: Annotated[bool, typer.Option(
+           "--ha", help="A local pg_auto_failover formation (monitor, primary, synchronous secondary).")] = False,
        backup_repo: Annotated[Optional[str], typer.Option(
            "--backup-repo", metavar="DIR", envvar="SMSAO_BACKUP_REPO", show_envvar=True,
            help="pgBackRest repository (default: backup/ in the data home).")] = None,
@@ -136,6 +143,15 @@ def up(demo_data: Annotated[bool, typer.Option("--demo", help="Load demo data an
         raise UserError("`up` manages the embedded database; a database URL is given (DATABASE_URL or "
                         "--database-url), so use `smsao-db migrate upgrade` for that server instead")
     use_verbose(verbose)
+    if ha:
+        from runner.ha import commands as ha_commands
+
+        url = ha_commands.up(console(), console(stderr=True))
+        if demo_data:
+            console().print("demo data loaded" if demo.load(url) else "demo data already present")
+        console().print(f"[green]formation ready[/green]: {redact(url)} "
+                        "(`smsao-db url` prints it with the password)", highlight=False)
+        return
     cluster = Cluster()
     cluster.start()
     url = cluster.url()
@@ -168,6 +184,10 @@ def down(verbose: Verbose = False) -> None:
     from runner.embedded import Cluster
 
     use_verbose(verbose)
+    from runner.ha import commands as ha_commands
+
+    if ha_commands.down():
+        console().print("formation stopped")
     recovery_cli.before_down()  # archive the newest WAL first
     stopped = Cluster().stop()
     console().print("embedded database stopped" if stopped else "embedded database was not running")
@@ -181,8 +201,29 @@ def url(dbname: Annotated[str, typer.Option(help="Database name in the URL.")] =
 
     cluster = Cluster()
     if not cluster.running:
+        from runner.ha.formation import Formation
+
+        formation = Formation()
+        if formation.running:
+            print(formation.url(dbname))  # multi-host, target_session_attrs=read-write
+            return
         raise UserError(f"the embedded database in {cluster.home} is not running: run `smsao-db up`")
     print(cluster.url(dbname))
+
+
+# -- the local pg_auto_failover formation (runner/ha/) ---------------------------------------
+ha_app = typer.Typer(help="The local pg_auto_failover formation (`up --ha`).", no_args_is_help=True,
+                     rich_markup_mode=None)
+app.add_typer(ha_app, name="ha")
+
+
+@ha_app.command("status")
+def ha_status(json_output: JsonFlag = False, verbose: Verbose = False) -> None:
+    """The formation's nodes, their states and the replication lag (exit 1 unless all is as assigned)."""
+    from runner.ha import commands as ha_commands
+
+    use_verbose(verbose)
+    raise typer.Exit(ha_commands.status(json_output, console()))
 
 
 # -- migrations and schedules ---------------------------------------------------------------
