@@ -226,6 +226,33 @@ def ha_status(json_output: JsonFlag = False, verbose: Verbose = False) -> None:
     raise typer.Exit(ha_commands.status(json_output, console()))
 
 
+@app.command("failover-drill")
+def failover_drill(
+    switchover: Annotated[bool, typer.Option("--switchover", help="A planned switchover instead of kill -9.")] = False,
+    clients: Annotated[int, typer.Option(help="Concurrent app clients writing through the URL.")] = 4,
+    ops: Annotated[int, typer.Option(help="At most this many request+approve loops per client.")] = 400,
+    seconds: Annotated[float, typer.Option(help="At most this long for the write load.")] = 60,
+    json_output: JsonFlag = False,
+    verbose: Verbose = False,
+) -> None:
+    """Kill the primary (or switch over) under write load: time to the first write on the new
+    primary, acknowledged commits lost (exit 1 unless 0), integrity, scheduler gap, rejoin time."""
+    import json
+
+    from runner.ha import drill as ha_drill
+
+    use_verbose(verbose)
+    if clients < 1 or ops < 1 or seconds <= 0:
+        raise UserError("--clients, --ops and --seconds must be positive")
+    log = (lambda msg: None) if json_output else (lambda msg: console().print(msg, highlight=False))
+    report = ha_drill.run(switchover=switchover, clients=clients, ops_per_client=ops, max_seconds=seconds, log=log)
+    if json_output:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        ha_drill.render(report, console())
+    raise typer.Exit(0 if report.passed else 1)
+
+
 # -- migrations and schedules ---------------------------------------------------------------
 # Alembic's relative revisions look like options to Click: `downgrade -1` would be refused
 # as "No such option: -1". Unknown options reach the command as arguments instead, and it

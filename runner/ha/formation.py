@@ -46,7 +46,13 @@ MONITOR_SETTINGS = {
     "pgautofailover.health_check_retry_delay": "500",
     "pgautofailover.node_considered_unhealthy_timeout": "3000",
     "pgautofailover.startup_grace_period": "3000",
+    # How long the monitor waits for an unreachable primary to demote itself before it
+    # promotes the standby (30 s by default). Safe to shorten with synchronous replication:
+    # a primary cut off from its standby cannot acknowledge a commit anyway. Each keeper's
+    # own timeout.network_partition_timeout (NODE_KEEPER_SETTINGS) is shortened to match.
+    "pgautofailover.primary_demote_timeout": "5000",
 }
+NODE_KEEPER_SETTINGS = {"timeout.network_partition_timeout": "3"}
 # Data nodes: settings that must win over postgresql-auto-failover.conf.
 NODE_SETTINGS = {
     "shared_preload_libraries": "'pg_cron'",
@@ -240,6 +246,8 @@ class Formation:
             self.autoctl("create", "postgres", "--pgdata", self.data_dir(name), "--pgport", ports[name],
                          "--hostname", HOST, "--listen", HOST, "--name", name, "--dbname", DBNAME,
                          "--monitor", monitor_uri, *ssl, timeout=600)
+            for key, value in NODE_KEEPER_SETTINGS.items():
+                self.autoctl("config", "set", "--pgdata", self.data_dir(name), key, value)
             self.start_node(name)
             if i == 0:
                 local = f"host={self.socket_dir} port={ports[name]} user=postgres dbname={DBNAME}"
