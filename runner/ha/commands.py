@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 def up(out: "Console", err: "Console") -> str:
     """Create (first time) or start the local formation, migrate through its multi-host URL,
     record a first health look and schedule the jobs on the primary. Returns the URL."""
-    from runner import health, migrate, schedule
+    from runner import migrate, schedule
 
     formation = Formation()
     if formation.exists:
@@ -25,13 +25,12 @@ def up(out: "Console", err: "Console") -> str:
         formation.create(log=lambda msg: out.print(f"  {msg}", highlight=False))
     url = formation.url()
     migrate.run("upgrade", url, "head")
-    health.record_first_look(url)
     try:
-        applied = schedule.apply(url)
-        out.print(f"pg_cron: {len(applied)} jobs scheduled on the primary "
-                  "(background workers: they run on whichever node is primary)")
+        applied = schedule.apply(url)  # also stores the first snapshot and sample
     except UserError as exc:
-        err.print(f"[yellow]warning:[/yellow] {exc}", highlight=False)
+        raise UserError(f"the pg_cron jobs could not be scheduled: {exc}") from None
+    out.print(f"pg_cron: {len(applied)} jobs scheduled on the primary "
+              "(background workers: they run on whichever node is primary)")
     return url
 
 
