@@ -109,6 +109,8 @@ class DrillReport:
     rejoin_s: float | None
     standbys_after_failover: int | None
     standbys_after_rejoin: int | None
+    standbys_check_after_failover: str | None
+    standbys_check_after_rejoin: str | None
     client_errors: dict[str, int]
     problems: list[str]
 
@@ -147,13 +149,14 @@ def _newest_sample(url: str) -> float | None:
                             "from public.performance_samples").fetchone()[0]
 
 
-def _standbys(url: str) -> int | None:
+def _standbys(url: str) -> tuple[int | None, str | None]:
+    """The health check's replication_standbys and its check, as the primary sees them."""
     try:
         with psycopg.connect(url, connect_timeout=5) as conn:
-            return conn.execute("select count(*)::int from pg_stat_replication "
-                                "where state = 'streaming'").fetchone()[0]
+            report = conn.execute("select public.production_system_health_check()").fetchone()[0]
     except psycopg.Error:
-        return None
+        return None, None
+    return report["metrics"].get("replication_standbys"), report["checks"].get("replication_standbys")
 
 
 def _missing(url: str, acks: list[Ack]) -> int:
@@ -240,7 +243,7 @@ def run(*, switchover: bool = False, clients: int = 4, ops_per_client: int = 400
     elif lost:
         problems.append(f"{lost} acknowledged commits are missing")
 
-    standbys_after_failover = _standbys(url) if not switchover else None
+    standbys_after_failover, check_after_failover = _standbys(url) if not switchover else (None, None)
     integrity_ok, integrity_failed = None, []
     if first is not None:
         results = integrity.run(url)
@@ -259,7 +262,7 @@ def run(*, switchover: bool = False, clients: int = 4, ops_per_client: int = 400
             rejoin_s = round(time.monotonic() - kill_at, 2)
         except UserError as exc:
             problems.append(f"{old} did not rejoin as a standby: {exc}")
-    standbys_after_rejoin = _standbys(url)
+    standbys_after_rejoin, check_after_rejoin = _standbys(url)
 
     gap = resumed = None
     if first is not None:
@@ -290,6 +293,7 @@ def run(*, switchover: bool = False, clients: int = 4, ops_per_client: int = 400
         integrity_ok=integrity_ok, integrity_failed=integrity_failed,
         scheduler_gap_s=gap, scheduler_resumed_after_s=resumed, rejoin_s=rejoin_s,
         standbys_after_failover=standbys_after_failover, standbys_after_rejoin=standbys_after_rejoin,
+        standbys_check_after_failover=check_after_failover, standbys_check_after_rejoin=check_after_rejoin,
         client_errors=errors, problems=problems)
 
 
@@ -316,9 +320,11 @@ def render(report: DrillReport, out) -> None:
               highlight=False)
     out.print(f"  scheduler: first sample on the new primary {s(report.scheduler_resumed_after_s)} after the kill "
               f"(gap between samples {s(report.scheduler_gap_s)})", highlight=False)
-    out.print(f"  old primary back as a standby: {s(report.rejoin_s)} after the kill; streaming standbys "
-              f"right after the failover: {s(report.standbys_after_failover, '')}, after the rejoin: "
-              f"{s(report.standbys_after_rejoin, '')}", highlight=False)
+    out.print(f"  old primary back as a standby: {s(report.rejoin_s)} after the kill; the health check's "
+              f"replication_standbys right after the failover: {s(report.standbys_after_failover, '')} "
+              f"({report.standbys_check_after_failover or 'n/a'}), after the rejoin: "
+              f"{s(report.standbys_after_rejoin, '')} ({report.standbys_check_after_rejoin or 'n/a'})",
+              highlight=False)
     if report.client_errors:
         out.print(f"  client errors (by SQLSTATE, outcome unknown, never counted as acknowledged): "
                   f"{report.client_errors}", highlight=False)
