@@ -185,10 +185,10 @@ def kill_node(formation: Formation, name: str) -> None:
 
 
 def run(*, switchover: bool = False, clients: int = 4, ops_per_client: int = 400,
-        max_seconds: float = 60, log=lambda msg: None) -> DrillReport:
+        max_seconds: float = 60, log=lambda msg: None, formation: Formation | None = None) -> DrillReport:
     from runner import integrity
 
-    formation = Formation()
+    formation = formation or Formation()
     if not formation.running:
         raise UserError(f"no formation is running in {formation.root}: run `smsao-db up --ha`")
     if not formation.is_healthy():
