@@ -25,6 +25,12 @@ def up(out: "Console", err: "Console") -> str:
         formation.create(log=lambda msg: out.print(f"  {msg}", highlight=False))
     url = formation.url()
     migrate.run("upgrade", url, "head")
+    from runner.ha import backup
+
+    try:
+        out.print(backup.configure(formation), highlight=False)
+    except UserError as exc:
+        err.print(f"[yellow]warning:[/yellow] no backups: {exc}", highlight=False)
     try:
         applied = schedule.apply(url)  # also stores the first snapshot and sample
     except UserError as exc:

@@ -248,6 +248,7 @@ class Formation:
                          "--monitor", monitor_uri, *ssl, timeout=600)
             for key, value in NODE_KEEPER_SETTINGS.items():
                 self.autoctl("config", "set", "--pgdata", self.data_dir(name), key, value)
+            self._archive_settings(name)
             self.start_node(name)
             if i == 0:
                 local = f"host={self.socket_dir} port={ports[name]} user=postgres dbname={DBNAME}"
@@ -257,6 +258,17 @@ class Formation:
                 for user in ("pgautofailover_replicator", "pgautofailover_monitor"):
                     self._set_password(local, user, passwords[user])
         self.wait_healthy(timeout=300)
+
+    def _archive_settings(self, name: str) -> None:
+        """WAL archiving with pgBackRest (runner/ha/backup.py), each node naming its own data
+        directory; appended while the node is stopped (archive_mode needs a restart)."""
+        if not shutil.which("pgbackrest"):
+            return
+        from runner.ha.backup import node_archive_settings
+
+        with open(self.data_dir(name) / "postgresql.conf", "a") as f:
+            f.write("\n# smsao-db: WAL archiving (pgBackRest); only the primary archives\n"
+                    + "".join(f"{k} = {v}\n" for k, v in node_archive_settings(self, name).items()))
 
     # -- processes -------------------------------------------------------------------------
     def start_node(self, name: str) -> None:
