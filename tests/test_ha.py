@@ -16,6 +16,7 @@ import psycopg
 import pytest
 
 from runner import migrate, schedule
+from runner.ha import backup as ha_backup
 from runner.ha import drill
 from runner.ha.formation import Formation
 from runner.store import DashboardStore
@@ -38,6 +39,7 @@ def formation():
         try:
             f.create(log=lambda msg: None)
             migrate.run("upgrade", f.url(), "head")
+            ha_backup.configure(f)  # what `up --ha` does: stanza, repository, archiving checked
             schedule.apply(f.url())
             yield f
         finally:
@@ -142,6 +144,21 @@ def test_kill_9_of_the_primary_under_load_loses_no_acknowledged_commit(formation
         admitted = [request(conn, Caller.user(user), "select public.enhanced_security_rate_limit(%s, %s, 60)",
                             [RATE_OP, RATE_MAX])[0][0] for _ in range(RATE_MAX + 2)]
     assert admitted == [True] * RATE_MAX + [False, False]
+
+
+def test_backups_from_the_standby_keep_archiving_after_the_failover_and_restore(formation):
+    """Runs after the failover: the new primary archives (pgbackrest check inside `backup`
+    switches a segment and waits for it), the files come from the standby, and the restore
+    drill proves the backup."""
+    primary, standby = roles(formation)
+    report = ha_backup.backup(formation)
+    assert report["from_standby"] and report["archive_covers_until"]
+    log = "\n".join(p.read_text() for p in (formation.root / "pgbackrest" / "log").glob("*backup*.log"))
+    assert "replay on the standby reached" in log  # backup-standby: files copied from the standby
+    assert one(formation.node_url(primary), "select failed_count from pg_stat_archiver") == 0
+    assert one(formation.node_url(primary), "select archived_count from pg_stat_archiver") > 0
+    drilled = ha_backup.drill(formation, None, keep=False)
+    assert drilled["passed"], drilled["steps"]
 
 
 def test_a_single_server_reports_replication_as_unknown(db):
