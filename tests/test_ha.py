@@ -6,6 +6,7 @@ The tests run in file order: the failover test kills the primary, and the ones a
 see the formation with its roles swapped."""
 from __future__ import annotations
 
+import http.client
 import json
 import shutil
 import tempfile
@@ -14,12 +15,14 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from runner import migrate, schedule
 from runner.ha import backup as ha_backup
 from runner.ha import drill
 from runner.ha.formation import Formation
 from runner.store import DashboardStore
+from runner.web import DashboardServer
 from cli_support import smsao_db
 from support import Caller, request
 
@@ -105,6 +108,22 @@ def test_replication_vitals_on_a_healthy_formation(formation):
     assert report["thresholds"]["replication_lag_bytes"]["warning_at"] == 16777216
     status = json.loads(smsao_db("ha", "status", "--json").stdout)
     assert status["healthy"] and sorted(n["role"] for n in status["nodes"]) == ["primary", "standby"]
+    # The same figures in /metrics (served from the newest stored snapshot).
+    one(formation.url(), "select public.record_health_snapshot() is not null")
+    store = DashboardStore(formation.url()).open()
+    server = DashboardServer("127.0.0.1", 0, store)
+    server.serve_in_thread()
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=10)
+        conn.request("GET", "/metrics")
+        body = conn.getresponse().read().decode()
+    finally:
+        server.shutdown()
+        server.server_close()
+        store.close()
+    samples = {s.name: s.value for f in text_string_to_metric_families(body) for s in f.samples}
+    assert samples["smsao_replication_standbys"] == 1
+    assert samples["smsao_replication_lag_bytes"] >= 0
 
 
 def test_kill_9_of_the_primary_under_load_loses_no_acknowledged_commit(formation):
@@ -159,6 +178,14 @@ def test_backups_from_the_standby_keep_archiving_after_the_failover_and_restore(
     assert one(formation.node_url(primary), "select archived_count from pg_stat_archiver") > 0
     drilled = ha_backup.drill(formation, None, keep=False)
     assert drilled["passed"], drilled["steps"]
+
+
+def test_ha_commands_without_a_formation_say_so_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("SMSAO_HOME", str(tmp_path))
+    for args in (("ha", "status"), ("failover-drill",)):
+        proc = smsao_db(*args)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1 and "up --ha" in proc.stderr, proc.stderr
 
 
 def test_a_single_server_reports_replication_as_unknown(db):

@@ -220,7 +220,18 @@ class Formation:
             conn.execute(sql.SQL("alter user {} password {}").format(sql.Identifier(user), sql.Literal(password)))
 
     def create(self, log=print) -> None:
-        """Build the formation: monitor, node1 (primary), node2 (synchronous secondary)."""
+        """Build the formation: monitor, node1 (primary), node2 (synchronous secondary).
+        A failure stops whatever was started and says where the half-built formation is."""
+        try:
+            self._create(log)
+        except BaseException as exc:
+            self.stop()
+            if isinstance(exc, UserError):
+                raise UserError(f"{exc}; the half-built formation in {self.root} is stopped: "
+                                "remove that folder before `smsao-db up --ha` again") from None
+            raise
+
+    def _create(self, log) -> None:
         self._prepare()
         passwords = self._write_secrets()
         bindir = find_bindir()
