@@ -146,7 +146,7 @@ def up(demo_data: Annotated[bool, typer.Option("--demo", help="Load demo data an
     if ha:
         from runner.ha import commands as ha_commands
 
-        url = ha_commands.up(console(), console(stderr=True))
+        url = ha_commands.up(console(), console(stderr=True), backup_repo)
         if demo_data:
             console().print("demo data loaded" if demo.load(url) else "demo data already present")
         console().print(f"[green]formation ready[/green]: {redact(url)} "

@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 
-def up(out: "Console", err: "Console") -> str:
+def up(out: "Console", err: "Console", backup_repo: str | None = None) -> str:
     """Create (first time) or start the local formation, migrate through its multi-host URL,
     record a first health look and schedule the jobs on the primary. Returns the URL."""
     from runner import migrate, schedule
@@ -28,7 +28,7 @@ def up(out: "Console", err: "Console") -> str:
     from runner.ha import backup
 
     try:
-        out.print(backup.configure(formation), highlight=False)
+        out.print(backup.configure(formation, backup_repo), highlight=False)
     except UserError as exc:
         err.print(f"[yellow]warning:[/yellow] no backups: {exc}", highlight=False)
     try:
