@@ -176,9 +176,13 @@ def kill_node(formation: Formation, name: str) -> None:
     """The machine dies: SIGKILL to the node's process group (keeper, postmaster, backends).
     Only processes this runner started (`start_node` gives each keeper its own session)."""
     pid = formation.keeper_pid(name)
-    if pid is None:
-        raise UserError(f"{name}'s pg_autoctl is not running: nothing to kill")
-    os.killpg(os.getpgid(pid), signal.SIGKILL)
+    try:
+        group = os.getpgid(pid) if pid else None
+    except ProcessLookupError:
+        group = None
+    if group is None:
+        raise UserError(f"{name}'s pg_autoctl is not running (see {formation.log_file(name)}): nothing to kill")
+    os.killpg(group, signal.SIGKILL)
     postmaster = formation.postmaster_pid(name)
     if postmaster:  # started by an earlier runner, in another group: kill it too
         os.kill(postmaster, signal.SIGKILL)
