@@ -65,6 +65,8 @@ declare
   recommendations text[];
   status text := 'healthy';
   grace interval;
+  engine jsonb;
+  scheduler jsonb;
   vitals jsonb;
   last_hour jsonb;
   unknown jsonb := '{}'::jsonb;
@@ -103,12 +105,13 @@ begin
     unknown := unknown || pg_catalog.jsonb_build_object('security_refusals_1h',
       'no performance sample from an hour ago (they are taken every minute by smsao-performance-check)');
   end if;
-  vitals := smsao.engine_vitals(coalesce(grace, interval '30 seconds')) || smsao.scheduler_vitals()
+  -- Each vitals function names the metrics it could not measure, and why, under 'unknown'.
+  engine := smsao.engine_vitals(coalesce(grace, interval '30 seconds'));
+  scheduler := smsao.scheduler_vitals();
+  unknown := unknown || coalesce(engine -> 'unknown', '{}'::jsonb) || coalesce(scheduler -> 'unknown', '{}'::jsonb);
+  vitals := (engine - 'unknown') || (scheduler - 'unknown')
             || pg_catalog.jsonb_build_object('security_refusals_1h',
                  (select sum((o.value ->> 'refusals')::bigint) from pg_catalog.jsonb_each(last_hour) o));
-  -- Why each NULL vital is NULL (details.unknown), kept out of the metrics.
-  unknown := unknown || coalesce(vitals -> 'unknown', '{}'::jsonb);
-  vitals := vitals - 'unknown';
 
   for t in select * from smsao.health_thresholds h order by h.metric loop
     val := case t.metric
