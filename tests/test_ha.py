@@ -124,6 +124,7 @@ def test_replication_vitals_on_a_healthy_formation(formation):
     samples = {s.name: s.value for f in text_string_to_metric_families(body) for s in f.samples}
     assert samples["smsao_replication_standbys"] == 1
     assert samples["smsao_replication_lag_bytes"] >= 0
+    assert "smsao_replication_lag_s" not in samples  # base units: smsao_replication_lag_seconds
 
 
 def test_kill_9_of_the_primary_under_load_loses_no_acknowledged_commit(formation):
