@@ -295,9 +295,20 @@ class Formation:
                              stderr=subprocess.STDOUT, start_new_session=True)
 
     def node_running(self, name: str) -> bool:
+        """Whether the node's keeper (`pg_autoctl run`) is alive, from its pid file: no
+        program to start, nothing that a busy server could slow down."""
         if not (self.data_dir(name) / "PG_VERSION").exists():
             return False
-        return self.autoctl("status", "--pgdata", self.data_dir(name), check=False).returncode == 0
+        pid = self.keeper_pid(name)
+        if not pid:
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True  # alive, another user's (the server's OS user)
+        return True
 
     @property
     def running(self) -> bool:
@@ -307,6 +318,9 @@ class Formation:
         self._prepare()
         for name in ("monitor", *NODES):
             self.start_node(name)
+        # The monitor shows the states last reported (possibly from before a stop): wait
+        # for a primary that takes writes too.
+        self._wait(lambda: self._can_connect(self.url()), 180, "the primary to accept writes")
         self.wait_healthy(timeout=180)
 
     def stop(self) -> bool:
