@@ -8,7 +8,7 @@ alter table smsao.health_thresholds add constraint health_thresholds_metric_chec
   check (metric in ('failed_sms_24h', 'sms_failure_rate', 'pending_credit_requests', 'orphaned_data',
                     'longest_transaction_s', 'connection_usage', 'xid_age_ratio', 'blocked_sessions',
                     'database_size_bytes', 'health_snapshot_age_s', 'cron_failures_1h',
-                    'security_refusals_1h',
+                    'security_refusals_1h', 'wal_archive_failing', 'backup_age_s', 'restore_drill_age_s',
                     'replication_standbys', 'replication_lag_bytes', 'replication_lag_s'));
 
 insert into smsao.health_thresholds (metric, warning_at, critical_at, grace_s, recommendation, description) values

@@ -11,7 +11,7 @@ alter table smsao.health_thresholds add constraint health_thresholds_metric_chec
   check (metric in ('failed_sms_24h', 'sms_failure_rate', 'pending_credit_requests', 'orphaned_data',
                     'longest_transaction_s', 'connection_usage', 'xid_age_ratio', 'blocked_sessions',
                     'database_size_bytes', 'health_snapshot_age_s', 'cron_failures_1h',
-                    'security_refusals_1h',
+                    'security_refusals_1h', 'wal_archive_failing', 'backup_age_s', 'restore_drill_age_s',
                     'replication_standbys', 'replication_lag_bytes', 'replication_lag_s'));
 
 insert into smsao.health_thresholds (metric, warning_at, critical_at, grace_s, recommendation, description) values
@@ -54,6 +54,8 @@ on conflict (metric) do nothing;
 --   database_size_bytes, health_snapshot_age_s, cron_failures_1h, security_refusals_1h
 --   (NULL where not measurable, and details.unknown says why; details.critical_operations
 --   has the last hour per operation, NULL when security_refusals_1h is).
+--   and of recovery (sql/functions/recovery_vitals.sql): wal_archive_failing, backup_age_s,
+--   restore_drill_age_s.
 -- Replication (sql/functions/replication_vitals.sql), also in metrics: replication_standbys,
 --   replication_lag_bytes, replication_lag_s; replication_standbys is checked by how many
 --   expected standbys are missing.
@@ -137,7 +139,7 @@ begin
   engine := smsao.engine_vitals(coalesce(grace, interval '30 seconds'));
   scheduler := smsao.scheduler_vitals();
   unknown := unknown || coalesce(engine -> 'unknown', '{}'::jsonb) || coalesce(scheduler -> 'unknown', '{}'::jsonb);
-  vitals := (engine - 'unknown') || (scheduler - 'unknown')
+  vitals := (engine - 'unknown') || (scheduler - 'unknown') || smsao.recovery_vitals()
             || pg_catalog.jsonb_build_object('security_refusals_1h',
                  (select sum((o.value ->> 'refusals')::bigint) from pg_catalog.jsonb_each(last_hour) o));
   -- Replication, the same way (sql/functions/replication_vitals.sql).
@@ -176,7 +178,8 @@ begin
     order by pg_catalog.array_position(array['configure_sms_gateway', 'investigate_failed_sms',
                'review_pending_credit_requests', 'cleanup_orphaned_data', 'check_scheduler',
                'investigate_long_transactions', 'investigate_lock_waits', 'review_connection_pooling',
-               'vacuum_freeze', 'investigate_refusals']::text[], c) nulls last, c);
+               'vacuum_freeze', 'investigate_refusals', 'check_wal_archiving', 'take_backup',
+               'run_restore_drill']::text[], c) nulls last, c);
 
   if exists (select from pg_catalog.jsonb_each_text(checks) e where e.value = 'critical') then
     status := 'critical';
