@@ -90,6 +90,14 @@ class NodeState:
         return self.__dict__.copy()
 
 
+def _is_zombie(pid: int) -> bool:
+    """A process killed with -9 answers signal 0 until its parent reaps it."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
 class Formation:
     """The local formation under `<home>/ha`."""
 
@@ -307,8 +315,8 @@ class Formation:
         except ProcessLookupError:
             return False
         except PermissionError:
-            return True  # alive, another user's (the server's OS user)
-        return True
+            pass  # alive, another user's (the server's OS user)
+        return not _is_zombie(pid)
 
     @property
     def running(self) -> bool:
@@ -344,7 +352,7 @@ class Formation:
             os.kill(pid, 0)
         except ProcessLookupError:
             return None
-        return pid
+        return None if _is_zombie(pid) else pid
 
     def keeper_pid(self, name: str) -> int | None:
         """The pid of the node's `pg_autoctl run` (its pid file in XDG_RUNTIME_DIR)."""
