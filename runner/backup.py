@@ -666,7 +666,8 @@ def restore_embedded(cluster, target_dir: str | Path, target_time: str | None = 
         raise
     # The restored settings still name the live cluster's socket directory; the copy
     # listens on 127.0.0.1 only (a port is given when it starts), like the live one.
-    pgserver.append_settings(target, {"unix_socket_directories": "''"},
+    # A formation's copy (runner/ha/backup.py) still asks for a synchronous standby it does not have.
+    pgserver.append_settings(target, {"unix_socket_directories": "''", "synchronous_standby_names": "''"},
                              "smsao-db restore: the live cluster's socket directory is not this copy's")
     pgserver.append_settings(target, NO_CRON,
                              "smsao-db restore: pg_cron off in the copy (its jobs, backups included, belong to the "

@@ -116,6 +116,11 @@ def resolve_url(database_url: str | None = None) -> str:
     cluster = Cluster()
     if cluster.running:
         return cluster.url()
+    from runner.ha.commands import running_url
+
+    formation_url = running_url()  # `up --ha`: the local formation's multi-host URL
+    if formation_url:
+        return formation_url
     raise UserError("no DATABASE_URL given and the embedded database is not running: "
                     "run `smsao-db up` or set DATABASE_URL")
 
@@ -123,6 +128,8 @@ def resolve_url(database_url: str | None = None) -> str:
 # -- the embedded database ------------------------------------------------------------------
 @app.command()
 def up(demo_data: Annotated[bool, typer.Option("--demo", help="Load demo data and 24 h of history.")] = False,
+       ha: Annotated[bool, typer.Option(
+           "--ha", help="A local pg_auto_failover formation (monitor, primary, synchronous secondary).")] = False,
        backup_repo: Annotated[Optional[str], typer.Option(
            "--backup-repo", metavar="DIR", envvar="SMSAO_BACKUP_REPO", show_envvar=True,
            help="pgBackRest repository (default: backup/ in the data home).")] = None,
@@ -136,6 +143,15 @@ def up(demo_data: Annotated[bool, typer.Option("--demo", help="Load demo data an
         raise UserError("`up` manages the embedded database; a database URL is given (DATABASE_URL or "
                         "--database-url), so use `smsao-db migrate upgrade` for that server instead")
     use_verbose(verbose)
+    if ha:
+        from runner.ha import commands as ha_commands
+
+        url = ha_commands.up(console(), console(stderr=True), backup_repo)
+        if demo_data:
+            console().print("demo data loaded" if demo.load(url) else "demo data already present")
+        console().print(f"[green]formation ready[/green]: {redact(url)} "
+                        "(`smsao-db url` prints it with the password)", highlight=False)
+        return
     cluster = Cluster()
     cluster.start()
     url = cluster.url()
@@ -168,6 +184,10 @@ def down(verbose: Verbose = False) -> None:
     from runner.embedded import Cluster
 
     use_verbose(verbose)
+    from runner.ha import commands as ha_commands
+
+    if ha_commands.down():
+        console().print("formation stopped")
     recovery_cli.before_down()  # archive the newest WAL first
     stopped = Cluster().stop()
     console().print("embedded database stopped" if stopped else "embedded database was not running")
@@ -181,8 +201,56 @@ def url(dbname: Annotated[str, typer.Option(help="Database name in the URL.")] =
 
     cluster = Cluster()
     if not cluster.running:
+        from runner.ha.formation import Formation
+
+        formation = Formation()
+        if formation.running:
+            print(formation.url(dbname))  # multi-host, target_session_attrs=read-write
+            return
         raise UserError(f"the embedded database in {cluster.home} is not running: run `smsao-db up`")
     print(cluster.url(dbname))
+
+
+# -- the local pg_auto_failover formation (runner/ha/) ---------------------------------------
+ha_app = typer.Typer(help="The local pg_auto_failover formation (`up --ha`).", no_args_is_help=True,
+                     rich_markup_mode=None)
+app.add_typer(ha_app, name="ha")
+
+
+@ha_app.command("status")
+def ha_status(json_output: JsonFlag = False, verbose: Verbose = False) -> None:
+    """The formation's nodes, their states and the replication lag (exit 1 unless all is as assigned)."""
+    from runner.ha import commands as ha_commands
+
+    use_verbose(verbose)
+    raise typer.Exit(ha_commands.status(json_output, console()))
+
+
+@app.command("failover-drill")
+def failover_drill(
+    switchover: Annotated[bool, typer.Option("--switchover", help="A planned switchover instead of kill -9.")] = False,
+    clients: Annotated[int, typer.Option(help="Concurrent app clients writing through the URL.")] = 4,
+    ops: Annotated[int, typer.Option(help="At most this many request+approve loops per client.")] = 400,
+    seconds: Annotated[float, typer.Option(help="At most this long for the write load.")] = 60,
+    json_output: JsonFlag = False,
+    verbose: Verbose = False,
+) -> None:
+    """Kill the primary (or switch over) under write load: time to the first write on the new
+    primary, acknowledged commits lost (exit 1 unless 0), integrity, scheduler gap, rejoin time."""
+    import json
+
+    from runner.ha import drill as ha_drill
+
+    use_verbose(verbose)
+    if clients < 1 or ops < 1 or seconds <= 0:
+        raise UserError("--clients, --ops and --seconds must be positive")
+    log = (lambda msg: None) if json_output else (lambda msg: console().print(msg, highlight=False))
+    report = ha_drill.run(switchover=switchover, clients=clients, ops_per_client=ops, max_seconds=seconds, log=log)
+    if json_output:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        ha_drill.render(report, console())
+    raise typer.Exit(0 if report.passed else 1)
 
 
 # -- migrations and schedules ---------------------------------------------------------------

@@ -236,8 +236,9 @@ def _run_embedded(cluster, repo: str | None, keep: bool) -> dict:
             if restored:
                 # pg_cron keeps its jobs in the cluster's cron database: a scratch copy must not run them
                 # (restore_embedded turns it off already; said again here, next to the copy's other settings).
+                # A formation's copy still asks for a synchronous standby: commits would wait forever.
                 server = pgserver.Server(restored.data_dir, restored.bindir, scratch / "server.log").private(
-                    backups.NO_CRON)
+                    {**backups.NO_CRON, "synchronous_standby_names": "''"})
 
                 def start():
                     server.start()

@@ -41,9 +41,14 @@ METRICS = {
     "backup_age_s": ("Newest backup", "backup_age_s"),
     "restore_drill_age_s": ("Newest restore drill", "restore_drill_age_s"),
     "wal_archive_failing": ("WAL segments failing to archive", "wal_archive_failing"),
+    # Replication (null on a single server)
+    "replication_standbys": ("Streaming standbys", "replication_standbys"),
+    "replication_lag_bytes": ("Replication lag", "replication_lag_bytes"),
+    "replication_lag_s": ("Replication lag (time)", "replication_lag_s"),
 }
 RATIOS = ("sms_failure_rate", "connection_usage", "xid_age_ratio")
-SECONDS = ("longest_transaction_s", "health_snapshot_age_s", "backup_age_s", "restore_drill_age_s")
+SECONDS = ("longest_transaction_s", "health_snapshot_age_s", "backup_age_s", "restore_drill_age_s",
+           "replication_lag_s")
 RUNBOOK = "docs/runbooks/health.md"
 
 RECOMMENDATIONS = {
@@ -61,6 +66,7 @@ RECOMMENDATIONS = {
                            "recovery stops at the last archived segment",
     "take_backup": "no successful backup for over a day: run `smsao-db backup` and find why the daily one failed",
     "run_restore_drill": "no successful restore drill for over a week: run `smsao-db drill`",
+    "check_replication": "a standby is missing or lagging: writes may block or not be safe; see `smsao-db ha status`",
 }
 
 
@@ -106,7 +112,7 @@ def format_value(key: str, value) -> str:
         return f"{float(value):.2%}"
     if key in SECONDS:
         return f"{float(value):,.0f} s"
-    if key == "database_size_bytes":
+    if key in ("database_size_bytes", "replication_lag_bytes"):
         return f"{value / 2**20:,.1f} MiB"
     return f"{value:,}" if isinstance(value, int) else str(value)
 
@@ -129,6 +135,8 @@ def unknown_lines(report: dict) -> list[str]:
 def format_threshold(key: str, limits: dict | None) -> str:
     if key == "active_sms_configs":
         return "critical below 1"
+    if key == "replication_standbys" and limits:  # its thresholds count the missing standbys
+        return f"warning when {limits.get('warning_at')} expected standby is missing"
     if not limits:
         return ""
     parts = []

@@ -104,6 +104,28 @@ def _embedded():
     return Cluster()
 
 
+def _formation_or_embedded(database_url: str | None):
+    """(formation, the cluster the recovery code works on): the local formation seen as a
+    cluster (runner/ha/backup.py) when it runs, else the embedded database; None for a URL."""
+    if database_url:
+        return None, None
+    formation = _formation()
+    if formation:
+        from runner.ha.backup import FormationTarget
+
+        return formation, FormationTarget(formation)
+    return None, _embedded()
+
+
+def _formation():
+    """The local pg_auto_failover formation (`up --ha`) when it runs and the embedded server
+    does not: backups and drills then use its pgBackRest stanza (runner/ha/backup.py)."""
+    from runner.ha.formation import Formation
+
+    formation = Formation()
+    return formation if formation.running and not _embedded().running else None
+
+
 def backup(database_url: str | None, repo: str | None, full: bool, as_json: bool) -> None:
     from runner import backup as backups
 
@@ -112,11 +134,15 @@ def backup(database_url: str | None, repo: str | None, full: bool, as_json: bool
     if database_url and full:
         raise UserError("--full applies to pgBackRest backups of the embedded database; "
                         "a logical backup is always complete")
-    cluster = None if database_url else _embedded()
+    formation, cluster = _formation_or_embedded(database_url)
     started = backups.now_utc()
     try:
         if database_url:
             report = backups.backup_logical(database_url, repo)
+        elif formation:
+            from runner.ha import backup as ha_backup
+
+            report = ha_backup.backup(formation, repo, full)
         else:
             report = backups.backup_embedded(cluster, repo, full)
     except UserError as exc:
@@ -169,10 +195,15 @@ def drill(database_url: str | None, repo: str | None, keep: bool, as_json: bool)
 
     console = out()
     database_url = given_url(database_url)
-    cluster = None if database_url else _embedded()
+    formation, cluster = _formation_or_embedded(database_url)
     started = backups.now_utc()
     try:
-        report = drills.run(database_url, repo, keep, embedded=cluster)
+        if formation:
+            from runner.ha import backup as ha_backup
+
+            report = ha_backup.drill(formation, repo, keep)
+        else:
+            report = drills.run(database_url, repo, keep, embedded=cluster)
     except UserError as exc:
         _record(database_url, cluster, "drill", started, False, str(exc))
         raise

@@ -53,7 +53,11 @@ class DashboardStore:
         self.wait_s = wait_s
         self.pool = ConnectionPool(libpq_url(url), min_size=1, max_size=pool_size, open=False,
                                    kwargs={"autocommit": True, "connect_timeout": 10, **TCP_SETTINGS},
-                                   configure=configure, timeout=wait_s, name="smsao-dashboard")
+                                   configure=configure, timeout=wait_s, name="smsao-dashboard",
+                                   # A connection is checked as it leaves the pool: after a
+                                   # failover (or a restart) the dead ones are replaced, and a new
+                                   # one finds the new primary through a multi-host URL.
+                                   check=ConnectionPool.check_connection)
 
     def open(self) -> "DashboardStore":
         # One plain connection first, for a clear error (wrong password, unreachable, ...).

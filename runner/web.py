@@ -388,6 +388,7 @@ CARD_GROUPS = (
     ("scheduler", "Scheduler", ("health_snapshot_age_s", "cron_failures_1h")),
     ("recovery", "Backups and recovery", ("backup_age_s", "restore_drill_age_s", "wal_archive_failing")),
     ("security", "Security", ("security_refusals_1h",)),
+    ("replication", "Replication", ("replication_standbys", "replication_lag_bytes", "replication_lag_s")),
     ("performance", "Performance and alerts", ("response_time_ms", "error_rate", "open_alerts")),
 )
 

@@ -29,6 +29,9 @@
 --   has the last hour per operation, NULL when security_refusals_1h is).
 --   and of recovery (sql/functions/recovery_vitals.sql): wal_archive_failing, backup_age_s,
 --   restore_drill_age_s.
+-- Replication (sql/functions/replication_vitals.sql), also in metrics: replication_standbys,
+--   replication_lag_bytes, replication_lag_s; replication_standbys is checked by how many
+--   expected standbys are missing.
 --
 -- Status: the worst level among the checks. Each threshold in smsao.health_thresholds
 -- gives 'warning' from warning_at and 'critical' from critical_at (a NULL value is 'ok');
@@ -67,6 +70,7 @@ declare
   engine jsonb;
   scheduler jsonb;
   vitals jsonb;
+  replication jsonb := smsao.replication_vitals();
   last_hour jsonb;
   unknown jsonb := '{}'::jsonb;
 begin
@@ -111,6 +115,9 @@ begin
   vitals := (engine - 'unknown') || (scheduler - 'unknown') || smsao.recovery_vitals()
             || pg_catalog.jsonb_build_object('security_refusals_1h',
                  (select sum((o.value ->> 'refusals')::bigint) from pg_catalog.jsonb_each(last_hour) o));
+  -- Replication, the same way (sql/functions/replication_vitals.sql).
+  unknown := unknown || coalesce(replication -> 'unknown', '{}'::jsonb);
+  vitals := vitals || (replication - 'unknown' - 'replication_standbys_missing');
 
   for t in select * from smsao.health_thresholds h order by h.metric loop
     val := case t.metric
@@ -118,6 +125,7 @@ begin
              when 'sms_failure_rate' then rate
              when 'pending_credit_requests' then pending
              when 'orphaned_data' then orphan_sms + orphan_otp
+             when 'replication_standbys' then (replication ->> 'replication_standbys_missing')::numeric
              else (vitals ->> t.metric)::numeric
            end;
     sample := case t.metric when 'sms_failure_rate' then window_total else val end;
