@@ -170,8 +170,9 @@ def test_up_up_down_embedded():
                                 ).fetchall() == [(HEAD,)]
             assert conn.execute("select extname from pg_extension where extname = 'pg_cron'").fetchone()
             # A first look shows a status at once: `up` stored a snapshot and a sample.
-            assert conn.execute("select system_status from public.system_health_snapshots").fetchall() == [("critical",)]
-            assert conn.execute("select count(*) from public.performance_samples").fetchone()[0] == 1
+            # (pg_cron's own runs may have added more by now: its jobs run from the first minute.)
+            assert {s for s, in conn.execute("select system_status from public.system_health_snapshots")} == {"critical"}
+            assert conn.execute("select count(*) from public.performance_samples").fetchone()[0] >= 1
             conn.execute("insert into auth.users (id, email) values (gen_random_uuid(), 'keep@test.ao')")
             conn.commit()
         if os.geteuid() == 0:
