@@ -1,5 +1,83 @@
 -- Written by scripts/freeze_sql.py --restore for revision 0011_scale. Do not edit.
 
+-- ==== sql/functions/credit_ledger.sql (as frozen by 0005_hardening) ====
+-- profiles.credits is the running sum of credit_transactions, whoever writes first:
+--  * ledger rows move the balances (apply_credit_transaction);
+--  * a trusted writer (service_role, DBA, loader) that sets profiles.credits directly
+--    gets the difference recorded as an 'adjustment' ledger row (record_credit_adjustment).
+-- Both are statement-level with transition tables: a statement of 100,000 ledger rows is
+-- one UPDATE of the balances it moves, not 100,000 (each of which would run the profiles'
+-- statement triggers again).
+-- A transaction-local marker tells each trigger that the other one is the writer, so
+-- the amount is applied once. It counts only inside a nested trigger (depth > 1): any
+-- session may set a custom setting, and a marker set by hand before a plain statement
+-- would otherwise skip a balance change or its ledger row.
+-- App users hold no privilege on credits or the ledger.
+
+create or replace function smsao.apply_credit_transaction() returns trigger
+  language plpgsql security definer
+  set search_path = ''
+as $$
+begin
+  if pg_catalog.pg_trigger_depth() > 1
+     and pg_catalog.current_setting('smsao.credit_writer', true) = 'profile' then
+    return null;  -- the profile rows already carry these amounts
+  end if;
+  -- Lock the balances in user order first, so two multi-user statements never deadlock.
+  perform from public.profiles p
+  where p.user_id in (select n.user_id from new_entries n)
+  order by p.user_id for no key update;
+  perform pg_catalog.set_config('smsao.credit_writer', 'ledger', true);
+  update public.profiles p set credits = p.credits + d.delta
+  from (select n.user_id, sum(n.amount) as delta from new_entries n group by n.user_id) d
+  where p.user_id = d.user_id and d.delta <> 0;
+  perform pg_catalog.set_config('smsao.credit_writer', '', true);
+  return null;
+end
+$$;
+revoke all on function smsao.apply_credit_transaction() from public, anon, authenticated, service_role;
+
+-- Balances set directly: one ledger row per changed balance. One function per event, as
+-- each sees only its own transition tables.
+create or replace function smsao.record_credit_adjustment() returns trigger
+  language plpgsql security definer
+  set search_path = ''
+as $$
+begin
+  if pg_catalog.pg_trigger_depth() > 1
+     and pg_catalog.current_setting('smsao.credit_writer', true) = 'ledger' then
+    return null;
+  end if;
+  perform pg_catalog.set_config('smsao.credit_writer', 'profile', true);
+  insert into public.credit_transactions (user_id, amount, kind)
+  select n.user_id, n.credits - o.credits, 'adjustment'
+  from old_profiles o join new_profiles n on n.user_id = o.user_id
+  where n.credits <> o.credits;
+  perform pg_catalog.set_config('smsao.credit_writer', '', true);
+  return null;
+end
+$$;
+revoke all on function smsao.record_credit_adjustment() from public, anon, authenticated, service_role;
+
+create or replace function smsao.record_initial_credits() returns trigger
+  language plpgsql security definer
+  set search_path = ''
+as $$
+begin
+  if pg_catalog.pg_trigger_depth() > 1
+     and pg_catalog.current_setting('smsao.credit_writer', true) = 'ledger' then
+    return null;
+  end if;
+  perform pg_catalog.set_config('smsao.credit_writer', 'profile', true);
+  insert into public.credit_transactions (user_id, amount, kind)
+  select n.user_id, n.credits, 'adjustment' from new_profiles n where n.credits <> 0;
+  perform pg_catalog.set_config('smsao.credit_writer', '', true);
+  return null;
+end
+$$;
+revoke all on function smsao.record_initial_credits() from public, anon, authenticated, service_role;
+
+
 -- ==== sql/functions/rate_limit.sql (as frozen by 0005_hardening) ====
 -- The rate-limit key of the caller: the user id, the login of a trusted backend session,
 -- or for anon the first address of x-forwarded-for (the client, as the proxy saw it).
@@ -223,4 +301,14 @@ begin
 end
 $$;
 revoke all on function smsao.prune_rate_limit_state(integer) from public, anon, authenticated, service_role;
+
+
+-- ==== sql/triggers/identity.sql (as frozen by 0005_hardening) ====
+create or replace trigger smsao_on_auth_user_created
+  after insert on auth.users referencing new table as new_users
+  for each statement execute function smsao.handle_new_user();
+
+create or replace trigger profiles_touch_updated_at
+  before update on public.profiles
+  for each row execute function smsao.touch_updated_at();
 
