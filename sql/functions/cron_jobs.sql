@@ -7,17 +7,26 @@
 -- Migrations never schedule anything, so they apply where pg_cron is absent.
 --   runs_in: 'target' = the database this function lives in; 'cron' = pg_cron's own
 --   database (cron.job_run_details lives there).
+-- Where pg_partman is installed, its maintenance (making the audit tables' months ahead)
+-- is a job of its own: CALL partman.run_maintenance_proc() commits between tables, and
+-- fails with "invalid transaction termination" when anything else shares its job.
 create or replace function smsao.cron_jobs()
   returns table (jobname text, schedule text, command text, runs_in text)
-  language sql immutable
+  language sql stable
   set search_path = ''
 as $$
-  values
+  select v.jobname, v.schedule, v.command, v.runs_in from (values
     ('smsao-health-check', '*/5 * * * *', 'select public.record_health_snapshot()', 'target'),
     ('smsao-performance-check', '* * * * *', 'select public.record_performance_sample()', 'target'),
     ('smsao-data-cleanup', '0 3 * * *', 'call smsao.run_daily_maintenance()', 'target'),
     ('smsao-cron-history-cleanup', '30 3 * * *',
      -- A run that never ended (server restarted mid-run) has no end_time: its start dates it.
      'delete from cron.job_run_details where coalesce(end_time, start_time) < now() - interval ''7 days''', 'cron')
+  ) as v(jobname, schedule, command, runs_in)
+  union all
+  select 'smsao-partman-maintenance', '45 2 * * *',
+         'call ' || pg_catalog.quote_ident(n.nspname) || '.run_maintenance_proc()', 'target'
+    from pg_catalog.pg_extension e join pg_catalog.pg_namespace n on n.oid = e.extnamespace
+   where e.extname = 'pg_partman'
 $$;
 revoke all on function smsao.cron_jobs() from public, anon, authenticated, service_role;

@@ -78,6 +78,377 @@ $$;
 revoke all on function smsao.record_initial_credits() from public, anon, authenticated, service_role;
 
 
+-- ==== sql/functions/cron_jobs.sql (as frozen by 0005_hardening) ====
+-- The pg_cron jobs of CONTRACT section 4, defined once, here. `smsao-db schedule apply`
+-- (runner/schedule.py) reads this and applies it by job name, with
+-- cron.schedule_in_database, into whichever database of the cluster holds pg_cron.
+-- The definitions live in the database because the commands call functions of this
+-- schema version: a migration that changes a job's function changes its definition in
+-- the same revision, and every tool (runner, verify, a DBA in psql) reads the same list.
+-- Migrations never schedule anything, so they apply where pg_cron is absent.
+--   runs_in: 'target' = the database this function lives in; 'cron' = pg_cron's own
+--   database (cron.job_run_details lives there).
+create or replace function smsao.cron_jobs()
+  returns table (jobname text, schedule text, command text, runs_in text)
+  language sql immutable
+  set search_path = ''
+as $$
+  values
+    ('smsao-health-check', '*/5 * * * *', 'select public.record_health_snapshot()', 'target'),
+    ('smsao-performance-check', '* * * * *', 'select public.record_performance_sample()', 'target'),
+    ('smsao-data-cleanup', '0 3 * * *', 'call smsao.run_daily_maintenance()', 'target'),
+    ('smsao-cron-history-cleanup', '30 3 * * *',
+     -- A run that never ended (server restarted mid-run) has no end_time: its start dates it.
+     'delete from cron.job_run_details where coalesce(end_time, start_time) < now() - interval ''7 days''', 'cron')
+$$;
+revoke all on function smsao.cron_jobs() from public, anon, authenticated, service_role;
+
+
+-- ==== sql/functions/data_cleanup.sql (as frozen by 0005_hardening) ====
+-- Retention cleanup (CONTRACT section 3). Exactly three rules, nothing else is deleted:
+--   otp_codes            expires_at more than 2 hours ago
+--   admin_audit_logs, pii_access_audit, function_call_audit
+--                        created_at more than 2 years ago
+--   contact_import_jobs  status completed or failed, completed_at more than 30 days ago
+--
+-- Rows go in batches of a few thousand, each one index range of the rule's column, so no
+-- statement runs long or locks much. Two entry points share the same steps:
+--   public.production_data_cleanup()  the contract's function: one transaction (a function
+--                                     cannot commit), batches bound each statement;
+--   call smsao.run_data_cleanup()     the procedure pg_cron and `smsao-db cleanup` use:
+--                                     commits after every batch, so row locks, the
+--                                     transaction's snapshot and an interruption all
+--                                     cover one batch at most.
+-- This is the only code that can delete audit rows: cleanup_batch runs as the owner with
+-- smsao.audit_retention = on for its own duration (see smsao.forbid_audit_change).
+
+-- The retention rules' categories, in cleanup order, with their cutoffs at time `at`.
+create or replace function smsao.retention_cutoffs(at timestamptz) returns table (category text, cutoff timestamptz, rule text)
+  language sql stable
+  set search_path = ''
+as $$
+  select v.category, v.cutoff, v.rule
+  from (values
+    (1, 'otp_codes', at - interval '2 hours', 'expires_at more than 2 hours ago'),
+    (2, 'contact_import_jobs', at - interval '30 days',
+        'completed or failed, completed_at more than 30 days ago'),
+    (3, 'admin_audit_logs', at - interval '2 years', 'created_at more than 2 years ago'),
+    (4, 'pii_access_audit', at - interval '2 years', 'created_at more than 2 years ago'),
+    (5, 'function_call_audit', at - interval '2 years', 'created_at more than 2 years ago')
+  ) as v(ord, category, cutoff, rule)
+  order by v.ord
+$$;
+revoke all on function smsao.retention_cutoffs(timestamptz) from public, anon, authenticated, service_role;
+
+-- One batch of one category: the rows whose key (the rule's column) is in
+-- [resume_at, upper), where upper is the key of the (batch_size + 1)-th eligible row from
+-- resume_at, found by an index-only scan; or all remaining rows up to the cutoff, and then
+-- `finished`. The DELETE is one index range scan: each row is visited once, and the
+-- next batch starts at upper, so no batch wades through rows an earlier one deleted.
+-- When more than batch_size rows share the key resume_at, the batch is batch_size of them.
+-- The DELETE repeats the rule, so a row changed meanwhile is judged by its new values.
+create or replace function smsao.cleanup_batch(category text, cutoff timestamptz, resume_at timestamptz,
+                                    batch_size integer,
+                                    out deleted integer, out next_key timestamptz, out finished boolean)
+  language plpgsql security definer
+  set search_path = ''
+  set smsao.audit_retention = 'on'
+as $$
+declare
+  upper timestamptz;
+  last_included timestamptz;
+begin
+  if batch_size is null or batch_size < 1 then
+    raise exception 'batch_size must be a positive integer' using errcode = '22023';
+  end if;
+  if cutoff is null or resume_at is null then
+    raise exception 'cutoff and resume_at must not be null' using errcode = '22023';
+  end if;
+  -- Where this batch ends: the key of the first row after it (index-only scan).
+  case category
+  when 'otp_codes' then
+    select o.expires_at into upper from public.otp_codes o
+    where o.expires_at >= resume_at and o.expires_at < cutoff
+    order by o.expires_at offset batch_size limit 1;
+  when 'contact_import_jobs' then
+    select j.completed_at into upper from public.contact_import_jobs j
+    where j.status in ('completed', 'failed') and j.completed_at >= resume_at and j.completed_at < cutoff
+    order by j.completed_at offset batch_size limit 1;
+  when 'admin_audit_logs' then
+    select a.created_at into upper from public.admin_audit_logs a
+    where a.created_at >= resume_at and a.created_at < cutoff
+    order by a.created_at offset batch_size limit 1;
+  when 'pii_access_audit' then
+    select a.created_at into upper from public.pii_access_audit a
+    where a.created_at >= resume_at and a.created_at < cutoff
+    order by a.created_at offset batch_size limit 1;
+  when 'function_call_audit' then
+    select a.created_at into upper from public.function_call_audit a
+    where a.created_at >= resume_at and a.created_at < cutoff
+    order by a.created_at offset batch_size limit 1;
+  else
+    raise exception 'category must be one of the retention categories, got %', category
+      using errcode = '22023';
+  end case;
+  finished := upper is null;
+  upper := coalesce(upper, cutoff);
+  if upper = resume_at then
+    -- More than batch_size rows share the key resume_at: this batch is batch_size of
+    -- them, found by the same index, so a batch stays bounded by rows, not by key values.
+    case category
+    when 'otp_codes' then
+      delete from public.otp_codes o where o.ctid = any (array(
+        select x.ctid from public.otp_codes x where x.expires_at = resume_at limit batch_size));
+    when 'contact_import_jobs' then
+      delete from public.contact_import_jobs j where j.ctid = any (array(
+        select x.ctid from public.contact_import_jobs x
+        where x.status in ('completed', 'failed') and x.completed_at = resume_at limit batch_size));
+    when 'admin_audit_logs' then
+      delete from public.admin_audit_logs a where a.ctid = any (array(
+        select x.ctid from public.admin_audit_logs x where x.created_at = resume_at limit batch_size));
+    when 'pii_access_audit' then
+      delete from public.pii_access_audit a where a.ctid = any (array(
+        select x.ctid from public.pii_access_audit x where x.created_at = resume_at limit batch_size));
+    when 'function_call_audit' then
+      delete from public.function_call_audit a where a.ctid = any (array(
+        select x.ctid from public.function_call_audit x where x.created_at = resume_at limit batch_size));
+    end case;
+    get diagnostics deleted = row_count;
+    next_key := resume_at;  -- the rest of that key's rows, then onwards
+    return;
+  end if;
+  -- Timestamps step by one microsecond, so "< upper" is "<= upper - 1 us": a bound the
+  -- index uses even in a cached generic plan.
+  last_included := upper - interval '1 microsecond';
+  case category
+  when 'otp_codes' then
+    delete from public.otp_codes o
+    where o.expires_at >= resume_at and o.expires_at <= last_included and o.expires_at < cutoff;
+  when 'contact_import_jobs' then
+    delete from public.contact_import_jobs j
+    where j.status in ('completed', 'failed')
+      and j.completed_at >= resume_at and j.completed_at <= last_included and j.completed_at < cutoff;
+  when 'admin_audit_logs' then
+    delete from public.admin_audit_logs a
+    where a.created_at >= resume_at and a.created_at <= last_included and a.created_at < cutoff;
+  when 'pii_access_audit' then
+    delete from public.pii_access_audit a
+    where a.created_at >= resume_at and a.created_at <= last_included and a.created_at < cutoff;
+  when 'function_call_audit' then
+    delete from public.function_call_audit a
+    where a.created_at >= resume_at and a.created_at <= last_included and a.created_at < cutoff;
+  end case;
+  get diagnostics deleted = row_count;
+  next_key := upper;
+end
+$$;
+revoke all on function smsao.cleanup_batch(text, timestamptz, timestamptz, integer) from public, anon, authenticated, service_role;
+
+-- One step of a cleanup run: the next batch of the current category. `progress` is NULL
+-- to start and then what the previous step returned; it carries the cutoffs (fixed when
+-- the run starts), the position and the counts, and is the final report once done:
+--   {"started_at", "cutoffs": {category: ts}, "categories": {category: deleted},
+--    "total", "batches", "dry_run": false, "position": {"index", "resume_at"}}
+-- Kept apart from the procedure so that the procedure body holds no expression at all
+-- (it cannot pin search_path, see smsao.run_data_cleanup).
+create or replace function smsao.data_cleanup_step(progress jsonb, batch_size integer,
+                                        out next_progress jsonb, out done boolean)
+  language plpgsql security definer
+  set search_path = ''
+as $$
+declare
+  cats text[];
+  idx integer;
+  cat text;
+  resume timestamptz;
+  b record;
+begin
+  if batch_size is null or batch_size < 1 then
+    raise exception 'batch_size must be a positive integer' using errcode = '22023';
+  end if;
+  if progress is null then
+    select pg_catalog.jsonb_build_object(
+             'started_at', pg_catalog.now(),
+             'cutoffs', pg_catalog.jsonb_object_agg(c.category, c.cutoff),
+             'categories', pg_catalog.jsonb_object_agg(c.category, 0),
+             'rules', pg_catalog.jsonb_object_agg(c.category, c.rule),
+             'total', 0, 'batches', 0, 'dry_run', false,
+             'position', pg_catalog.jsonb_build_object('index', 1, 'resume_at', '-infinity'::timestamptz))
+      into progress
+      from smsao.retention_cutoffs(pg_catalog.now()) c;
+  end if;
+  cats := array(select c.category from smsao.retention_cutoffs(pg_catalog.now()) c);
+  idx := (progress #>> '{position,index}')::integer;
+  if idx > cardinality(cats) then
+    next_progress := progress - 'position';
+    done := true;
+    return;
+  end if;
+  cat := cats[idx];
+  resume := (progress #>> '{position,resume_at}')::timestamptz;
+
+  select * into b
+  from smsao.cleanup_batch(cat, (progress #>> array['cutoffs', cat])::timestamptz, resume, batch_size);
+
+  progress := pg_catalog.jsonb_set(progress, array['categories', cat],
+                pg_catalog.to_jsonb((progress #>> array['categories', cat])::bigint + b.deleted));
+  progress := progress || pg_catalog.jsonb_build_object(
+                'total', (progress ->> 'total')::bigint + b.deleted,
+                'batches', (progress ->> 'batches')::bigint + 1);
+  if b.finished then
+    idx := idx + 1;
+    resume := '-infinity';
+  else
+    resume := b.next_key;
+  end if;
+  progress := progress || pg_catalog.jsonb_build_object('position',
+                pg_catalog.jsonb_build_object('index', idx, 'resume_at', resume));
+  done := idx > cardinality(cats);
+  next_progress := case when done then progress - 'position' else progress end;
+end
+$$;
+revoke all on function smsao.data_cleanup_step(jsonb, integer) from public, anon, authenticated, service_role;
+
+-- The committing path: pg_cron's daily job and `smsao-db cleanup` call this. Each batch
+-- is its own transaction, committed asynchronously (see the loop).
+-- PostgreSQL lets a procedure COMMIT only when it is neither SECURITY DEFINER nor has a
+-- SET clause, so this one cannot pin search_path. Its body therefore evaluates no
+-- expression of its own (no operator or unqualified name a search_path could redirect):
+-- it calls the schema-qualified, search_path-pinned step function and commits. EXECUTE
+-- is revoked from PUBLIC: the owner (pg_cron, a DBA) runs it; the app uses
+-- public.production_data_cleanup().
+create or replace procedure smsao.run_data_cleanup(batch_size integer default 5000, inout report jsonb default null)
+  language plpgsql
+as $$
+declare
+  progress jsonb;
+  finished boolean;
+begin
+  loop
+    -- A lost batch (crash before its WAL reached disk) only means those rows are
+    -- deleted again by the next run, so each batch commits without waiting for the
+    -- disk: the flushes would otherwise dominate and slow the app's own commits.
+    perform pg_catalog.set_config('synchronous_commit', 'off', true);
+    select s.next_progress, s.done into progress, finished
+    from smsao.data_cleanup_step(progress, batch_size) s;
+    commit;
+    exit when finished;
+  end loop;
+  report := progress;
+end
+$$;
+revoke all on procedure smsao.run_data_cleanup(integer, jsonb) from public, anon, authenticated, service_role;
+
+create or replace function public.production_data_cleanup() returns integer
+  language plpgsql security definer
+  set search_path = ''
+as $$
+declare
+  progress jsonb;
+  finished boolean := false;
+begin
+  perform smsao.require_operator('production_data_cleanup');
+  while not finished loop
+    select s.next_progress, s.done into progress, finished
+    from smsao.data_cleanup_step(progress, 5000) s;
+  end loop;
+  return (progress ->> 'total')::integer;
+end
+$$;
+comment on function public.production_data_cleanup() is
+  'Retention: deletes OTPs expired more than 2 hours ago, audit rows older than 2 years and '
+  'completed/failed import jobs finished more than 30 days ago, in batches; returns the total.';
+revoke all on function public.production_data_cleanup() from public, anon, authenticated, service_role;
+grant execute on function public.production_data_cleanup() to authenticated, service_role;
+
+-- What a cleanup would delete now, per category; deletes nothing. Same shape as the
+-- procedure's report, with "dry_run": true.
+create or replace function public.production_data_cleanup_report() returns jsonb
+  language plpgsql stable security definer
+  set search_path = ''
+as $$
+declare
+  c record;
+  n bigint;
+  counts jsonb := '{}'::jsonb;
+  cutoffs jsonb := '{}'::jsonb;
+  rules jsonb := '{}'::jsonb;
+  total bigint := 0::bigint;
+begin
+  perform smsao.require_operator('production_data_cleanup_report');
+  for c in select * from smsao.retention_cutoffs(pg_catalog.now()) loop
+    n := case c.category
+      when 'otp_codes' then
+        (select count(*) from public.otp_codes o where o.expires_at < c.cutoff)
+      when 'contact_import_jobs' then
+        (select count(*) from public.contact_import_jobs j
+         where j.status in ('completed', 'failed') and j.completed_at < c.cutoff)
+      when 'admin_audit_logs' then
+        (select count(*) from public.admin_audit_logs a where a.created_at < c.cutoff)
+      when 'pii_access_audit' then
+        (select count(*) from public.pii_access_audit a where a.created_at < c.cutoff)
+      when 'function_call_audit' then
+        (select count(*) from public.function_call_audit a where a.created_at < c.cutoff)
+    end;
+    counts := counts || pg_catalog.jsonb_build_object(c.category, n);
+    cutoffs := cutoffs || pg_catalog.jsonb_build_object(c.category, c.cutoff);
+    rules := rules || pg_catalog.jsonb_build_object(c.category, c.rule);
+    total := total + n;
+  end loop;
+  return pg_catalog.jsonb_build_object('started_at', pg_catalog.now(), 'cutoffs', cutoffs,
+    'categories', counts, 'rules', rules, 'total', total, 'dry_run', true);
+end
+$$;
+revoke all on function public.production_data_cleanup_report() from public, anon, authenticated, service_role;
+grant execute on function public.production_data_cleanup_report() to authenticated, service_role;
+
+
+-- ==== sql/functions/housekeeping.sql (as frozen by 0005_hardening) ====
+-- Housekeeping, separate from the retention rules: monitoring history older than 30 days,
+-- counter rows no reader needs, and rate-limit state past its window.
+-- Run by the daily job (smsao.run_daily_maintenance).
+create or replace function smsao.prune_housekeeping() returns jsonb
+  language plpgsql security definer
+  set search_path = ''
+as $$
+declare
+  snapshots integer;
+  samples integer;
+  counters integer;
+  rate_limit integer;
+begin
+  perform smsao.require_operator('prune_housekeeping');
+  delete from public.system_health_snapshots s where s.checked_at < pg_catalog.now() - interval '30 days';
+  get diagnostics snapshots = row_count;
+  delete from public.performance_samples p where p.sampled_at < pg_catalog.now() - interval '30 days';
+  get diagnostics samples = row_count;
+  counters := smsao.compact_health_counters();
+  rate_limit := smsao.prune_rate_limit_state();
+  return pg_catalog.jsonb_build_object(
+    'system_health_snapshots', snapshots,
+    'performance_samples', samples,
+    'health_counters', counters,
+    'rate_limit_state', rate_limit);
+end
+$$;
+revoke all on function smsao.prune_housekeeping() from public, anon, authenticated, service_role;
+
+-- The daily pg_cron job: the retention cleanup (committing per batch), then housekeeping.
+-- Like smsao.run_data_cleanup it cannot pin search_path (it commits), so it only calls
+-- schema-qualified routines.
+create or replace procedure smsao.run_daily_maintenance()
+  language plpgsql
+as $$
+declare
+  report jsonb;
+begin
+  call smsao.run_data_cleanup(5000, report);
+  perform smsao.prune_housekeeping();
+end
+$$;
+revoke all on procedure smsao.run_daily_maintenance() from public, anon, authenticated, service_role;
+
+
 -- ==== sql/functions/rate_limit.sql (as frozen by 0005_hardening) ====
 -- The rate-limit key of the caller: the user id, the login of a trusted backend session,
 -- or for anon the first address of x-forwarded-for (the client, as the proxy saw it).
@@ -303,6 +674,21 @@ $$;
 revoke all on function smsao.prune_rate_limit_state(integer) from public, anon, authenticated, service_role;
 
 
+-- ==== sql/triggers/audit.sql (as frozen by 0001_foundation) ====
+-- Statement-level, so the guard costs nothing per inserted row.
+create or replace trigger admin_audit_logs_append_only
+  before update or delete or truncate on public.admin_audit_logs
+  for each statement execute function smsao.forbid_audit_change();
+
+create or replace trigger pii_access_audit_append_only
+  before update or delete or truncate on public.pii_access_audit
+  for each statement execute function smsao.forbid_audit_change();
+
+create or replace trigger function_call_audit_append_only
+  before update or delete or truncate on public.function_call_audit
+  for each statement execute function smsao.forbid_audit_change();
+
+
 -- ==== sql/triggers/identity.sql (as frozen by 0005_hardening) ====
 create or replace trigger smsao_on_auth_user_created
   after insert on auth.users referencing new table as new_users
@@ -311,4 +697,40 @@ create or replace trigger smsao_on_auth_user_created
 create or replace trigger profiles_touch_updated_at
   before update on public.profiles
   for each row execute function smsao.touch_updated_at();
+
+
+-- ==== sql/policies/admin_audit_logs.sql (as frozen by 0001_foundation) ====
+alter table public.admin_audit_logs enable row level security;
+revoke all on table public.admin_audit_logs from anon, authenticated, service_role;
+-- Append-only: rows are written by SECURITY DEFINER functions and the backend.
+grant select, insert on table public.admin_audit_logs to service_role;
+grant select on table public.admin_audit_logs to authenticated;
+
+drop policy if exists admin_audit_logs_admin_select on public.admin_audit_logs;
+create policy admin_audit_logs_admin_select on public.admin_audit_logs for select to authenticated
+  using ((select smsao.is_admin()));
+
+
+-- ==== sql/policies/function_call_audit.sql (as frozen by 0001_foundation) ====
+alter table public.function_call_audit enable row level security;
+revoke all on table public.function_call_audit from anon, authenticated, service_role;
+-- Append-only: rows are written by SECURITY DEFINER functions and the backend.
+grant select, insert on table public.function_call_audit to service_role;
+grant select on table public.function_call_audit to authenticated;
+
+drop policy if exists function_call_audit_admin_select on public.function_call_audit;
+create policy function_call_audit_admin_select on public.function_call_audit for select to authenticated
+  using ((select smsao.is_admin()));
+
+
+-- ==== sql/policies/pii_access_audit.sql (as frozen by 0001_foundation) ====
+alter table public.pii_access_audit enable row level security;
+revoke all on table public.pii_access_audit from anon, authenticated, service_role;
+-- Append-only: rows are written by SECURITY DEFINER functions and the backend.
+grant select, insert on table public.pii_access_audit to service_role;
+grant select on table public.pii_access_audit to authenticated;
+
+drop policy if exists pii_access_audit_admin_select on public.pii_access_audit;
+create policy pii_access_audit_admin_select on public.pii_access_audit for select to authenticated
+  using ((select smsao.is_admin()));
 
