@@ -86,14 +86,19 @@ declare
   parent text;
   m timestamptz;
   made integer := 0;
-  managed text[] := '{}';
+  managed text[] := '{}'::text[];
+  partman_schema text;
 begin
   if months_ahead is null or months_ahead not between 0 and 24 then
     raise exception 'months_ahead must be between 0 and 24, got %', coalesce(months_ahead::text, 'NULL')
       using errcode = '22023';
   end if;
-  if pg_catalog.to_regclass('partman.part_config') is not null then
-    execute 'select coalesce(array_agg(parent_table::text), ''{}'') from partman.part_config' into managed;
+  -- The tables pg_partman manages (its schema is wherever it was installed).
+  select n.nspname::text into partman_schema from pg_catalog.pg_extension e
+    join pg_catalog.pg_namespace n on n.oid = e.extnamespace where e.extname = 'pg_partman';
+  if partman_schema is not null then
+    execute pg_catalog.format('select array(select c.parent_table::text from %I.part_config c)', partman_schema)
+      into managed;
   end if;
   foreach parent in array array['admin_audit_logs', 'pii_access_audit', 'function_call_audit'] loop
     continue when 'public.' || parent = any (managed);
