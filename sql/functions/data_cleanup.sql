@@ -92,6 +92,8 @@ begin
   if upper = resume_at then
     -- More than batch_size rows share the key resume_at: this batch is batch_size of
     -- them, found by the same index, so a batch stays bounded by rows, not by key values.
+    -- A ctid names a row only within one partition: the audit tables' DELETE repeats the
+    -- key, which prunes it to the one partition holding every row of that key.
     case category
     when 'otp_codes' then
       delete from public.otp_codes o where o.ctid = any (array(
@@ -101,13 +103,13 @@ begin
         select x.ctid from public.contact_import_jobs x
         where x.status in ('completed', 'failed') and x.completed_at = resume_at limit batch_size));
     when 'admin_audit_logs' then
-      delete from public.admin_audit_logs a where a.ctid = any (array(
+      delete from public.admin_audit_logs a where a.created_at = resume_at and a.ctid = any (array(
         select x.ctid from public.admin_audit_logs x where x.created_at = resume_at limit batch_size));
     when 'pii_access_audit' then
-      delete from public.pii_access_audit a where a.ctid = any (array(
+      delete from public.pii_access_audit a where a.created_at = resume_at and a.ctid = any (array(
         select x.ctid from public.pii_access_audit x where x.created_at = resume_at limit batch_size));
     when 'function_call_audit' then
-      delete from public.function_call_audit a where a.ctid = any (array(
+      delete from public.function_call_audit a where a.created_at = resume_at and a.ctid = any (array(
         select x.ctid from public.function_call_audit x where x.created_at = resume_at limit batch_size));
     end case;
     get diagnostics deleted = row_count;

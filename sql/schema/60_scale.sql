@@ -51,10 +51,17 @@ begin
               where i.indrelid = pg_catalog.format('public.%I', old_name)::regclass loop
     execute pg_catalog.format('alter index public.%I rename to %I', idx, 'old_' || idx);
   end loop;
+  -- And so does its identity sequence.
+  execute pg_catalog.format('alter sequence %s rename to %I',
+    pg_catalog.pg_get_serial_sequence(pg_catalog.format('public.%I', old_name), 'id'), 'old_' || parent || '_id_seq');
   execute pg_catalog.format(
     'create table public.%I (id bigint generated always as identity, %s, '
     'constraint %I primary key (id, created_at)) partition by range (created_at)',
     parent, columns, parent || '_pkey');
+  -- Supabase's default privileges grant every new sequence to the app roles; an identity
+  -- needs none (as sql/policies/hardening_state.sql does for the others).
+  execute pg_catalog.format('revoke all on sequence %s from public, anon, authenticated, service_role',
+    pg_catalog.pg_get_serial_sequence(pg_catalog.format('public.%I', parent), 'id'));
   foreach idx in array indexes loop
     execute idx;
   end loop;

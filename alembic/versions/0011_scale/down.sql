@@ -22,6 +22,8 @@ declare
 begin
   foreach parent in array array['admin_audit_logs', 'pii_access_audit', 'function_call_audit'] loop
     execute format('alter table public.%I rename to %I', parent, parent || '_partitioned');
+    execute format('alter sequence %s rename to %I',
+                   pg_get_serial_sequence(format('public.%I', parent || '_partitioned'), 'id'), 'old_' || parent || '_id_seq');
     for idx in select c.relname from pg_index i join pg_class c on c.oid = i.indexrelid
                 where i.indrelid = format('public.%I', parent || '_partitioned')::regclass loop
       execute format('alter index public.%I rename to %I', idx, 'old_' || idx);
@@ -81,6 +83,8 @@ begin
     execute format('select setval(pg_get_serial_sequence(%L, ''id''), greatest(max(id), 1), max(id) is not null) '
                    'from public.%I', 'public.' || parent, parent);
     execute format('drop table public.%I cascade', parent || '_partitioned');
+    execute format('revoke all on sequence %s from public, anon, authenticated, service_role',
+                   pg_get_serial_sequence(format('public.%I', parent), 'id'));
     if partman_schema is not null then
       execute format('delete from %I.part_config where parent_table = %L', partman_schema, 'public.' || parent);
       execute format('drop table if exists %I.%I', partman_schema, 'template_public_' || parent);

@@ -54,10 +54,17 @@ begin
               where i.indrelid = pg_catalog.format('public.%I', old_name)::regclass loop
     execute pg_catalog.format('alter index public.%I rename to %I', idx, 'old_' || idx);
   end loop;
+  -- And so does its identity sequence.
+  execute pg_catalog.format('alter sequence %s rename to %I',
+    pg_catalog.pg_get_serial_sequence(pg_catalog.format('public.%I', old_name), 'id'), 'old_' || parent || '_id_seq');
   execute pg_catalog.format(
     'create table public.%I (id bigint generated always as identity, %s, '
     'constraint %I primary key (id, created_at)) partition by range (created_at)',
     parent, columns, parent || '_pkey');
+  -- Supabase's default privileges grant every new sequence to the app roles; an identity
+  -- needs none (as sql/policies/hardening_state.sql does for the others).
+  execute pg_catalog.format('revoke all on sequence %s from public, anon, authenticated, service_role',
+    pg_catalog.pg_get_serial_sequence(pg_catalog.format('public.%I', parent), 'id'));
   foreach idx in array indexes loop
     execute idx;
   end loop;
@@ -578,6 +585,8 @@ begin
   if upper = resume_at then
     -- More than batch_size rows share the key resume_at: this batch is batch_size of
     -- them, found by the same index, so a batch stays bounded by rows, not by key values.
+    -- A ctid names a row only within one partition: the audit tables' DELETE repeats the
+    -- key, which prunes it to the one partition holding every row of that key.
     case category
     when 'otp_codes' then
       delete from public.otp_codes o where o.ctid = any (array(
@@ -587,13 +596,13 @@ begin
         select x.ctid from public.contact_import_jobs x
         where x.status in ('completed', 'failed') and x.completed_at = resume_at limit batch_size));
     when 'admin_audit_logs' then
-      delete from public.admin_audit_logs a where a.ctid = any (array(
+      delete from public.admin_audit_logs a where a.created_at = resume_at and a.ctid = any (array(
         select x.ctid from public.admin_audit_logs x where x.created_at = resume_at limit batch_size));
     when 'pii_access_audit' then
-      delete from public.pii_access_audit a where a.ctid = any (array(
+      delete from public.pii_access_audit a where a.created_at = resume_at and a.ctid = any (array(
         select x.ctid from public.pii_access_audit x where x.created_at = resume_at limit batch_size));
     when 'function_call_audit' then
-      delete from public.function_call_audit a where a.ctid = any (array(
+      delete from public.function_call_audit a where a.created_at = resume_at and a.ctid = any (array(
         select x.ctid from public.function_call_audit x where x.created_at = resume_at limit batch_size));
     end case;
     get diagnostics deleted = row_count;
