@@ -180,3 +180,18 @@ def test_retention_drops_whole_months_and_deletes_the_straddling_one_exactly(db,
         assert olds[t] not in partitions(db, t)
         assert f"{t}_{straddling[t]}" in partitions(db, t)
         assert db.sql(f"select {TAG[t]}, count(*) from public.{t} group by 1") == [("keep", 2)]
+
+
+def test_cleanup_dry_run_names_the_months_it_would_drop(db):
+    from cli_support import smsao_db
+    old = make_month(db, "pii_access_audit", 27)
+    add(db, "pii_access_audit", f"'{old[-7:-3]}-{old[-2:]}-02'::timestamptz", "go")
+    dry = smsao_db("cleanup", "--dry-run", url=db.url)
+    assert dry.returncode == 0, dry.stderr
+    assert f"PII access audit: would drop 1 month partition(s): {old}" in dry.stdout
+    assert old in partitions(db, "pii_access_audit")                     # nothing dropped
+    done = smsao_db("cleanup", url=db.url)
+    assert done.returncode == 0, done.stderr
+    assert f"PII access audit: dropped 1 month partition(s): {old}" in done.stdout
+    assert old not in partitions(db, "pii_access_audit")
+    assert db.one("select count(*) from public.pii_access_audit") == 0
