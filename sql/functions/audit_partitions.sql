@@ -46,15 +46,20 @@ begin
       'for each statement execute function smsao.forbid_audit_change()', part);
   end if;
   execute pg_catalog.format('revoke all on table %s from public, anon, authenticated, service_role', part);
-  execute pg_catalog.format('alter table %s enable row level security', part);
+  if not (select c.relrowsecurity from pg_catalog.pg_class c where c.oid = part) then
+    execute pg_catalog.format('alter table %s enable row level security', part);
+  end if;
 end
 $$;
 revoke all on function smsao.secure_audit_partition(regclass) from public, anon, authenticated, service_role;
 
 -- Every audit partition that lacks a rule gets it; returns how many were changed.
+-- smsao.securing_audit_partitions tells the event trigger that the ALTER TABLEs it runs are
+-- this function's own (else each would secure every partition again, recursively).
 create or replace function smsao.secure_audit_partitions() returns integer
   language plpgsql
   set search_path = ''
+  set smsao.securing_audit_partitions = 'on'
 as $$
 declare
   part regclass;
@@ -178,6 +183,9 @@ create or replace function smsao.secure_new_audit_partitions() returns event_tri
   set search_path = ''
 as $$
 begin
+  if pg_catalog.current_setting('smsao.securing_audit_partitions', true) = 'on' then
+    return;   -- smsao.secure_audit_partitions() at work
+  end if;
   if exists (select from pg_catalog.pg_event_trigger_ddl_commands() c
               where c.object_type = 'table' and c.schema_name = 'public'
                 and c.object_identity ~ '^public\.(admin_audit_logs|pii_access_audit|function_call_audit)(_|$)') then
