@@ -68,6 +68,8 @@ declare
   seen     bigint;
   kept     integer;                          -- the key's ring size
   on_row   boolean;
+  admitted_now boolean;
+  looked   boolean := false;                 -- the key's state was read by the admitting statement
   denied   timestamptz;
   deciding timestamptz;
 begin
@@ -95,21 +97,33 @@ begin
   -- created, pruned or its ring grew. A few rounds always suffice.)
   for round in 1..5 loop
     -- 1. Admit: one row write. clock_timestamp() is read when the row lock is held.
+    --    For a ring on the key row, the same statement also reads the key as its snapshot
+    --    saw it, so a refusal needs no second statement (a key seen full is full now).
     if inline then
-      update smsao.rate_limit_keys k
-         set ring[k.admitted % k.ring_size + 1] = pg_catalog.clock_timestamp(),
-             admitted = k.admitted + 1,
-             retain_window = greatest(k.retain_window, win),
-             window_ends = greatest(k.window_ends,
-                                    pg_catalog.clock_timestamp() + greatest(k.retain_window, win))
-       where k.caller_key = key and k.operation_type = op
-         and k.ring is not null and k.ring_size >= max_attempts
-         and (k.admitted < max_attempts
-              or coalesce(k.ring[(k.admitted - max_attempts) % k.ring_size + 1], '-infinity')
-                 <= pg_catalog.clock_timestamp() - win);
-      if found then
+      with admit as (
+        update smsao.rate_limit_keys k
+           set ring[k.admitted % k.ring_size + 1] = pg_catalog.clock_timestamp(),
+               admitted = k.admitted + 1,
+               retain_window = greatest(k.retain_window, win),
+               window_ends = greatest(k.window_ends,
+                                      pg_catalog.clock_timestamp() + greatest(k.retain_window, win))
+         where k.caller_key = key and k.operation_type = op
+           and k.ring is not null and k.ring_size >= max_attempts
+           and (k.admitted < max_attempts
+                or coalesce(k.ring[(k.admitted - max_attempts) % k.ring_size + 1], '-infinity')
+                   <= pg_catalog.clock_timestamp() - win)
+        returning 1
+      )
+      select exists (select from admit), k.admitted, k.ring_size, k.ring is not null, k.denied_at,
+             case when k.admitted < max_attempts or k.ring_size < max_attempts or k.ring is null then null
+                  else coalesce(k.ring[(k.admitted - max_attempts) % k.ring_size + 1], '-infinity') end
+        into admitted_now, seen, kept, on_row, denied, deciding
+        from (select) as one
+        left join smsao.rate_limit_keys k on k.caller_key = key and k.operation_type = op;
+      if admitted_now then
         return true;
       end if;
+      looked := on_row is not false;   -- a key with its ring elsewhere is looked at below
     else
       -- The deciding attempt is read with the statement's snapshot: after a wait for the row
       -- lock it may not see an attempt committed meanwhile, and then it does not admit (the
@@ -138,16 +152,19 @@ begin
     end if;
 
     -- 2. Not admitted: why? Committed state, no lock.
-    select k.admitted, k.ring_size, k.ring is not null, k.denied_at,
-           case when k.admitted < max_attempts or k.ring_size < max_attempts then null
-                when k.ring is not null
-                then coalesce(k.ring[(k.admitted - max_attempts) % k.ring_size + 1], '-infinity')
-                else (select h.at from smsao.rate_limit_hits h
-                       where h.caller_key = key and h.operation_type = op
-                         and h.slot = ((k.admitted - max_attempts + 1) % k.ring_size)::integer
-                         and h.seq = k.admitted - max_attempts + 1) end
-      into seen, kept, on_row, denied, deciding
-      from smsao.rate_limit_keys k where k.caller_key = key and k.operation_type = op;
+    if not looked then
+      select k.admitted, k.ring_size, k.ring is not null, k.denied_at,
+             case when k.admitted < max_attempts or k.ring_size < max_attempts then null
+                  when k.ring is not null
+                  then coalesce(k.ring[(k.admitted - max_attempts) % k.ring_size + 1], '-infinity')
+                  else (select h.at from smsao.rate_limit_hits h
+                         where h.caller_key = key and h.operation_type = op
+                           and h.slot = ((k.admitted - max_attempts + 1) % k.ring_size)::integer
+                           and h.seq = k.admitted - max_attempts + 1) end
+        into seen, kept, on_row, denied, deciding
+        from smsao.rate_limit_keys k where k.caller_key = key and k.operation_type = op;
+    end if;
+    looked := false;
     if seen is null then
       -- A new key: its first attempt.
       insert into smsao.rate_limit_keys as k
