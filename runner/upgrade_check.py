@@ -56,7 +56,8 @@ def recreate_hint(ext: str, dbname: str, major: int, jobs: int | None) -> str:
         return (f"optional: the audit tables stay partitioned and the package's daily job makes their months "
                 f"ahead without it; to hand them back to pg_partman, install it for PostgreSQL {major} "
                 f"(Debian: postgresql-{major}-partman), `create extension pg_partman schema partman` in database "
-                f"{dbname}, call partman.create_parent() for each audit table, then `smsao-db schedule apply`")
+                f"{dbname}, register each audit table again (partman.create_parent; untested on tables that already "
+                f"have partitions), then `smsao-db schedule apply`")
     return (f"install {ext} for PostgreSQL {major}, then run `create extension {ext}` in database {dbname} "
             "(its objects were dropped with it)")
 
