@@ -117,15 +117,30 @@ def seed_state(conn, op: str, keys: int, hits: int, retain: int, window_min: int
     every key of a flood is after its first refused call; the refusing runs measure that
     steady state (the first refusal of a key per window costs one logged audit insert)."""
     key = f"'user:' || ({UID.format(n='i')})"
+    # Revision 0011: a ring of at most 100 attempts lives on the key row (attempt s in
+    # ring[(s - 1) % retain + 1]); larger rings in smsao.rate_limit_hits (slot s % retain).
+    on_row = retain <= 100 and has_ring_column(conn)
+    ring = (f"array(select case when s >= 1 then now() end "
+            f"from generate_series({hits} - {retain} + 1, {hits}) s "
+            f"order by ((s - 1) % {retain} + {retain}) % {retain})")
     conn.execute(f"""
       insert into smsao.rate_limit_keys (caller_key, operation_type, admitted, ring_size, retain_window,
-                                         window_ends, denied_at)
+                                         window_ends, denied_at{', ring' if on_row else ''})
         select {key}, '{op}', {hits}, {retain}, make_interval(mins => {window_min}),
                now() + make_interval(mins => {window_min}), {'now()' if denied else 'null'}
-        from generate_series(1, {keys}) i;
+               {(', ' + ring) if on_row else ''}
+        from generate_series(1, {keys}) i""")
+    if on_row:
+        return
+    conn.execute(f"""
       insert into smsao.rate_limit_hits (caller_key, operation_type, slot, seq, at)
         select {key}, '{op}', s % {retain}, s, now()
         from generate_series(1, {keys}) i, generate_series(greatest(1, {hits} - {retain} + 1), {hits}) s""")
+
+
+def has_ring_column(conn) -> bool:
+    return conn.execute("select exists (select from pg_attribute where attrelid = 'smsao.rate_limit_keys'::regclass "
+                        "and attname = 'ring' and not attisdropped)").fetchone()[0]
 
 
 def script(call: str, keys: int) -> str:

@@ -63,5 +63,11 @@ def render(result: dict, console: Console) -> None:
         table.add_row(label, rules.get(key, ""), f"{categories.get(key, 0):,}")
     table.add_row("[bold]total[/]", "", f"[bold]{result.get('total', 0):,}[/]")
     console.print(table)
+    # Audit months past the retention go whole (a partition DROP, their rows counted above).
+    months = result.get("partitions_to_drop" if dry_run else "partitions_dropped") or {}
+    for key, label in LABELS.items():
+        if months.get(key):
+            verb = "would drop" if dry_run else "dropped"
+            console.print(f"{label}: {verb} {len(months[key])} month partition(s): {', '.join(months[key])}")
     if not dry_run:
         console.print(f"[dim]{result.get('batches', 0)} batches, each committed on its own[/]")

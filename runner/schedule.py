@@ -237,22 +237,29 @@ def _unschedule(conn: psycopg.Connection, condition: str, params: list) -> list[
 def remove_orphaned(url: str) -> list[str]:
     """After a downgrade: when the database no longer defines the jobs (smsao.cron_jobs() is
     gone with the functions they call), unschedule them; when it still defines some, unschedule
-    this database's others (the backup jobs go below 0007). Nothing, quietly, without pg_cron."""
+    this database's jobs it no longer lists (e.g. pg_partman's maintenance, below 0011_scale).
+    Nothing, quietly, without pg_cron."""
     with connect(url) as conn:
-        listed = None
+        defined = None
         if conn.execute("select to_regprocedure('smsao.cron_jobs()') is not null").fetchone()[0]:
-            listed = [r[0] for r in conn.execute("select jobname from smsao.cron_jobs()").fetchall()]
+            defined = [r[0] for r in conn.execute("select jobname from smsao.cron_jobs()")]
     try:
-        if listed is None:
-            return remove(url)
-        with connect(url) as conn:
-            setup = where(conn, url)
-        with cron_connection(setup) as conn:
-            removed = _unschedule(conn, "database = %s and not (jobname = any(%s))", [setup.target_db, listed])
-            conn.commit()
-        return removed
+        return remove(url) if defined is None else remove_undefined(url, defined)
     except NoCron:
         return []
+
+
+def remove_undefined(url: str, defined: list[str]) -> list[str]:
+    """Unschedule this database's `smsao-*` jobs whose names smsao.cron_jobs() no longer lists."""
+    with connect(url) as conn:
+        setup = where(conn, url)
+    with cron_connection(setup) as conn:
+        try:
+            removed = _unschedule(conn, "database = %s and jobname <> all(%s)", [setup.target_db, defined])
+        except errors.InsufficientPrivilege as exc:
+            raise UserError(f"not allowed to unschedule pg_cron jobs in '{setup.cron_db}': {first_line(exc)}") from None
+        conn.commit()
+    return removed
 
 
 @dataclass

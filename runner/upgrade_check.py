@@ -71,6 +71,13 @@ def recreate_hint(ext: str, dbname: str, major: int, jobs: int | None) -> str:
                 f"shared_preload_libraries = 'pg_cron' and cron.database_name = '{dbname}', restart, run "
                 f"`create extension pg_cron` in database {dbname}, then `smsao-db schedule apply` "
                 f"re-creates the package's jobs" + (f" ({jobs} were scheduled)" if jobs is not None else ""))
+    if ext == "pg_partman":
+        # The audit partitions stay; without pg_partman the daily job makes the months ahead.
+        return (f"optional: the audit tables stay partitioned and the package's daily job makes their months "
+                f"ahead without it; to hand them back to pg_partman, install it for PostgreSQL {major} "
+                f"(Debian: postgresql-{major}-partman), `create extension pg_partman schema partman` in database "
+                f"{dbname}, register each audit table again (partman.create_parent; untested on tables that already "
+                f"have partitions), then `smsao-db schedule apply`")
     return (f"install {ext} for PostgreSQL {major}, then run `create extension {ext}` in database {dbname} "
             "(its objects were dropped with it)")
 

@@ -7,6 +7,7 @@ import threading
 import uuid
 
 import psycopg
+import pytest
 
 from monitoring_support import add_sms, health_and_counts
 
@@ -80,6 +81,48 @@ def test_concurrent_bulk_ledger_statements_never_deadlock(db):
     assert errors == []
     assert db.one("select min(credits) = 20 and max(credits) = 20 from public.profiles")
     assert balances_equal_ledger(db)
+
+
+@pytest.mark.parametrize("users", [2, 5, 2000])
+def test_ledger_balances_are_taken_in_user_order_whatever_the_table_size(db, users):
+    """The balance UPDATE must reach profiles in key order at every size (a tiny table
+    invites a plan that reads it in physical order): opposing statements on the same users,
+    many times, never deadlock."""
+    db.sql(BULK_USERS, [users])
+    # Physical order unlike key order: rewrite half of the rows so they move to the end.
+    db.sql("update public.profiles set full_name = 'moved' where user_id < (select percentile_disc(0.5) "
+           "within group (order by user_id) from public.profiles)")
+    rounds, errors = (40 if users < 100 else 3), []
+
+    def credit(order: str):
+        try:
+            with db.connect() as conn:
+                for _ in range(rounds):
+                    conn.execute("insert into public.credit_transactions (user_id, amount) "
+                                 f"select user_id, 1 from public.profiles order by user_id {order}")
+        except psycopg.Error as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=credit, args=(o,)) for o in ("asc", "desc", "asc", "desc")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert db.one("select min(credits) = max(credits) and max(credits) = %s from public.profiles", [4 * rounds])
+    assert balances_equal_ledger(db)
+
+
+def test_a_ledger_row_stamps_updated_at_and_a_direct_update_still_does(db):
+    db.sql(BULK_USERS, [2])
+    db.sql("update public.profiles set updated_at = '2020-01-01'")     # a trusted writer's own value
+    assert db.one("select count(*) from public.profiles where updated_at = '2020-01-01'") == 2
+    first = db.one("select user_id from public.profiles order by user_id limit 1")
+    db.sql("insert into public.credit_transactions (user_id, amount) values (%s, 3)", [first])
+    assert db.one("select updated_at > now() - interval '1 minute' from public.profiles where user_id = %s",
+                  [first]) is True
+    db.sql("update public.profiles set full_name = 'x' where user_id <> %s", [first])
+    assert db.one("select count(*) from public.profiles where updated_at > now() - interval '1 minute'") == 2
 
 
 def test_bulk_sms_and_otp_statements_keep_counters_exact(db):

@@ -16,12 +16,17 @@ def attempt(db, caller, op="op", max_attempts=3, window=15):
 def age_hits(db, minutes):
     """Move every stored attempt `minutes` into the past: the clock moving forward."""
     db.sql("update smsao.rate_limit_hits set at = at - make_interval(mins => %s)", [minutes])
+    # Rings kept on the key row (limits up to 100): every slot, same positions.
+    db.sql("update smsao.rate_limit_keys set ring = array(select r - make_interval(mins => %s) "
+           "from unnest(ring) with ordinality as u(r, i) order by i) where ring is not null", [minutes])
     db.sql("update smsao.rate_limit_keys set window_ends = window_ends - make_interval(mins => %s), "
            "denied_at = denied_at - make_interval(mins => %s)", [minutes, minutes])
 
 
 def kept_attempts(db) -> int:
-    return db.one("select count(*) from smsao.rate_limit_hits")
+    """Attempts kept, in both kinds of ring: on the key row, and in smsao.rate_limit_hits."""
+    return db.one("select (select count(*) from smsao.rate_limit_hits)"
+                  " + (select count(*) from smsao.rate_limit_keys k, unnest(k.ring) r where r is not null)")
 
 
 def test_admits_exactly_max_then_refuses_and_audits_once_per_window(db):
@@ -161,7 +166,9 @@ def test_admission_is_stamped_when_admitted_not_when_the_call_started(db):
     started.wait()
     waiting = 0
     for _ in range(100):
-        waiting = db.one("select count(*) from pg_locks where locktype = 'advisory' and not granted")
+        # Queued on the key row's lock: the holder's transaction id (or the row's tuple lock).
+        waiting = db.one("select count(distinct pid) from pg_locks where not granted "
+                         "and locktype in ('transactionid', 'tuple')")
         if waiting == 3:
             break
         time.sleep(0.05)
@@ -173,7 +180,7 @@ def test_admission_is_stamped_when_admitted_not_when_the_call_started(db):
     for t in threads:
         t.join()
     assert sorted(results) == [False, False, True]
-    stamps = [r[0] for r in db.sql("select at from smsao.rate_limit_hits order by seq")]
+    stamps = db.one("select ring from smsao.rate_limit_keys")   # a limit of 2: the ring is on the row
     assert len(stamps) == 2 and stamps[1] >= released_at
 
 
@@ -224,3 +231,77 @@ def test_a_flood_of_new_anonymous_keys_is_pruned_whole_every_minute(db):
     assert sample["details"]["rate_limit_keys_pruned"] == flood
     assert db.one("select count(*) from smsao.rate_limit_keys") == 1        # the live key stays
     assert db.one("select count(*) from smsao.rate_limit_hits where caller_key like 'ip:%'") == 0
+
+
+def test_an_admission_is_one_write_of_the_key_row_with_no_advisory_lock(db):
+    """Limits up to 100 keep the ring on the key row: an admission updates that row and
+    nothing else, and takes no advisory lock (the row lock serialises)."""
+    me = Caller.user(db.create_user())
+    attempt(db, me, max_attempts=60, window=1)
+    with db.connect() as conn:
+        conn.execute("begin")
+        begin_request(conn, me)
+        assert conn.execute(RL, ["op", 60, 1]).fetchone()[0] is True
+        locks = conn.execute("select locktype, mode from pg_locks where pid = pg_backend_pid() "
+                             "and locktype in ('advisory', 'tuple')").fetchall()
+        written = conn.execute("select n_tup_upd, n_tup_ins from pg_stat_xact_user_tables "
+                               "where schemaname = 'smsao' and relname like 'rate_limit%' "
+                               "order by relname").fetchall()
+        conn.execute("rollback")
+    assert locks == []
+    assert written == [(0, 0), (1, 0)]             # hits untouched; rate_limit_keys: one update
+    assert kept_attempts(db) == 1 and db.one("select count(*) from smsao.rate_limit_hits") == 0
+
+
+def test_large_limit_exact_under_concurrency(db):
+    """A limit above 100 keeps its ring in rate_limit_hits; 12 sessions on one key with
+    max_attempts = 150 admit exactly 150, and the ring keeps exactly those."""
+    me = Caller.user(db.create_user())
+    sessions, per_session = 12, 15
+    start = threading.Barrier(sessions)
+    admitted = []
+
+    def hammer():
+        with db.connect() as conn:
+            start.wait()
+            for _ in range(per_session):
+                admitted.append(request(conn, me, RL, ["big", 150, 15])[0][0])
+
+    threads = [threading.Thread(target=hammer) for _ in range(sessions)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert admitted.count(True) == 150 and len(admitted) == sessions * per_session
+    assert db.sql("select admitted, ring_size, ring is null from smsao.rate_limit_keys")[0] == (150, 150, True)
+    assert db.one("select count(*) from smsao.rate_limit_hits where at > now() - interval '15 minutes'") == 150
+    age_hits(db, 15)
+    assert attempt(db, me, op="big", max_attempts=150) is True      # the window slid for the large ring
+
+
+def test_ring_moves_from_the_key_row_to_the_hits_table_and_stays_exact(db):
+    """A key used with a small limit and then a large one: its ring moves off the key row
+    with every attempt kept; the small limit stays exact afterwards, and so does the large."""
+    me = Caller.user(db.create_user())
+    assert [attempt(db, me, op="mix", max_attempts=3, window=5) for _ in range(4)] == [True] * 3 + [False]
+    assert db.one("select ring is not null from smsao.rate_limit_keys") is True
+    # The large limit sees the 3 attempts already made: 117 more, then full.
+    got = [attempt(db, me, op="mix", max_attempts=120, window=5) for _ in range(118)]
+    assert got == [True] * 117 + [False]
+    assert db.sql("select ring is null, ring_size, admitted from smsao.rate_limit_keys")[0] == (True, 120, 120)
+    assert kept_attempts(db) == 120
+    assert attempt(db, me, op="mix", max_attempts=3, window=5) is False   # the small limit, now from the hits
+    age_hits(db, 5)
+    assert [attempt(db, me, op="mix", max_attempts=3, window=5) for _ in range(4)] == [True] * 3 + [False]
+
+
+def test_ring_on_the_row_grows_keeping_its_attempts_in_place(db):
+    """Growing a ring kept on the key row: after wrapping (attempt numbers past the ring's
+    size), the larger ring still counts the attempts of the smaller one."""
+    me = Caller.user(db.create_user())
+    for minutes in (2, 2, 1):                           # 3 rounds of 4: the 4-slot ring wraps
+        assert [attempt(db, me, op="g", max_attempts=4, window=2) for _ in range(5)] == [True] * 4 + [False]
+        age_hits(db, minutes)
+    # Now: 12 attempts, the newest 4 are 1 minute old (inside the window), the others older.
+    assert [attempt(db, me, op="g", max_attempts=7, window=2) for _ in range(4)] == [True] * 3 + [False]
+    assert db.sql("select ring_size, admitted, cardinality(ring) from smsao.rate_limit_keys")[0] == (7, 15, 7)

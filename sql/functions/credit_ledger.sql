@@ -11,23 +11,32 @@
 -- would otherwise skip a balance change or its ledger row.
 -- App users hold no privilege on credits or the ledger.
 
+-- The balances move in one UPDATE that takes their rows in user order, so two multi-user
+-- statements never deadlock: for this function hash and merge joins, sequential and bitmap
+-- scans are off, so profiles is reached only through its primary key (its only index),
+-- either probed by the deltas in their sorted order or scanned in key order; never in the
+-- table's physical order. (Any new index on profiles must keep this true.) No separate pass
+-- locks them first (that pass wrote every tuple header twice). The UPDATE stamps updated_at itself, so the row-level
+-- touch_updated_at trigger (which fires only when a statement leaves updated_at alone)
+-- is not called once per balance.
 create or replace function smsao.apply_credit_transaction() returns trigger
   language plpgsql security definer
   set search_path = ''
+  set enable_hashjoin = off
+  set enable_mergejoin = off
+  set enable_seqscan = off
+  set enable_bitmapscan = off
 as $$
 begin
   if pg_catalog.pg_trigger_depth() > 1
      and pg_catalog.current_setting('smsao.credit_writer', true) = 'profile' then
     return null;  -- the profile rows already carry these amounts
   end if;
-  -- Lock the balances in user order first, so two multi-user statements never deadlock.
-  perform from public.profiles p
-  where p.user_id in (select n.user_id from new_entries n)
-  order by p.user_id for no key update;
   perform pg_catalog.set_config('smsao.credit_writer', 'ledger', true);
-  update public.profiles p set credits = p.credits + d.delta
-  from (select n.user_id, sum(n.amount) as delta from new_entries n group by n.user_id) d
-  where p.user_id = d.user_id and d.delta <> 0;
+  update public.profiles p set credits = p.credits + d.delta, updated_at = pg_catalog.now()
+  from (select n.user_id, sum(n.amount) as delta from new_entries n group by n.user_id
+        having sum(n.amount) <> 0 order by n.user_id) d
+  where p.user_id = d.user_id;
   perform pg_catalog.set_config('smsao.credit_writer', '', true);
   return null;
 end

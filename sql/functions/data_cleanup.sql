@@ -12,6 +12,10 @@
 --                                     commits after every batch, so row locks, the
 --                                     transaction's snapshot and an interruption all
 --                                     cover one batch at most.
+-- The audit tables are partitioned by month (revision 0011_scale): before a category's
+-- batches, every month that ends before its cutoff is dropped whole
+-- (smsao.drop_expired_audit_partitions: no WAL per row, no dead tuples), so the batches walk
+-- only the month that straddles the cutoff, and the rule stays exact to the microsecond.
 -- This is the only code that can delete audit rows: cleanup_batch runs as the owner with
 -- smsao.audit_retention = on for its own duration (see smsao.forbid_audit_change).
 
@@ -88,6 +92,8 @@ begin
   if upper = resume_at then
     -- More than batch_size rows share the key resume_at: this batch is batch_size of
     -- them, found by the same index, so a batch stays bounded by rows, not by key values.
+    -- A ctid names a row only within one partition: the audit tables' DELETE repeats the
+    -- key, which prunes it to the one partition holding every row of that key.
     case category
     when 'otp_codes' then
       delete from public.otp_codes o where o.ctid = any (array(
@@ -97,13 +103,13 @@ begin
         select x.ctid from public.contact_import_jobs x
         where x.status in ('completed', 'failed') and x.completed_at = resume_at limit batch_size));
     when 'admin_audit_logs' then
-      delete from public.admin_audit_logs a where a.ctid = any (array(
+      delete from public.admin_audit_logs a where a.created_at = resume_at and a.ctid = any (array(
         select x.ctid from public.admin_audit_logs x where x.created_at = resume_at limit batch_size));
     when 'pii_access_audit' then
-      delete from public.pii_access_audit a where a.ctid = any (array(
+      delete from public.pii_access_audit a where a.created_at = resume_at and a.ctid = any (array(
         select x.ctid from public.pii_access_audit x where x.created_at = resume_at limit batch_size));
     when 'function_call_audit' then
-      delete from public.function_call_audit a where a.ctid = any (array(
+      delete from public.function_call_audit a where a.created_at = resume_at and a.ctid = any (array(
         select x.ctid from public.function_call_audit x where x.created_at = resume_at limit batch_size));
     end case;
     get diagnostics deleted = row_count;
@@ -155,6 +161,8 @@ declare
   cat text;
   resume timestamptz;
   b record;
+  dropped jsonb;
+  dropped_rows bigint;
 begin
   if batch_size is null or batch_size < 1 then
     raise exception 'batch_size must be a positive integer' using errcode = '22023';
@@ -180,6 +188,27 @@ begin
   cat := cats[idx];
   resume := (progress #>> '{position,resume_at}')::timestamptz;
 
+  -- An audit category starts with its whole months past the cutoff: one step of its own,
+  -- so the procedure commits the drops before the batches.
+  if cat in ('admin_audit_logs', 'pii_access_audit', 'function_call_audit')
+     and not coalesce((progress #>> '{position,partitions_done}')::boolean, false) then
+    select coalesce(pg_catalog.jsonb_agg(d.partition_name order by d.partition_name), '[]'::jsonb),
+           coalesce(sum(d.row_count), 0)::bigint
+      into dropped, dropped_rows
+      from smsao.drop_expired_audit_partitions(cat, (progress #>> array['cutoffs', cat])::timestamptz) d;
+    progress := pg_catalog.jsonb_set(progress, array['categories', cat],
+                  pg_catalog.to_jsonb((progress #>> array['categories', cat])::bigint + dropped_rows));
+    progress := progress || pg_catalog.jsonb_build_object(
+                  'total', (progress ->> 'total')::bigint + dropped_rows,
+                  'partitions_dropped', coalesce(progress -> 'partitions_dropped', '{}'::jsonb)
+                                        || pg_catalog.jsonb_build_object(cat, dropped),
+                  'position', pg_catalog.jsonb_build_object('index', idx, 'resume_at', resume,
+                                                            'partitions_done', true));
+    next_progress := progress;
+    done := false;
+    return;
+  end if;
+
   select * into b
   from smsao.cleanup_batch(cat, (progress #>> array['cutoffs', cat])::timestamptz, resume, batch_size);
 
@@ -195,7 +224,8 @@ begin
     resume := b.next_key;
   end if;
   progress := progress || pg_catalog.jsonb_build_object('position',
-                pg_catalog.jsonb_build_object('index', idx, 'resume_at', resume));
+                pg_catalog.jsonb_build_object('index', idx, 'resume_at', resume,
+                  'partitions_done', not b.finished));
   done := idx > cardinality(cats);
   next_progress := case when done then progress - 'position' else progress end;
 end
@@ -255,7 +285,8 @@ revoke all on function public.production_data_cleanup() from public, anon, authe
 grant execute on function public.production_data_cleanup() to authenticated, service_role;
 
 -- What a cleanup would delete now, per category; deletes nothing. Same shape as the
--- procedure's report, with "dry_run": true.
+-- procedure's report, with "dry_run": true, and "partitions_to_drop": the audit months a
+-- cleanup would drop whole (their rows are in the counts).
 create or replace function public.production_data_cleanup_report() returns jsonb
   language plpgsql stable security definer
   set search_path = ''
@@ -266,6 +297,7 @@ declare
   counts jsonb := '{}'::jsonb;
   cutoffs jsonb := '{}'::jsonb;
   rules jsonb := '{}'::jsonb;
+  partitions jsonb := '{}'::jsonb;
   total bigint := 0::bigint;
 begin
   perform smsao.require_operator('production_data_cleanup_report');
@@ -283,13 +315,19 @@ begin
       when 'function_call_audit' then
         (select count(*) from public.function_call_audit a where a.created_at < c.cutoff)
     end;
+    if c.category in ('admin_audit_logs', 'pii_access_audit', 'function_call_audit') then
+      partitions := partitions || pg_catalog.jsonb_build_object(c.category,
+        (select coalesce(pg_catalog.jsonb_agg(d.partition_name order by d.partition_name), '[]'::jsonb)
+           from smsao.drop_expired_audit_partitions(c.category, c.cutoff, true) d));
+    end if;
     counts := counts || pg_catalog.jsonb_build_object(c.category, n);
     cutoffs := cutoffs || pg_catalog.jsonb_build_object(c.category, c.cutoff);
     rules := rules || pg_catalog.jsonb_build_object(c.category, c.rule);
     total := total + n;
   end loop;
   return pg_catalog.jsonb_build_object('started_at', pg_catalog.now(), 'cutoffs', cutoffs,
-    'categories', counts, 'rules', rules, 'total', total, 'dry_run', true);
+    'categories', counts, 'rules', rules, 'total', total, 'dry_run', true,
+    'partitions_to_drop', partitions);
 end
 $$;
 revoke all on function public.production_data_cleanup_report() from public, anon, authenticated, service_role;

@@ -27,7 +27,8 @@ end
 $$;
 revoke all on function smsao.prune_housekeeping() from public, anon, authenticated, service_role;
 
--- The daily pg_cron job: the retention cleanup (committing per batch), then housekeeping.
+-- The daily pg_cron job: the audit months ahead, the retention cleanup (committing per
+-- batch), then housekeeping.
 -- Like smsao.run_data_cleanup it cannot pin search_path (it commits), so it only calls
 -- schema-qualified routines.
 create or replace procedure smsao.run_daily_maintenance()
@@ -36,6 +37,9 @@ as $$
 declare
   report jsonb;
 begin
+  -- The months ahead of the audit partitions where pg_partman does not make them, and the
+  -- rules of every partition (a backstop where event triggers could not be created).
+  perform smsao.premake_audit_partitions(3);
   call smsao.run_data_cleanup(5000, report);
   perform smsao.prune_housekeeping();
 end

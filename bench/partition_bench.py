@@ -1,0 +1,143 @@
+"""Audit trails in monthly partitions (issue 19, revision 0011_scale): what a month's
+retention costs as a partition DROP against the batched DELETE of the same number of rows,
+and what partitioning costs the writers.
+
+    .venv/bin/python bench/partition_bench.py              # 1M rows a month, ~3 minutes
+    .venv/bin/python bench/partition_bench.py --rows 10000000
+
+Starts its own cluster (bench/common.py), migrated to head. Retention: two months of
+`function_call_audit` 30 and 31 months back, `--rows` each, loaded by one INSERT each (through
+the parent, as the app writes), vacuumed. Then, side by side:
+  drop     smsao.drop_expired_audit_partitions() for the older month: count, DETACH, DROP
+  batched  the same code path the retention used before partitions, for the other month:
+           smsao.cleanup_batch() in batches of 5,000, each committed (as run_data_cleanup)
+Inserts: the same rows into function_call_audit (partitioned, with its guards) and into
+`bench.fca_plain`, an unpartitioned copy with the same columns, keys, indexes and triggers
+as the released table: one bulk INSERT of `--insert-rows` rows, and `--single` single-row
+INSERT statements (as each audited call writes one), interleaved, each rolled back, median
+of `--repeat`."""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import psycopg
+
+from common import log, print_table, quiet_alembic, scratch_cluster
+
+PLAIN = """
+create schema if not exists bench;
+create table bench.fca_plain (
+  id            bigint generated always as identity primary key,
+  caller_id     uuid,
+  caller_role   text,
+  function_name text not null,
+  arguments     jsonb not null default '{}'::jsonb,
+  outcome       text not null check (outcome in ('ok', 'denied', 'rate_limited', 'error')),
+  duration_ms   numeric(12, 3),
+  created_at    timestamptz not null default now()
+);
+create index fca_plain_created_idx on bench.fca_plain (created_at);
+create trigger fca_plain_append_only before update or delete or truncate on bench.fca_plain
+  for each statement execute function smsao.forbid_audit_change();
+"""
+
+ROW = ("gen_random_uuid(), 'authenticated', 'request_credits', "
+       "jsonb_build_object('amount', 100), 'ok', 1.25")
+
+
+def month_start(conn, months_back: int):
+    return conn.execute("select date_trunc('month', now(), 'UTC') - make_interval(months => %s)",
+                        [months_back]).fetchone()[0]
+
+
+def load_month(conn, months_back: int, rows: int) -> str:
+    start = month_start(conn, months_back)
+    name = f"function_call_audit_p{start:%Y_%m}"
+    conn.execute(f"create table public.{name} partition of public.function_call_audit "
+                 f"for values from ('{start.isoformat()}') to ('{start.isoformat()}'::timestamptz + interval '1 month')")
+    # Spread over the month's first 27 days.
+    conn.execute(f"insert into public.function_call_audit (caller_id, caller_role, function_name, arguments, "
+                 f"outcome, duration_ms, created_at) select {ROW}, %s::timestamptz + g * (interval '27 days' / %s) "
+                 f"from generate_series(1, %s) g", [start, rows, rows])
+    conn.execute(f"vacuum analyze public.{name}")
+    return name
+
+
+def timed_drop(conn, months_back: int) -> tuple[float, int]:
+    cutoff = month_start(conn, months_back - 1)
+    t0 = time.perf_counter()
+    rows = conn.execute("select coalesce(sum(row_count), 0) from smsao.drop_expired_audit_partitions("
+                        "'function_call_audit', %s)", [cutoff]).fetchone()[0]
+    return time.perf_counter() - t0, int(rows)
+
+
+def timed_batches(conn, months_back: int) -> tuple[float, int]:
+    start, cutoff = month_start(conn, months_back), month_start(conn, months_back - 1)
+    resume, deleted = start, 0
+    t0 = time.perf_counter()
+    while True:
+        conn.execute("set synchronous_commit = off")
+        n, resume, finished = conn.execute(
+            "select * from smsao.cleanup_batch('function_call_audit', %s, %s, 5000)", [cutoff, resume]).fetchone()
+        deleted += n
+        if finished:
+            break
+    return time.perf_counter() - t0, deleted
+
+
+def timed_insert(conn, table: str, sql: str) -> float:
+    conn.execute("begin")
+    try:
+        t0 = time.perf_counter()
+        conn.execute(sql.format(table=table))
+        return time.perf_counter() - t0
+    finally:
+        conn.execute("rollback")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rows", type=int, default=1_000_000, help="rows in each of the two months (default 1M)")
+    ap.add_argument("--insert-rows", type=int, default=200_000, help="rows of the bulk INSERT (default 200k)")
+    ap.add_argument("--single", type=int, default=20_000, help="single-row INSERTs (default 20k)")
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+    quiet_alembic()
+    with scratch_cluster() as url, psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(PLAIN)
+        t0 = time.perf_counter()
+        dropped_month = load_month(conn, 31, args.rows)
+        deleted_month = load_month(conn, 30, args.rows)
+        log(f"loaded 2 x {args.rows:,} rows in {time.perf_counter() - t0:.1f} s")
+        conn.execute("checkpoint")
+        drop_s, drop_rows = timed_drop(conn, 31)
+        log(f"dropped {dropped_month}: {drop_rows:,} rows in {drop_s:.3f} s")
+        batch_s, batch_rows = timed_batches(conn, 30)
+        log(f"batched delete of {deleted_month}: {batch_rows:,} rows in {batch_s:.1f} s")
+        print_table(["retention of one month", "rows", "s", "rows/s", "vs drop"], [
+            ["partition drop (count, detach, drop)", f"{drop_rows:,}", f"{drop_s:.3f}",
+             f"{drop_rows / drop_s:,.0f}", "1x"],
+            ["batched delete (5,000 a batch, committed)", f"{batch_rows:,}", f"{batch_s:.2f}",
+             f"{batch_rows / batch_s:,.0f}", f"{batch_s / drop_s:.0f}x slower"]],
+            title="Retention (function_call_audit)")
+
+        bulk = (f"insert into {{table}} (caller_id, caller_role, function_name, arguments, outcome, duration_ms) "
+                f"select {ROW} from generate_series(1, {args.insert_rows})")
+        single = (f"do $$ begin for i in 1..{args.single} loop insert into {{table}} (caller_id, caller_role, "
+                  f"function_name, arguments, outcome, duration_ms) values ({ROW}); end loop; end $$")
+        rows = []
+        for label, sql, n in (("bulk INSERT", bulk, args.insert_rows), ("single-row INSERTs", single, args.single)):
+            samples = {"public.function_call_audit": [], "bench.fca_plain": []}
+            for _ in range(args.repeat):
+                for table in samples:
+                    samples[table].append(timed_insert(conn, table, sql))
+            part, plain = (statistics.median(samples[t]) for t in samples)
+            rows.append([label, f"{n:,}", f"{n / part:,.0f}", f"{n / plain:,.0f}", f"{plain / part:.2f}x"])
+        print_table(["insert", "rows", "partitioned rows/s", "unpartitioned rows/s", "partitioned vs unpartitioned"],
+                    rows, title="Insert throughput (median of %d, interleaved, rolled back)" % args.repeat)
+
+
+if __name__ == "__main__":
+    main()
