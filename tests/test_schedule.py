@@ -1,6 +1,7 @@
 """pg_cron schedules: idempotent apply by name into pg_cron's database, status, removal,
 one real run, and a server without pg_cron."""
 import time
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -217,7 +218,7 @@ def test_jobs_left_on_an_old_port_fail_are_counted_and_apply_repairs_them(connec
     c = connecting_cron
     url = c.url("smsao")
     created = schedule.apply(url)
-    assert [a for _, a, _ in created] == ["created"] * 4
+    assert [a for _, a, _ in created] == ["created"] * N_JOBS
     with psycopg.connect(url, autocommit=True) as conn:
         # Applying stored a first snapshot and sample: a new dashboard is not "unknown".
         assert conn.execute("select (select count(*) from public.system_health_snapshots), "
@@ -241,8 +242,8 @@ def test_jobs_left_on_an_old_port_fail_are_counted_and_apply_repairs_them(connec
     assert status.returncode == 1 and "Traceback" not in status.stderr
     assert "stale target" in status.stdout and "never started" in status.stdout, status.stdout
     repaired = smsao_db("schedule", "apply", url=url)
-    assert repaired.returncode == 0 and repaired.stdout.count("repaired") == 4, repaired.stdout
-    assert smsao_db("schedule", "apply", url=url).stdout.count("unchanged") == 4
+    assert repaired.returncode == 0 and repaired.stdout.count("repaired") == N_JOBS, repaired.stdout
+    assert smsao_db("schedule", "apply", url=url).stdout.count("unchanged") == N_JOBS
     wait_for_run(url, "smsao-performance-check", "succeeded", failed[0])
     assert all(s.problem in (None, "last run failed") for s in schedule.status(url))
 
