@@ -170,6 +170,13 @@ def primary_key(conn: psycopg.Connection, schema: str, table: str) -> list[str]:
         "and i.indisprimary order by array_position(i.indkey, a.attnum)", [schema, table]).fetchall()]
 
 
+AUDIT = ("admin_audit_logs", "pii_access_audit", "function_call_audit")
+# The rate limiter's rings of up to 100 attempts move from rate_limit_hits onto their key rows
+# in 0011_scale: that table's rows change form, not content (tests/test_scale_upgrade.py
+# checks that the limiter forgets no attempt).
+RESHAPED = ("smsao.rate_limit_hits",)
+
+
 def inventory(url: str) -> dict[str, tuple[int, str | None]]:
     """Per table: its row count and a digest of its primary keys (None without one)."""
     from psycopg import sql
@@ -179,7 +186,9 @@ def inventory(url: str) -> dict[str, tuple[int, str | None]]:
         for schema, table in tables(conn):
             name = sql.Identifier(schema, table)
             count = conn.execute(sql.SQL("select count(*) from {}").format(name)).fetchone()[0]
-            keys = primary_key(conn, schema, table)
+            # A partitioned table's key carries its partition column too (0011_scale): the
+            # rows are the same ones when their keys without it are.
+            keys = [k for k in primary_key(conn, schema, table) if k != "created_at" or table not in AUDIT]
             digest = None
             if keys:
                 row = sql.SQL("({})").format(sql.SQL(", ").join(map(sql.Identifier, keys)))
@@ -257,8 +266,8 @@ def test_upgrade_from_the_released_head_keeps_every_row(released_db):
     after = inventory(url)
     # A revision may add rows to the package's configuration (thresholds of new vital signs):
     # there every row must stay; everywhere else the rows are exactly those of before.
-    lost = {t: (before[t], after.get(t)) for t in before
-            if after.get(t) != before[t] and not (t in CONFIGURATION and rows_kept(url, t, snapshot[t]))}
+    lost = {t: (before[t], after.get(t)) for t in before if t not in RESHAPED
+            and after.get(t) != before[t] and not (t in CONFIGURATION and rows_kept(url, t, snapshot[t]))}
     assert not lost, f"tables whose rows changed in the upgrade (before, after): {lost}"
     assert balances(url) == money
 

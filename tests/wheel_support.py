@@ -2,6 +2,7 @@
 installed into a clean virtualenv (tests/test_package.py, tests/test_faults.py)."""
 from __future__ import annotations
 
+import fcntl
 import shutil
 import subprocess
 import sys
@@ -43,8 +44,11 @@ def fill_wheelhouse(wheel: Path, tmp: Path) -> None:
         return [*PIP, "wheel", *options, "--find-links", WHEELHOUSE, "--wheel-dir", WHEELHOUSE,
                 "-r", tmp / "requirements.txt"]
 
-    if subprocess.run([str(c) for c in pip_wheel("--no-index")], capture_output=True).returncode != 0:
-        run(pip_wheel())
+    # Test workers running side by side (pytest -n) share the wheelhouse: one fills it at a time.
+    with open(WHEELHOUSE / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if subprocess.run([str(c) for c in pip_wheel("--no-index")], capture_output=True).returncode != 0:
+            run(pip_wheel())
 
 
 def install_wheel(tmp: Path) -> tuple[Path, Path, float]:
