@@ -127,7 +127,7 @@ def assert_exact(db, kept: dict | None = None) -> None:
                           (["viewed_pricing", "viewed_pricing"], timedelta(days=90))):
         got = db.as_(SERVICE, "select * from public.conversion_funnel(%s, %s, %s, %s)", [steps, since, until, within])
         assert got == recount.funnel(steps, since, until, within), steps
-        assert got[1][2] > 0, steps
+        assert got[0][2] > 0, steps
 
     got = db.as_(SERVICE, "select * from public.retention_cohorts('2025-01-01', '2026-06-01')")
     assert got == recount.cohorts(date(2025, 1, 1), date(2026, 6, 1))
