@@ -40,7 +40,7 @@ begin
                'ga4_pseudonym', 'queue_ga4', 'record_milestones', 'mark_business_months',
                'refresh_business_months', 'is_milestone', 'carries_personal_data', 'guard_analytics_read',
                'check_month_argument', 'check_month_range', 'funnel_first_step', 'funnel_next_step',
-               'backfill_analytics')
+               'backfill_analytics', 'rebuild_analytics')
                 or p.proname like 'analytics\_%' or p.proname like 'audit\_analytics\_%' loop
     execute pg_catalog.format('drop function %s', f);
   end loop;

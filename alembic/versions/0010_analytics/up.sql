@@ -571,6 +571,24 @@ end
 $$;
 revoke all on function smsao.backfill_analytics() from public, anon, authenticated, service_role;
 
+-- Rebuild every rollup from the base tables (a repair after writes that bypassed the
+-- triggers). Milestones whose rows were deleted since are forgotten: only what the base
+-- tables still show comes back. Owner only.
+create or replace function smsao.rebuild_analytics() returns void
+  language plpgsql
+  set search_path = ''
+as $$
+begin
+  lock table smsao.user_milestones, smsao.event_counts, smsao.business_months in exclusive mode;
+  delete from smsao.user_milestones;
+  delete from smsao.event_counts;
+  delete from smsao.business_months;
+  perform smsao.backfill_analytics();
+  perform smsao.refresh_business_months();
+end
+$$;
+revoke all on function smsao.rebuild_analytics() from public, anon, authenticated, service_role;
+
 -- ==== sql/functions/analytics_rollups.sql ====
 -- The analytics rollups (tables in sql/schema/70_analytics.sql), kept by the statement
 -- triggers of sql/functions/analytics_triggers.sql.
