@@ -604,7 +604,6 @@ as $$
 $$;
 revoke all on function smsao.utc_month(timestamptz) from public, anon, authenticated, service_role;
 
--- The price per credit in force at `at` (0 before the first price).
 -- The first instant (UTC) of a month named by its first day.
 create or replace function smsao.month_start(month date) returns timestamptz
   language sql immutable parallel safe
@@ -613,20 +612,6 @@ as $$
   select month::timestamp at time zone 'UTC'
 $$;
 revoke all on function smsao.month_start(date) from public, anon, authenticated, service_role;
-
-create or replace function smsao.price_at(at timestamptz) returns numeric
-  language plpgsql stable
-  set search_path = ''
-as $$
-declare
-  price numeric;
-begin
-  select p.price_per_credit into price from public.credit_prices p
-  where p.valid_from <= at order by p.valid_from desc limit 1;
-  return coalesce(price, 0);
-end
-$$;
-revoke all on function smsao.price_at(timestamptz) from public, anon, authenticated, service_role;
 
 -- Add `delta` events to (day, event_name) without waiting for another writer: take any
 -- row of the key that no other transaction holds, or start one.
@@ -770,17 +755,24 @@ create or replace function smsao.count_business_months(from_month date, to_month
 as $$
 begin
   return query
-  with purchases as (
+  with prices as (
+    -- Each price with the time it stopped being in force: a range join, not a lookup per row.
+    select p.valid_from, pg_catalog.lead(p.valid_from, 1, 'infinity') over (order by p.valid_from) as valid_until,
+           p.price_per_credit
+    from public.credit_prices p
+  ), purchases as (
     select r.user_id, smsao.utc_month(r.processed_at) as month,
-           pg_catalog.round(r.amount * smsao.price_at(r.processed_at), 2) as revenue
+           pg_catalog.round(r.amount * coalesce(pr.price_per_credit, 0), 2) as revenue
     from public.credit_requests r
+    left join prices pr on r.processed_at >= pr.valid_from and r.processed_at < pr.valid_until
     where r.status = 'approved'
       and r.processed_at >= smsao.month_start((from_month - interval '1 month')::date)
       and r.processed_at < smsao.month_start((to_month + interval '1 month')::date)
   ), refunds as (
     select smsao.utc_month(t.created_at) as month,
-           pg_catalog.sum(-pg_catalog.round(pg_catalog.abs(t.amount) * smsao.price_at(t.created_at), 2)) as revenue
+           pg_catalog.sum(-pg_catalog.round(pg_catalog.abs(t.amount) * coalesce(pr.price_per_credit, 0), 2)) as revenue
     from public.credit_transactions t
+    left join prices pr on t.created_at >= pr.valid_from and t.created_at < pr.valid_until
     where t.kind = 'refund' and t.created_at >= smsao.month_start(from_month)
       and t.created_at < smsao.month_start((to_month + interval '1 month')::date)
     group by 1
@@ -788,25 +780,38 @@ begin
     select p.user_id, p.month, pg_catalog.sum(p.revenue) as revenue
     from purchases p group by p.user_id, p.month
   ), per_buyer as (
+    -- Joins, not correlated lookups into the CTE (those would scan it once per buyer).
     select b.month, b.user_id, b.revenue,
-           exists (select from buyers q where q.user_id = b.user_id and q.month = (b.month - interval '1 month')::date) as repeat,
+           p.user_id is not null as repeat,
            not exists (select from public.credit_requests r
                        where r.user_id = b.user_id and r.status = 'approved'
                          and r.processed_at < smsao.month_start(b.month)) as first_month,
-           not exists (select from buyers q where q.user_id = b.user_id and q.month = (b.month + interval '1 month')::date) as churns_next
+           n.user_id is null as churns_next
     from buyers b
+    left join buyers p on p.user_id = b.user_id and p.month = (b.month - interval '1 month')::date
+    left join buyers n on n.user_id = b.user_id and n.month = (b.month + interval '1 month')::date
   ), months as (
     select g::date as month
     from pg_catalog.generate_series(from_month::timestamp, to_month::timestamp, interval '1 month') g
+  ), per_month as (
+    select b.month, pg_catalog.sum(b.revenue) as revenue,
+           pg_catalog.sum(b.revenue) filter (where b.repeat) as mrr,
+           pg_catalog.count(*) as paying,
+           pg_catalog.count(*) filter (where b.first_month) as new_paying,
+           pg_catalog.count(*) filter (where b.churns_next) as churning
+    from per_buyer b group by b.month
   )
   select m.month,
-         (coalesce((select pg_catalog.sum(b.revenue) from per_buyer b where b.month = m.month), 0)
-           + coalesce((select f.revenue from refunds f where f.month = m.month), 0))::numeric(16, 2),
-         coalesce((select pg_catalog.sum(b.revenue) from per_buyer b where b.month = m.month and b.repeat), 0)::numeric(16, 2),
-         (select pg_catalog.count(*) from per_buyer b where b.month = m.month),
-         (select pg_catalog.count(*) from per_buyer b where b.month = m.month and b.first_month),
-         (select pg_catalog.count(*) from per_buyer b where b.month = (m.month - interval '1 month')::date and b.churns_next)
-  from months m;
+         (coalesce(p.revenue, 0) + coalesce(f.revenue, 0))::numeric(16, 2),
+         coalesce(p.mrr, 0)::numeric(16, 2),
+         coalesce(p.paying, 0),
+         coalesce(p.new_paying, 0),
+         coalesce(q.churning, 0)
+  from months m
+  left join per_month p on p.month = m.month
+  left join refunds f on f.month = m.month
+  left join per_month q on q.month = (m.month - interval '1 month')::date
+  order by m.month;
 end
 $$;
 revoke all on function smsao.count_business_months(date, date) from public, anon, authenticated, service_role;
