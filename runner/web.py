@@ -46,6 +46,7 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 
 from runner import health
+from runner.analytics import web as analytics_web
 from runner.errors import UserError
 from runner.resources import TEMPLATES_DIR
 from runner.store import DashboardStore
@@ -440,12 +441,14 @@ def create_app(store: DashboardStore, *, token: str | None = None, refresh_secon
         Route("/api/alerts/{alert_id}/acknowledge", acknowledge, methods=["POST"]),
         Route("/metrics", metrics),
         Route("/healthz", healthz),
+        *analytics_web.routes(),
     ], exception_handlers={404: not_found, 405: not_found, psycopg.Error: database_error,
                            PoolTimeout: database_error})
     app.state.store = store
     app.state.refresh_seconds = refresh_seconds
     app.state.registry = CollectorRegistry(auto_describe=False)
     app.state.registry.register(HealthCollector(store))
+    app.state.registry.register(analytics_web.AnalyticsCollector(store))
     return Guard(app, token)
 
 

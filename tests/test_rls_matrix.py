@@ -347,6 +347,7 @@ EXECUTE_GRANTS = {
     "public.conversion_funnel(text[],timestamp with time zone,timestamp with time zone,interval)": OPERATORS,
     "public.retention_cohorts(date,date)": OPERATORS,
     "public.set_ga4_export(text,boolean)": OPERATORS,
+    "public.analytics_live_figures()": OPERATORS,
     # Called by RLS policies and triggers with the caller's rights.
     "smsao.caller_role()": APP,
     "smsao.caller_id()": APP,

@@ -27,6 +27,7 @@ MAX_MONTHS = 120
 class Report:
     from_month: date
     to_month: date
+    within_days: int = 30
     months: list[dict] = field(default_factory=list)
     funnel: list[dict] = field(default_factory=list)
     funnel_since: datetime | None = None
@@ -61,17 +62,18 @@ def rows(conn: psycopg.Connection, columns: tuple[str, ...], query: str, params)
 
 
 def fetch_from(conn: psycopg.Connection, months: int = 12, steps=DEFAULT_FUNNEL,
-               funnel_since: datetime | None = None, funnel_until: datetime | None = None) -> Report:
+               funnel_since: datetime | None = None, funnel_until: datetime | None = None,
+               within: timedelta = timedelta(days=30)) -> Report:
     """The report over one connection of the owner or a service_role login."""
     from_month, to_month = month_range(months)
     if conn.execute("select to_regprocedure('public.business_metrics(date, date)') is null").fetchone()[0]:
         raise UserError("this database has no analytics yet: run `smsao-db migrate upgrade head`")
-    report = Report(from_month, to_month)
+    report = Report(from_month, to_month, within_days=within.days)
     report.months = rows(conn, METRIC_COLUMNS, "select * from public.business_metrics(%s, %s)", [from_month, to_month])
     report.funnel_until = funnel_until or datetime.now(timezone.utc)
     report.funnel_since = funnel_since or datetime.combine(from_month, datetime.min.time(), timezone.utc)
-    report.funnel = rows(conn, FUNNEL_COLUMNS, "select * from public.conversion_funnel(%s, %s, %s)",
-                         [list(steps), report.funnel_since, report.funnel_until])
+    report.funnel = rows(conn, FUNNEL_COLUMNS, "select * from public.conversion_funnel(%s, %s, %s, %s)",
+                         [list(steps), report.funnel_since, report.funnel_until, within])
     report.cohorts = rows(conn, COHORT_COLUMNS, "select * from public.retention_cohorts(%s, %s)",
                           [max(from_month, month_range(min(months, 12))[0]), to_month])
     report.events = rows(conn, ("event_name", "events"), """
@@ -107,7 +109,7 @@ def render(report: Report, console) -> None:
                   money(m["ltv"]), "-" if ratio is None else f"{ratio:.2f}", money(m["acquisition_spend"]))
     console.print(t)
 
-    f = Table(title=f"Funnel {report.funnel_since:%Y-%m-%d} .. {report.funnel_until:%Y-%m-%d} (within 30 days)")
+    f = Table(title=f"Funnel {report.funnel_since:%Y-%m-%d} .. {report.funnel_until:%Y-%m-%d} (within {report.within_days} days)")
     for name in ("step", "event", "users", "from first", "from previous", ""):
         f.add_column(name, justify="right" if name not in ("event", "") else "left")
     for s in report.funnel:

@@ -444,3 +444,27 @@ begin
 end
 $$;
 revoke all on function smsao.rebuild_analytics() from public, anon, authenticated, service_role;
+
+-- What /metrics exports: the current month's revenue and paying customers, and the events
+-- counted per name since the start. Monitoring aggregates for operators (like the health
+-- check: not audited per scrape).
+create or replace function public.analytics_live_figures()
+  returns table (month date, revenue numeric, paying_customers bigint, events jsonb)
+  language plpgsql security definer
+  set search_path = ''
+as $$
+declare
+  current_month date := smsao.utc_month(pg_catalog.now());
+  figures smsao.business_months;
+begin
+  perform smsao.require_operator('analytics_live_figures');
+  select * into figures from smsao.fresh_business_months() b where b.month = current_month;
+  return query
+  select current_month, coalesce(figures.revenue, 0), coalesce(figures.paying_customers, 0),
+         coalesce((select pg_catalog.jsonb_object_agg(e.event_name, e.events)
+                   from (select c.event_name, pg_catalog.sum(c.events) as events
+                         from smsao.event_counts c group by c.event_name) e), '{}'::jsonb);
+end
+$$;
+revoke all on function public.analytics_live_figures() from public, anon, authenticated, service_role;
+grant execute on function public.analytics_live_figures() to authenticated, service_role;

@@ -188,16 +188,16 @@ begin
     select p.user_id, p.month, pg_catalog.sum(p.revenue) as revenue
     from purchases p group by p.user_id, p.month
   ), per_buyer as (
-    -- Joins, not correlated lookups into the CTE (those would scan it once per buyer).
+    -- Neighbouring months by window, not by joining the CTE to itself (a CTE has no
+    -- statistics: the planner may nest-loop it, once per buyer).
     select b.month, b.user_id, b.revenue,
-           p.user_id is not null as repeat,
+           pg_catalog.lag(b.month) over w = (b.month - interval '1 month')::date as repeat,
            not exists (select from public.credit_requests r
                        where r.user_id = b.user_id and r.status = 'approved'
                          and r.processed_at < smsao.month_start(b.month)) as first_month,
-           n.user_id is null as churns_next
+           pg_catalog.lead(b.month) over w is distinct from (b.month + interval '1 month')::date as churns_next
     from buyers b
-    left join buyers p on p.user_id = b.user_id and p.month = (b.month - interval '1 month')::date
-    left join buyers n on n.user_id = b.user_id and n.month = (b.month + interval '1 month')::date
+    window w as (partition by b.user_id order by b.month)
   ), months as (
     select g::date as month
     from pg_catalog.generate_series(from_month::timestamp, to_month::timestamp, interval '1 month') g

@@ -21,6 +21,7 @@ drop function if exists public.business_metrics(date, date);
 drop function if exists public.conversion_funnel(text[], timestamptz, timestamptz, interval);
 drop function if exists public.retention_cohorts(date, date);
 drop function if exists public.set_ga4_export(text, boolean);
+drop function if exists public.analytics_live_figures();
 drop function if exists smsao.fresh_business_months();
 drop function if exists smsao.count_business_months(date, date);
 drop table if exists smsao.business_months;

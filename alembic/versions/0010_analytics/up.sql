@@ -589,6 +589,30 @@ end
 $$;
 revoke all on function smsao.rebuild_analytics() from public, anon, authenticated, service_role;
 
+-- What /metrics exports: the current month's revenue and paying customers, and the events
+-- counted per name since the start. Monitoring aggregates for operators (like the health
+-- check: not audited per scrape).
+create or replace function public.analytics_live_figures()
+  returns table (month date, revenue numeric, paying_customers bigint, events jsonb)
+  language plpgsql security definer
+  set search_path = ''
+as $$
+declare
+  current_month date := smsao.utc_month(pg_catalog.now());
+  figures smsao.business_months;
+begin
+  perform smsao.require_operator('analytics_live_figures');
+  select * into figures from smsao.fresh_business_months() b where b.month = current_month;
+  return query
+  select current_month, coalesce(figures.revenue, 0), coalesce(figures.paying_customers, 0),
+         coalesce((select pg_catalog.jsonb_object_agg(e.event_name, e.events)
+                   from (select c.event_name, pg_catalog.sum(c.events) as events
+                         from smsao.event_counts c group by c.event_name) e), '{}'::jsonb);
+end
+$$;
+revoke all on function public.analytics_live_figures() from public, anon, authenticated, service_role;
+grant execute on function public.analytics_live_figures() to authenticated, service_role;
+
 -- ==== sql/functions/analytics_rollups.sql ====
 -- The analytics rollups (tables in sql/schema/70_analytics.sql), kept by the statement
 -- triggers of sql/functions/analytics_triggers.sql.
@@ -780,16 +804,16 @@ begin
     select p.user_id, p.month, pg_catalog.sum(p.revenue) as revenue
     from purchases p group by p.user_id, p.month
   ), per_buyer as (
-    -- Joins, not correlated lookups into the CTE (those would scan it once per buyer).
+    -- Neighbouring months by window, not by joining the CTE to itself (a CTE has no
+    -- statistics: the planner may nest-loop it, once per buyer).
     select b.month, b.user_id, b.revenue,
-           p.user_id is not null as repeat,
+           pg_catalog.lag(b.month) over w = (b.month - interval '1 month')::date as repeat,
            not exists (select from public.credit_requests r
                        where r.user_id = b.user_id and r.status = 'approved'
                          and r.processed_at < smsao.month_start(b.month)) as first_month,
-           n.user_id is null as churns_next
+           pg_catalog.lead(b.month) over w is distinct from (b.month + interval '1 month')::date as churns_next
     from buyers b
-    left join buyers p on p.user_id = b.user_id and p.month = (b.month - interval '1 month')::date
-    left join buyers n on n.user_id = b.user_id and n.month = (b.month + interval '1 month')::date
+    window w as (partition by b.user_id order by b.month)
   ), months as (
     select g::date as month
     from pg_catalog.generate_series(from_month::timestamp, to_month::timestamp, interval '1 month') g
