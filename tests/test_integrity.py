@@ -136,7 +136,7 @@ def test_analytics_rollups_pass_and_a_pending_recount_is_not_a_failure(sales):
      "analytics_business_months analytics_milestones", "2026-01-01: rollup says revenue 100.00"),
     ("insert into public.campaigns (user_id, name) select user_id, 'c' from public.profiles where credits = 300",
      "analytics_milestones", "created_campaign of user"),
-    ("update smsao.event_counts set events = events + 1 where id = (select min(id) from smsao.event_counts)",
+    ("update smsao.event_counts set events = events + 1 where ctid = (select min(ctid) from smsao.event_counts)",
      "analytics_event_counts", "counted"),
 ])
 def test_an_analytics_rollup_out_of_step_is_named(sales, statement, name, detail):

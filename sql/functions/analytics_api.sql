@@ -419,7 +419,8 @@ begin
   from (select j.user_id, pg_catalog.min(j.completed_at) as at from public.contact_import_jobs j
         where j.status = 'completed' and j.completed_at is not null group by 1) g;
   perform smsao.record_milestones('imported_contacts', ids, times);
-  perform smsao.bump_event_count(e.day, e.event_name, e.events)
+  perform smsao.bump_event_counts(pg_catalog.array_agg(e.event_name), pg_catalog.array_agg(e.day),
+                                  pg_catalog.array_agg(e.events))
   from (select smsao.utc_day(b.occurred_at) as day, b.event_name, pg_catalog.count(*) as events
         from public.business_events b group by 1, 2) e;
   perform smsao.mark_business_months(array['-infinity'::date]);

@@ -21,26 +21,23 @@ as $$
 $$;
 revoke all on function smsao.month_start(date) from public, anon, authenticated, service_role;
 
--- Add `delta` events to (day, event_name) without waiting for another writer: take any
--- row of the key that no other transaction holds, or start one.
-create or replace function smsao.bump_event_count(on_day date, name text, delta bigint) returns void
+-- Add events per (name, day), one statement for all of them, to this backend's shard.
+-- Keys in order, so two writers that share a shard lock their rows in the same order.
+create or replace function smsao.bump_event_counts(names text[], days date[], deltas bigint[]) returns void
   language plpgsql
   set search_path = ''
 as $$
 begin
-  if delta = 0 then
-    return;
-  end if;
-  update smsao.event_counts c set events = c.events + delta
-  where c.id = (select e.id from smsao.event_counts e
-                where e.event_name = name and e.day = on_day
-                limit 1 for update skip locked);
-  if not found then
-    insert into smsao.event_counts (day, event_name, events) values (on_day, name, delta);
-  end if;
+  insert into smsao.event_counts as c (event_name, day, shard, events)
+  select d.name, d.day, (pg_catalog.pg_backend_pid() % 8)::smallint, pg_catalog.sum(d.delta)
+  from unnest(names, days, deltas) d(name, day, delta)
+  group by d.name, d.day
+  having pg_catalog.sum(d.delta) <> 0
+  order by d.name, d.day
+  on conflict on constraint event_counts_pkey do update set events = c.events + excluded.events;
 end
 $$;
-revoke all on function smsao.bump_event_count(date, text, bigint) from public, anon, authenticated, service_role;
+revoke all on function smsao.bump_event_counts(text[], date[], bigint[]) from public, anon, authenticated, service_role;
 
 -- The pseudonymous id of a user in the GA4 export: a keyed SHA-256 of the user id (the
 -- key is smsao.ga4_settings', owner-only). Without the key a pseudonym cannot be linked
@@ -121,9 +118,9 @@ begin
          (select pg_catalog.array_agg(c.first_at) from changed c where c.previous_first_at is null)
     into days, deltas, firsts_users, firsts_times;
 
-  for i in 1 .. coalesce(cardinality(days), 0) loop
-    perform smsao.bump_event_count(days[i], milestone, deltas[i]);
-  end loop;
+  if days is not null then
+    perform smsao.bump_event_counts(pg_catalog.array_fill(milestone, array[cardinality(days)]), days, deltas);
+  end if;
   if firsts_users is not null then
     perform smsao.queue_ga4(milestone, firsts_users, firsts_times,
                             pg_catalog.array_fill(null::jsonb, array[cardinality(firsts_users)]));

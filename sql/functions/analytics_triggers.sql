@@ -262,10 +262,10 @@ as $$
 declare
   r record;
 begin
-  for r in select smsao.utc_day(n.occurred_at) as day, n.event_name, pg_catalog.count(*) as events
-           from new_rows n group by 1, 2 loop
-    perform smsao.bump_event_count(r.day, r.event_name, r.events);
-  end loop;
+  perform smsao.bump_event_counts(pg_catalog.array_agg(g.event_name), pg_catalog.array_agg(g.day),
+                                  pg_catalog.array_agg(g.events))
+  from (select n.event_name, smsao.utc_day(n.occurred_at) as day, pg_catalog.count(*) as events
+        from new_rows n group by 1, 2) g;
   for r in select n.event_name, pg_catalog.array_agg(n.user_id order by n.id) as ids,
                   pg_catalog.array_agg(n.occurred_at order by n.id) as times,
                   pg_catalog.array_agg(n.properties order by n.id) as params
@@ -283,13 +283,11 @@ create or replace function smsao.analytics_events_delete() returns trigger
   language plpgsql security definer
   set search_path = ''
 as $$
-declare
-  r record;
 begin
-  for r in select smsao.utc_day(o.occurred_at) as day, o.event_name, pg_catalog.count(*) as events
-           from old_rows o group by 1, 2 loop
-    perform smsao.bump_event_count(r.day, r.event_name, -r.events);
-  end loop;
+  perform smsao.bump_event_counts(pg_catalog.array_agg(g.event_name), pg_catalog.array_agg(g.day),
+                                  pg_catalog.array_agg(-g.events))
+  from (select o.event_name, smsao.utc_day(o.occurred_at) as day, pg_catalog.count(*) as events
+        from old_rows o group by 1, 2) g;
   return null;
 end
 $$;

@@ -21,5 +21,5 @@ revoke all on table smsao.ga4_outbox from public, anon, authenticated, service_r
 -- The identity sequences of the analytics tables: Supabase's default privileges grant them
 -- to the app roles; identity columns need no sequence privilege.
 revoke all on sequence public.credit_prices_id_seq, public.acquisition_spend_id_seq,
-  public.business_events_id_seq, smsao.event_counts_id_seq, smsao.business_month_marks_id_seq,
+  public.business_events_id_seq, smsao.business_month_marks_id_seq,
   smsao.ga4_outbox_id_seq from public, anon, authenticated, service_role;

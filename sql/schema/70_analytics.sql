@@ -73,16 +73,17 @@ create table smsao.user_milestones (
 );
 create index user_milestones_time_idx on smsao.user_milestones (milestone, first_at);
 
--- Events per UTC day and name: value of (day, event_name) = sum(events) of its rows. A
--- writer adds to any row of its key that no other transaction holds, or starts a row, so
--- concurrent writers never wait on each other (smsao.bump_event_count).
+-- Events per UTC day and name: value of (event_name, day) = sum(events) over its shards. A
+-- statement adds its deltas in one upsert to the shard of its backend (pid % 8), so
+-- concurrent writers of today's counts rarely wait on each other, and a key has at most 8
+-- rows (smsao.bump_event_counts).
 create table smsao.event_counts (
-  id         bigint generated always as identity primary key,
-  day        date not null,
   event_name text not null,
-  events     bigint not null default 0
-) with (fillfactor = 50);
-create index event_counts_key_idx on smsao.event_counts (event_name, day);
+  day        date not null,
+  shard      smallint not null check (shard between 0 and 7),
+  events     bigint not null default 0,
+  primary key (event_name, day, shard)
+) with (fillfactor = 70);  -- room on the page for HOT updates of `events`
 
 -- Months whose figures a write changed: one row per statement and month, never upserted
 -- (an upsert that finds a committed mark would do nothing, and a refresh deleting that mark

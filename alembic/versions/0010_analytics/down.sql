@@ -37,7 +37,7 @@ declare
 begin
   for f in select p.oid from pg_catalog.pg_proc p
            where p.pronamespace = 'smsao'::regnamespace
-             and p.proname in ('utc_month', 'utc_day', 'month_start', 'bump_event_count',
+             and p.proname in ('utc_month', 'utc_day', 'month_start', 'bump_event_counts',
                'ga4_pseudonym', 'queue_ga4', 'record_milestones', 'mark_business_months',
                'refresh_business_months', 'is_milestone', 'carries_personal_data', 'guard_analytics_read',
                'check_month_argument', 'check_month_range', 'funnel_first_step', 'funnel_next_step',

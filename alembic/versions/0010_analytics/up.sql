@@ -76,16 +76,17 @@ create table smsao.user_milestones (
 );
 create index user_milestones_time_idx on smsao.user_milestones (milestone, first_at);
 
--- Events per UTC day and name: value of (day, event_name) = sum(events) of its rows. A
--- writer adds to any row of its key that no other transaction holds, or starts a row, so
--- concurrent writers never wait on each other (smsao.bump_event_count).
+-- Events per UTC day and name: value of (event_name, day) = sum(events) over its shards. A
+-- statement adds its deltas in one upsert to the shard of its backend (pid % 8), so
+-- concurrent writers of today's counts rarely wait on each other, and a key has at most 8
+-- rows (smsao.bump_event_counts).
 create table smsao.event_counts (
-  id         bigint generated always as identity primary key,
-  day        date not null,
   event_name text not null,
-  events     bigint not null default 0
-) with (fillfactor = 50);
-create index event_counts_key_idx on smsao.event_counts (event_name, day);
+  day        date not null,
+  shard      smallint not null check (shard between 0 and 7),
+  events     bigint not null default 0,
+  primary key (event_name, day, shard)
+) with (fillfactor = 70);  -- room on the page for HOT updates of `events`
 
 -- Months whose figures a write changed: one row per statement and month, never upserted
 -- (an upsert that finds a committed mark would do nothing, and a refresh deleting that mark
@@ -563,7 +564,8 @@ begin
   from (select j.user_id, pg_catalog.min(j.completed_at) as at from public.contact_import_jobs j
         where j.status = 'completed' and j.completed_at is not null group by 1) g;
   perform smsao.record_milestones('imported_contacts', ids, times);
-  perform smsao.bump_event_count(e.day, e.event_name, e.events)
+  perform smsao.bump_event_counts(pg_catalog.array_agg(e.event_name), pg_catalog.array_agg(e.day),
+                                  pg_catalog.array_agg(e.events))
   from (select smsao.utc_day(b.occurred_at) as day, b.event_name, pg_catalog.count(*) as events
         from public.business_events b group by 1, 2) e;
   perform smsao.mark_business_months(array['-infinity'::date]);
@@ -637,26 +639,23 @@ as $$
 $$;
 revoke all on function smsao.month_start(date) from public, anon, authenticated, service_role;
 
--- Add `delta` events to (day, event_name) without waiting for another writer: take any
--- row of the key that no other transaction holds, or start one.
-create or replace function smsao.bump_event_count(on_day date, name text, delta bigint) returns void
+-- Add events per (name, day), one statement for all of them, to this backend's shard.
+-- Keys in order, so two writers that share a shard lock their rows in the same order.
+create or replace function smsao.bump_event_counts(names text[], days date[], deltas bigint[]) returns void
   language plpgsql
   set search_path = ''
 as $$
 begin
-  if delta = 0 then
-    return;
-  end if;
-  update smsao.event_counts c set events = c.events + delta
-  where c.id = (select e.id from smsao.event_counts e
-                where e.event_name = name and e.day = on_day
-                limit 1 for update skip locked);
-  if not found then
-    insert into smsao.event_counts (day, event_name, events) values (on_day, name, delta);
-  end if;
+  insert into smsao.event_counts as c (event_name, day, shard, events)
+  select d.name, d.day, (pg_catalog.pg_backend_pid() % 8)::smallint, pg_catalog.sum(d.delta)
+  from unnest(names, days, deltas) d(name, day, delta)
+  group by d.name, d.day
+  having pg_catalog.sum(d.delta) <> 0
+  order by d.name, d.day
+  on conflict on constraint event_counts_pkey do update set events = c.events + excluded.events;
 end
 $$;
-revoke all on function smsao.bump_event_count(date, text, bigint) from public, anon, authenticated, service_role;
+revoke all on function smsao.bump_event_counts(text[], date[], bigint[]) from public, anon, authenticated, service_role;
 
 -- The pseudonymous id of a user in the GA4 export: a keyed SHA-256 of the user id (the
 -- key is smsao.ga4_settings', owner-only). Without the key a pseudonym cannot be linked
@@ -737,9 +736,9 @@ begin
          (select pg_catalog.array_agg(c.first_at) from changed c where c.previous_first_at is null)
     into days, deltas, firsts_users, firsts_times;
 
-  for i in 1 .. coalesce(cardinality(days), 0) loop
-    perform smsao.bump_event_count(days[i], milestone, deltas[i]);
-  end loop;
+  if days is not null then
+    perform smsao.bump_event_counts(pg_catalog.array_fill(milestone, array[cardinality(days)]), days, deltas);
+  end if;
   if firsts_users is not null then
     perform smsao.queue_ga4(milestone, firsts_users, firsts_times,
                             pg_catalog.array_fill(null::jsonb, array[cardinality(firsts_users)]));
@@ -1148,10 +1147,10 @@ as $$
 declare
   r record;
 begin
-  for r in select smsao.utc_day(n.occurred_at) as day, n.event_name, pg_catalog.count(*) as events
-           from new_rows n group by 1, 2 loop
-    perform smsao.bump_event_count(r.day, r.event_name, r.events);
-  end loop;
+  perform smsao.bump_event_counts(pg_catalog.array_agg(g.event_name), pg_catalog.array_agg(g.day),
+                                  pg_catalog.array_agg(g.events))
+  from (select n.event_name, smsao.utc_day(n.occurred_at) as day, pg_catalog.count(*) as events
+        from new_rows n group by 1, 2) g;
   for r in select n.event_name, pg_catalog.array_agg(n.user_id order by n.id) as ids,
                   pg_catalog.array_agg(n.occurred_at order by n.id) as times,
                   pg_catalog.array_agg(n.properties order by n.id) as params
@@ -1169,13 +1168,11 @@ create or replace function smsao.analytics_events_delete() returns trigger
   language plpgsql security definer
   set search_path = ''
 as $$
-declare
-  r record;
 begin
-  for r in select smsao.utc_day(o.occurred_at) as day, o.event_name, pg_catalog.count(*) as events
-           from old_rows o group by 1, 2 loop
-    perform smsao.bump_event_count(r.day, r.event_name, -r.events);
-  end loop;
+  perform smsao.bump_event_counts(pg_catalog.array_agg(g.event_name), pg_catalog.array_agg(g.day),
+                                  pg_catalog.array_agg(-g.events))
+  from (select o.event_name, smsao.utc_day(o.occurred_at) as day, pg_catalog.count(*) as events
+        from old_rows o group by 1, 2) g;
   return null;
 end
 $$;
@@ -1355,7 +1352,7 @@ revoke all on table smsao.ga4_outbox from public, anon, authenticated, service_r
 -- The identity sequences of the analytics tables: Supabase's default privileges grant them
 -- to the app roles; identity columns need no sequence privilege.
 revoke all on sequence public.credit_prices_id_seq, public.acquisition_spend_id_seq,
-  public.business_events_id_seq, smsao.event_counts_id_seq, smsao.business_month_marks_id_seq,
+  public.business_events_id_seq, smsao.business_month_marks_id_seq,
   smsao.ga4_outbox_id_seq from public, anon, authenticated, service_role;
 
 -- ==== sql/policies/business_events.sql ====
