@@ -47,3 +47,24 @@ def test_report_shows_the_months_funnel_cohorts_and_events(db):
 def test_report_refuses_a_bad_month_count_in_one_line(db):
     proc = smsao_db("analytics", "report", "--months", "0", url=db.url)
     assert proc.returncode != 0 and proc.stderr.strip().count("\n") == 0 and "--months" in proc.stderr
+
+
+def test_demo_data_gives_18_months_of_plausible_history(db):
+    from runner import demo, integrity
+    from runner.analytics import report
+
+    assert demo.load(db.url)
+    with db.connect() as conn:
+        rep = report.fetch_from(conn, months=18)
+    months = rep.months
+    assert len(months) == 18
+    assert all(m["revenue"] > 0 and m["paying_customers"] > 0 and m["acquisition_spend"] > 0 for m in months)
+    assert sum(m["churned_customers"] for m in months) > 0 and all(m["ltv"] for m in months)
+    # A growing user base: the last six months bring more new customers than the first six.
+    assert sum(m["new_paying_customers"] for m in months[-6:]) > sum(m["new_paying_customers"] for m in months[:6])
+    assert db.sql("select count(distinct price_per_credit) from public.credit_prices") == [(2,)]
+    assert rep.funnel[0]["users"] > rep.funnel[-1]["users"] > 0
+    assert any(c["months_since"] > 0 and c["active_users"] > 0 for c in rep.cohorts)
+    assert [r.name for r in integrity.run(db.url) if not r.passed] == []
+    assert not demo.load(db.url)   # a second run adds nothing
+    assert db.one("select count(*) from public.credit_prices") == 2

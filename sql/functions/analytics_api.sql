@@ -330,7 +330,10 @@ begin
       and m.first_at >= smsao.month_start(retention_cohorts.from_month)
       and m.first_at < smsao.month_start((retention_cohorts.to_month + interval '1 month')::date)
   ), grid as (
-    select c::date as cohort, k::integer as k
+    -- Each (cohort, k) with the bounds of month cohort + k, computed once per cell.
+    select c::date as cohort, k::integer as k,
+           (c + pg_catalog.make_interval(months => k)) at time zone 'UTC' as lo,
+           (c + pg_catalog.make_interval(months => k + 1)) at time zone 'UTC' as hi
     from pg_catalog.generate_series(retention_cohorts.from_month::timestamp, retention_cohorts.to_month::timestamp,
                                     interval '1 month') c
     cross join lateral pg_catalog.generate_series(0,
@@ -340,9 +343,7 @@ begin
     select g.cohort, g.k, pg_catalog.count(*) as users
     from grid g join members u on u.cohort = g.cohort
     where exists (select from public.sms_logs s
-                  where s.user_id = u.user_id
-                    and s.created_at >= smsao.month_start((g.cohort + pg_catalog.make_interval(months => g.k))::date)
-                    and s.created_at < smsao.month_start((g.cohort + pg_catalog.make_interval(months => g.k + 1))::date))
+                  where s.user_id = u.user_id and s.created_at >= g.lo and s.created_at < g.hi)
     group by g.cohort, g.k
   )
   select g.cohort, g.k,
