@@ -41,6 +41,7 @@ FUNNEL_MONTH = "2026-06-01"
 
 ANALYTICS_TRIGGERS = [
     ("public.profiles", "profiles_analytics_insert"),
+    ("public.profiles", "profiles_analytics_delete"),
     ("public.sms_logs", "sms_logs_analytics_insert"),
     ("public.campaigns", "campaigns_analytics_insert"),
     ("public.contact_import_jobs", "contact_import_jobs_analytics_insert"),

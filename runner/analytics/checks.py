@@ -56,7 +56,6 @@ BUSINESS_MONTHS = f"""
     order by 1"""
 
 MILESTONE_SOURCES = {
-    "signed_up": "select p.user_id, p.created_at as at from public.profiles p",
     "requested_credits": "select r.user_id, r.created_at from public.credit_requests r",
     "purchased_credits": "select r.user_id, r.processed_at from public.credit_requests r where r.status = 'approved'",
     "sent_sms": "select s.user_id, s.created_at from public.sms_logs s",
@@ -79,6 +78,8 @@ EVENT_COUNTS = """
       select x.day, x.event_name, count(*) as n
       from (select (m.first_at at time zone 'UTC')::date as day, m.milestone as event_name from smsao.user_milestones m
             union all
+            select (p.created_at at time zone 'UTC')::date, 'signed_up' from public.profiles p
+            union all
             select (e.occurred_at at time zone 'UTC')::date, e.event_name from public.business_events e) x
       group by 1, 2)
     select format('%s on %s: counted %s, recount finds %s', coalesce(c.event_name, r.event_name),
@@ -98,6 +99,6 @@ CHECKS = [
           "every user's first time per milestone is stored, and no later than the base tables show",
           MILESTONES, REMEDY),
     Check("analytics_event_counts",
-          "events per day and name equal the milestones' first times plus the custom events of that day",
+          "events per day and name equal the signups, the milestones' first times and the custom events of that day",
           EVENT_COUNTS, REMEDY),
 ]

@@ -209,7 +209,10 @@ create or replace function smsao.funnel_first_step(step text, since timestamptz,
   set search_path = ''
 as $$
 begin
-  if smsao.is_milestone(step) then
+  if step = 'signed_up' then
+    select pg_catalog.array_agg(p.user_id), pg_catalog.array_agg(p.created_at) into user_ids, times
+    from public.profiles p where p.created_at >= since and p.created_at < until;
+  elsif smsao.is_milestone(step) then
     select pg_catalog.array_agg(m.user_id), pg_catalog.array_agg(m.first_at) into user_ids, times
     from smsao.user_milestones m
     where m.milestone = step and m.first_at >= since and m.first_at < until;
@@ -231,7 +234,13 @@ create or replace function smsao.funnel_next_step(step text, user_ids uuid[], ti
   set search_path = ''
 as $$
 begin
-  if smsao.is_milestone(step) then
+  if step = 'signed_up' then
+    select pg_catalog.array_agg(s.user_id), pg_catalog.array_agg(p.created_at), pg_catalog.array_agg(s.started)
+      into next_users, next_times, next_starts
+    from unnest(user_ids, times, starts) s(user_id, at, started)
+    join public.profiles p on p.user_id = s.user_id
+    where p.created_at >= s.at and p.created_at <= s.started + within;
+  elsif smsao.is_milestone(step) then
     select pg_catalog.array_agg(s.user_id), pg_catalog.array_agg(m.first_at), pg_catalog.array_agg(s.started)
       into next_users, next_times, next_starts
     from unnest(user_ids, times, starts) s(user_id, at, started)
@@ -324,11 +333,10 @@ begin
   perform smsao.guard_analytics_read('retention_cohorts', args);
   return query
   with members as (
-    select smsao.utc_month(m.first_at) as cohort, m.user_id
-    from smsao.user_milestones m
-    where m.milestone = 'signed_up'
-      and m.first_at >= smsao.month_start(retention_cohorts.from_month)
-      and m.first_at < smsao.month_start((retention_cohorts.to_month + interval '1 month')::date)
+    select smsao.utc_month(p.created_at) as cohort, p.user_id
+    from public.profiles p
+    where p.created_at >= smsao.month_start(retention_cohorts.from_month)
+      and p.created_at < smsao.month_start((retention_cohorts.to_month + interval '1 month')::date)
   ), grid as (
     -- Each (cohort, k) with the bounds of month cohort + k, computed once per cell.
     select c::date as cohort, k::integer as k,
@@ -390,8 +398,8 @@ revoke all on function public.set_ga4_export(text, boolean) from public, anon, a
 grant execute on function public.set_ga4_export(text, boolean) to authenticated, service_role;
 
 -- The rollups from the data already there, when the analytics are installed (and by
--- `integrity --repair`-style rebuilds): milestones from the base tables, event counts
--- from business_events, every month marked for a recount.
+-- smsao.rebuild_analytics()): milestones and signups' day counts from the base tables,
+-- event counts from business_events, every month marked for a recount.
 create or replace function smsao.backfill_analytics() returns void
   language plpgsql
   set search_path = ''
@@ -400,9 +408,9 @@ declare
   ids uuid[];
   times timestamptz[];
 begin
-  select pg_catalog.array_agg(p.user_id order by p.user_id), pg_catalog.array_agg(p.created_at order by p.user_id)
-    into ids, times from public.profiles p;
-  perform smsao.record_milestones('signed_up', ids, times);
+  perform smsao.bump_event_counts(pg_catalog.array_agg('signed_up'::text), pg_catalog.array_agg(g.day),
+                                  pg_catalog.array_agg(g.n))
+  from (select smsao.utc_day(p.created_at) as day, pg_catalog.count(*) as n from public.profiles p group by 1) g;
   select pg_catalog.array_agg(g.user_id order by g.user_id), pg_catalog.array_agg(g.at order by g.user_id) into ids, times
   from (select r.user_id, pg_catalog.min(r.created_at) as at from public.credit_requests r group by 1) g;
   perform smsao.record_milestones('requested_credits', ids, times);

@@ -3,7 +3,8 @@
 -- hands the result to smsao.record_milestones / smsao.mark_business_months: one call per
 -- statement, whatever its row count (ENGINEERING.md, "Learned since").
 
--- signed_up: profiles.created_at.
+-- signed_up is profiles.created_at itself (the funnel and the cohorts read profiles): a
+-- signup writes no milestone row, only its day count, and its GA4 event when opted in.
 create or replace function smsao.analytics_profiles_insert() returns trigger
   language plpgsql security definer
   set search_path = ''
@@ -12,12 +13,31 @@ declare
   ids uuid[];
   times timestamptz[];
 begin
-  select pg_catalog.array_agg(n.user_id), pg_catalog.array_agg(n.created_at) into ids, times from new_rows n;
-  perform smsao.record_milestones('signed_up', ids, times);
+  perform smsao.bump_event_counts(pg_catalog.array_agg('signed_up'::text), pg_catalog.array_agg(g.day),
+                                  pg_catalog.array_agg(g.n))
+  from (select smsao.utc_day(n.created_at) as day, pg_catalog.count(*) as n from new_rows n group by 1) g;
+  if exists (select from smsao.ga4_export_events g where g.event_name = 'signed_up') then
+    select pg_catalog.array_agg(n.user_id), pg_catalog.array_agg(n.created_at) into ids, times from new_rows n;
+    perform smsao.queue_ga4('signed_up', ids, times, pg_catalog.array_fill(null::jsonb, array[cardinality(ids)]));
+  end if;
   return null;
 end
 $$;
 revoke all on function smsao.analytics_profiles_insert() from public, anon, authenticated, service_role;
+
+-- A profile deleted takes its signup out of the day counts, as the cohorts lose it.
+create or replace function smsao.analytics_profiles_delete() returns trigger
+  language plpgsql security definer
+  set search_path = ''
+as $$
+begin
+  perform smsao.bump_event_counts(pg_catalog.array_agg('signed_up'::text), pg_catalog.array_agg(g.day),
+                                  pg_catalog.array_agg(-g.n))
+  from (select smsao.utc_day(o.created_at) as day, pg_catalog.count(*) as n from old_rows o group by 1) g;
+  return null;
+end
+$$;
+revoke all on function smsao.analytics_profiles_delete() from public, anon, authenticated, service_role;
 
 -- requested_credits (created_at), and for rows written already approved (a loader),
 -- purchased_credits and the months of their revenue.
@@ -212,8 +232,11 @@ declare
   ids uuid[];
   times timestamptz[];
 begin
+  -- The hot path (every SMS): only users without an earlier first SMS go on; most have one.
   select pg_catalog.array_agg(g.user_id), pg_catalog.array_agg(g.at) into ids, times
-  from (select n.user_id, pg_catalog.min(n.created_at) as at from new_rows n group by n.user_id) g;
+  from (select n.user_id, pg_catalog.min(n.created_at) as at from new_rows n group by n.user_id) g
+  where not exists (select from smsao.user_milestones m
+                    where m.user_id = g.user_id and m.milestone = 'sent_sms' and m.first_at <= g.at);
   perform smsao.record_milestones('sent_sms', ids, times);
   return null;
 end

@@ -2,7 +2,8 @@
 --
 -- Base tables an admin maintains (prices, acquisition spend), the custom events, and the
 -- rollups the readers answer from:
---   smsao.user_milestones     each user's first time per milestone, kept by statement
+--   smsao.user_milestones     each user's first time per milestone (signed_up is
+--                             profiles.created_at itself), kept by statement
 --                             triggers in the writing transaction (sql/triggers/analytics.sql)
 --   smsao.event_counts        events per UTC day and name (milestones count on the day a user
 --                             first reached them), sharded deltas like smsao.health_counters
@@ -54,7 +55,7 @@ create table smsao.milestones (
   source text not null
 );
 insert into smsao.milestones (name, source) values
-  ('signed_up', 'profiles.created_at'),
+  ('signed_up', 'profiles.created_at (read there, not stored in user_milestones)'),
   ('requested_credits', 'credit_requests.created_at'),
   ('purchased_credits', 'credit_requests.processed_at, status approved'),
   ('sent_sms', 'sms_logs.created_at'),

@@ -6,6 +6,9 @@
 create trigger profiles_analytics_insert
   after insert on public.profiles referencing new table as new_rows
   for each statement execute function smsao.analytics_profiles_insert();
+create trigger profiles_analytics_delete
+  after delete on public.profiles referencing old table as old_rows
+  for each statement execute function smsao.analytics_profiles_delete();
 create trigger sms_logs_analytics_insert
   after insert on public.sms_logs referencing new table as new_rows
   for each statement execute function smsao.analytics_sms_logs_insert();

@@ -1,5 +1,6 @@
 -- Removes what 0010_analytics added (nothing released was changed, so nothing to restore).
 drop trigger if exists profiles_analytics_insert on public.profiles;
+drop trigger if exists profiles_analytics_delete on public.profiles;
 drop trigger if exists sms_logs_analytics_insert on public.sms_logs;
 drop trigger if exists campaigns_analytics_insert on public.campaigns;
 drop trigger if exists contact_import_jobs_analytics_insert on public.contact_import_jobs;

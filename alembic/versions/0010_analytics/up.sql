@@ -5,7 +5,8 @@
 --
 -- Base tables an admin maintains (prices, acquisition spend), the custom events, and the
 -- rollups the readers answer from:
---   smsao.user_milestones     each user's first time per milestone, kept by statement
+--   smsao.user_milestones     each user's first time per milestone (signed_up is
+--                             profiles.created_at itself), kept by statement
 --                             triggers in the writing transaction (sql/triggers/analytics.sql)
 --   smsao.event_counts        events per UTC day and name (milestones count on the day a user
 --                             first reached them), sharded deltas like smsao.health_counters
@@ -57,7 +58,7 @@ create table smsao.milestones (
   source text not null
 );
 insert into smsao.milestones (name, source) values
-  ('signed_up', 'profiles.created_at'),
+  ('signed_up', 'profiles.created_at (read there, not stored in user_milestones)'),
   ('requested_credits', 'credit_requests.created_at'),
   ('purchased_credits', 'credit_requests.processed_at, status approved'),
   ('sent_sms', 'sms_logs.created_at'),
@@ -354,7 +355,10 @@ create or replace function smsao.funnel_first_step(step text, since timestamptz,
   set search_path = ''
 as $$
 begin
-  if smsao.is_milestone(step) then
+  if step = 'signed_up' then
+    select pg_catalog.array_agg(p.user_id), pg_catalog.array_agg(p.created_at) into user_ids, times
+    from public.profiles p where p.created_at >= since and p.created_at < until;
+  elsif smsao.is_milestone(step) then
     select pg_catalog.array_agg(m.user_id), pg_catalog.array_agg(m.first_at) into user_ids, times
     from smsao.user_milestones m
     where m.milestone = step and m.first_at >= since and m.first_at < until;
@@ -376,7 +380,13 @@ create or replace function smsao.funnel_next_step(step text, user_ids uuid[], ti
   set search_path = ''
 as $$
 begin
-  if smsao.is_milestone(step) then
+  if step = 'signed_up' then
+    select pg_catalog.array_agg(s.user_id), pg_catalog.array_agg(p.created_at), pg_catalog.array_agg(s.started)
+      into next_users, next_times, next_starts
+    from unnest(user_ids, times, starts) s(user_id, at, started)
+    join public.profiles p on p.user_id = s.user_id
+    where p.created_at >= s.at and p.created_at <= s.started + within;
+  elsif smsao.is_milestone(step) then
     select pg_catalog.array_agg(s.user_id), pg_catalog.array_agg(m.first_at), pg_catalog.array_agg(s.started)
       into next_users, next_times, next_starts
     from unnest(user_ids, times, starts) s(user_id, at, started)
@@ -469,11 +479,10 @@ begin
   perform smsao.guard_analytics_read('retention_cohorts', args);
   return query
   with members as (
-    select smsao.utc_month(m.first_at) as cohort, m.user_id
-    from smsao.user_milestones m
-    where m.milestone = 'signed_up'
-      and m.first_at >= smsao.month_start(retention_cohorts.from_month)
-      and m.first_at < smsao.month_start((retention_cohorts.to_month + interval '1 month')::date)
+    select smsao.utc_month(p.created_at) as cohort, p.user_id
+    from public.profiles p
+    where p.created_at >= smsao.month_start(retention_cohorts.from_month)
+      and p.created_at < smsao.month_start((retention_cohorts.to_month + interval '1 month')::date)
   ), grid as (
     -- Each (cohort, k) with the bounds of month cohort + k, computed once per cell.
     select c::date as cohort, k::integer as k,
@@ -535,8 +544,8 @@ revoke all on function public.set_ga4_export(text, boolean) from public, anon, a
 grant execute on function public.set_ga4_export(text, boolean) to authenticated, service_role;
 
 -- The rollups from the data already there, when the analytics are installed (and by
--- `integrity --repair`-style rebuilds): milestones from the base tables, event counts
--- from business_events, every month marked for a recount.
+-- smsao.rebuild_analytics()): milestones and signups' day counts from the base tables,
+-- event counts from business_events, every month marked for a recount.
 create or replace function smsao.backfill_analytics() returns void
   language plpgsql
   set search_path = ''
@@ -545,9 +554,9 @@ declare
   ids uuid[];
   times timestamptz[];
 begin
-  select pg_catalog.array_agg(p.user_id order by p.user_id), pg_catalog.array_agg(p.created_at order by p.user_id)
-    into ids, times from public.profiles p;
-  perform smsao.record_milestones('signed_up', ids, times);
+  perform smsao.bump_event_counts(pg_catalog.array_agg('signed_up'::text), pg_catalog.array_agg(g.day),
+                                  pg_catalog.array_agg(g.n))
+  from (select smsao.utc_day(p.created_at) as day, pg_catalog.count(*) as n from public.profiles p group by 1) g;
   select pg_catalog.array_agg(g.user_id order by g.user_id), pg_catalog.array_agg(g.at order by g.user_id) into ids, times
   from (select r.user_id, pg_catalog.min(r.created_at) as at from public.credit_requests r group by 1) g;
   perform smsao.record_milestones('requested_credits', ids, times);
@@ -889,7 +898,8 @@ revoke all on function smsao.refresh_business_months() from public, anon, authen
 -- hands the result to smsao.record_milestones / smsao.mark_business_months: one call per
 -- statement, whatever its row count (ENGINEERING.md, "Learned since").
 
--- signed_up: profiles.created_at.
+-- signed_up is profiles.created_at itself (the funnel and the cohorts read profiles): a
+-- signup writes no milestone row, only its day count, and its GA4 event when opted in.
 create or replace function smsao.analytics_profiles_insert() returns trigger
   language plpgsql security definer
   set search_path = ''
@@ -898,12 +908,31 @@ declare
   ids uuid[];
   times timestamptz[];
 begin
-  select pg_catalog.array_agg(n.user_id), pg_catalog.array_agg(n.created_at) into ids, times from new_rows n;
-  perform smsao.record_milestones('signed_up', ids, times);
+  perform smsao.bump_event_counts(pg_catalog.array_agg('signed_up'::text), pg_catalog.array_agg(g.day),
+                                  pg_catalog.array_agg(g.n))
+  from (select smsao.utc_day(n.created_at) as day, pg_catalog.count(*) as n from new_rows n group by 1) g;
+  if exists (select from smsao.ga4_export_events g where g.event_name = 'signed_up') then
+    select pg_catalog.array_agg(n.user_id), pg_catalog.array_agg(n.created_at) into ids, times from new_rows n;
+    perform smsao.queue_ga4('signed_up', ids, times, pg_catalog.array_fill(null::jsonb, array[cardinality(ids)]));
+  end if;
   return null;
 end
 $$;
 revoke all on function smsao.analytics_profiles_insert() from public, anon, authenticated, service_role;
+
+-- A profile deleted takes its signup out of the day counts, as the cohorts lose it.
+create or replace function smsao.analytics_profiles_delete() returns trigger
+  language plpgsql security definer
+  set search_path = ''
+as $$
+begin
+  perform smsao.bump_event_counts(pg_catalog.array_agg('signed_up'::text), pg_catalog.array_agg(g.day),
+                                  pg_catalog.array_agg(-g.n))
+  from (select smsao.utc_day(o.created_at) as day, pg_catalog.count(*) as n from old_rows o group by 1) g;
+  return null;
+end
+$$;
+revoke all on function smsao.analytics_profiles_delete() from public, anon, authenticated, service_role;
 
 -- requested_credits (created_at), and for rows written already approved (a loader),
 -- purchased_credits and the months of their revenue.
@@ -1098,8 +1127,11 @@ declare
   ids uuid[];
   times timestamptz[];
 begin
+  -- The hot path (every SMS): only users without an earlier first SMS go on; most have one.
   select pg_catalog.array_agg(g.user_id), pg_catalog.array_agg(g.at) into ids, times
-  from (select n.user_id, pg_catalog.min(n.created_at) as at from new_rows n group by n.user_id) g;
+  from (select n.user_id, pg_catalog.min(n.created_at) as at from new_rows n group by n.user_id) g
+  where not exists (select from smsao.user_milestones m
+                    where m.user_id = g.user_id and m.milestone = 'sent_sms' and m.first_at <= g.at);
   perform smsao.record_milestones('sent_sms', ids, times);
   return null;
 end
@@ -1230,6 +1262,9 @@ revoke all on function smsao.audit_analytics_delete() from public, anon, authent
 create trigger profiles_analytics_insert
   after insert on public.profiles referencing new table as new_rows
   for each statement execute function smsao.analytics_profiles_insert();
+create trigger profiles_analytics_delete
+  after delete on public.profiles referencing old table as old_rows
+  for each statement execute function smsao.analytics_profiles_delete();
 create trigger sms_logs_analytics_insert
   after insert on public.sms_logs referencing new table as new_rows
   for each statement execute function smsao.analytics_sms_logs_insert();
