@@ -28,10 +28,10 @@ begin
 
   set local session_replication_role = replica;   -- the auth rows alone: their profiles follow
   insert into auth.users (id, email, created_at)
-  select id, 'grow' || row_number() over (order by signed_up) || '@demo.smsao.ao', signed_up from demo_users;
+  select id, 'grow' || row_number() over (order by signed_up) || '@history.demo.smsao.ao', signed_up from demo_users;
   set local session_replication_role = origin;
   insert into public.profiles (user_id, email, created_at, phone)
-  select id, 'grow' || row_number() over (order by signed_up) || '@demo.smsao.ao', signed_up,
+  select id, 'grow' || row_number() over (order by signed_up) || '@history.demo.smsao.ao', signed_up,
          '+2449' || lpad((abs(hashtext(id::text)) % 100000000)::text, 8, '0')
   from demo_users;
   insert into public.user_roles (user_id, role) select id, 'user' from demo_users;
