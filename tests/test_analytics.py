@@ -202,3 +202,23 @@ def test_opted_in_events_are_queued_with_the_write_under_a_pseudonym(db):
     assert pseudonym != db.one("select encode(sha256(uuid_send(%s::uuid)), 'hex')", [buyer])
     assert db.sql("select action, target_id from public.admin_audit_logs where action = 'set_ga4_export' order by id") == [
         ("set_ga4_export", "purchased_credits"), ("set_ga4_export", "opened_app")]
+
+
+def test_a_read_only_transaction_recounts_instead_of_refreshing(db):
+    """A standby cannot refresh the monthly rollup: the figures are recounted from the base
+    tables instead. The audited readers refuse there (25006) rather than read unaudited."""
+    buyer = db.create_user()
+    db.sql("insert into public.credit_prices (valid_from, price_per_credit) values ('2026-01-01', 2)")
+    db.sql("insert into public.credit_requests (user_id, amount, status, processed_at)"
+           " values (%s, 10, 'approved', '2026-02-03')", [buyer])
+    months = "select month::text, revenue, paying_customers from smsao.fresh_business_months() order by 1"
+    with db.conn.transaction(force_rollback=True):
+        db.sql("set transaction read only")
+        read_only = db.sql(months)
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+            with db.conn.transaction():
+                db.sql("select * from public.business_metrics('2026-02-01', '2026-03-01')")
+    assert read_only == [("2026-02-01", 20, 1), ("2026-03-01", 0, 0)]
+    assert db.one("select count(*) from smsao.business_month_marks") > 0
+    assert db.sql(months) == read_only
+    assert db.one("select count(*) from smsao.business_month_marks") == 0
