@@ -333,7 +333,7 @@ begin
   perform smsao.guard_analytics_read('retention_cohorts', args);
   return query
   with members as (
-    select smsao.utc_month(p.created_at) as cohort, p.user_id
+    select pg_catalog.date_trunc('month', p.created_at, 'UTC')::date as cohort, p.user_id
     from public.profiles p
     where p.created_at >= smsao.month_start(retention_cohorts.from_month)
       and p.created_at < smsao.month_start((retention_cohorts.to_month + interval '1 month')::date)
@@ -410,7 +410,7 @@ declare
 begin
   perform smsao.bump_event_counts(pg_catalog.array_agg('signed_up'::text), pg_catalog.array_agg(g.day),
                                   pg_catalog.array_agg(g.n))
-  from (select smsao.utc_day(p.created_at) as day, pg_catalog.count(*) as n from public.profiles p group by 1) g;
+  from (select (p.created_at at time zone 'UTC')::date as day, pg_catalog.count(*) as n from public.profiles p group by 1) g;
   select pg_catalog.array_agg(g.user_id order by g.user_id), pg_catalog.array_agg(g.at order by g.user_id) into ids, times
   from (select r.user_id, pg_catalog.min(r.created_at) as at from public.credit_requests r group by 1) g;
   perform smsao.record_milestones('requested_credits', ids, times);
@@ -430,7 +430,7 @@ begin
   perform smsao.record_milestones('imported_contacts', ids, times);
   perform smsao.bump_event_counts(pg_catalog.array_agg(e.event_name), pg_catalog.array_agg(e.day),
                                   pg_catalog.array_agg(e.events))
-  from (select smsao.utc_day(b.occurred_at) as day, b.event_name, pg_catalog.count(*) as events
+  from (select (b.occurred_at at time zone 'UTC')::date as day, b.event_name, pg_catalog.count(*) as events
         from public.business_events b group by 1, 2) e;
   perform smsao.mark_business_months(array['-infinity'::date]);
 end

@@ -106,9 +106,9 @@ begin
     returning m.user_id, m.first_at, m.previous_first_at
   ), moves as (
     select d.day, pg_catalog.sum(d.delta)::bigint as delta
-    from (select smsao.utc_day(c.first_at) as day, 1 as delta from changed c
+    from (select (c.first_at at time zone 'UTC')::date as day, 1 as delta from changed c
           union all
-          select smsao.utc_day(c.previous_first_at), -1 from changed c
+          select (c.previous_first_at at time zone 'UTC')::date, -1 from changed c
           where c.previous_first_at is not null) d
     group by d.day
   )
@@ -166,7 +166,7 @@ begin
            p.price_per_credit
     from public.credit_prices p
   ), purchases as (
-    select r.user_id, smsao.utc_month(r.processed_at) as month,
+    select r.user_id, pg_catalog.date_trunc('month', r.processed_at, 'UTC')::date as month,
            pg_catalog.round(r.amount * coalesce(pr.price_per_credit, 0), 2) as revenue
     from public.credit_requests r
     left join prices pr on r.processed_at >= pr.valid_from and r.processed_at < pr.valid_until
@@ -174,7 +174,7 @@ begin
       and r.processed_at >= smsao.month_start((from_month - interval '1 month')::date)
       and r.processed_at < smsao.month_start((to_month + interval '1 month')::date)
   ), refunds as (
-    select smsao.utc_month(t.created_at) as month,
+    select pg_catalog.date_trunc('month', t.created_at, 'UTC')::date as month,
            pg_catalog.sum(-pg_catalog.round(pg_catalog.abs(t.amount) * coalesce(pr.price_per_credit, 0), 2)) as revenue
     from public.credit_transactions t
     left join prices pr on t.created_at >= pr.valid_from and t.created_at < pr.valid_until
@@ -191,7 +191,7 @@ begin
            pg_catalog.lag(b.month) over w = (b.month - interval '1 month')::date as repeat,
            not exists (select from public.credit_requests r
                        where r.user_id = b.user_id and r.status = 'approved'
-                         and r.processed_at < smsao.month_start(b.month)) as first_month,
+                         and r.processed_at < (b.month::timestamp at time zone 'UTC')) as first_month,
            pg_catalog.lead(b.month) over w is distinct from (b.month + interval '1 month')::date as churns_next
     from buyers b
     window w as (partition by b.user_id order by b.month)

@@ -15,7 +15,7 @@ declare
 begin
   perform smsao.bump_event_counts(pg_catalog.array_agg('signed_up'::text), pg_catalog.array_agg(g.day),
                                   pg_catalog.array_agg(g.n))
-  from (select smsao.utc_day(n.created_at) as day, pg_catalog.count(*) as n from new_rows n group by 1) g;
+  from (select (n.created_at at time zone 'UTC')::date as day, pg_catalog.count(*) as n from new_rows n group by 1) g;
   if exists (select from smsao.ga4_export_events g where g.event_name = 'signed_up') then
     select pg_catalog.array_agg(n.user_id), pg_catalog.array_agg(n.created_at) into ids, times from new_rows n;
     perform smsao.queue_ga4('signed_up', ids, times, pg_catalog.array_fill(null::jsonb, array[cardinality(ids)]));
@@ -33,7 +33,7 @@ as $$
 begin
   perform smsao.bump_event_counts(pg_catalog.array_agg('signed_up'::text), pg_catalog.array_agg(g.day),
                                   pg_catalog.array_agg(-g.n))
-  from (select smsao.utc_day(o.created_at) as day, pg_catalog.count(*) as n from old_rows o group by 1) g;
+  from (select (o.created_at at time zone 'UTC')::date as day, pg_catalog.count(*) as n from old_rows o group by 1) g;
   return null;
 end
 $$;
@@ -61,7 +61,7 @@ begin
         where n.status = 'approved' group by n.user_id) g;
   if ids is not null then
     perform smsao.record_milestones('purchased_credits', ids, times);
-    select pg_catalog.array_agg(distinct smsao.utc_month(n.processed_at)) into months
+    select pg_catalog.array_agg(distinct pg_catalog.date_trunc('month', n.processed_at, 'UTC')::date) into months
     from new_rows n where n.status = 'approved';
     perform smsao.mark_business_months(months);
   end if;
@@ -88,9 +88,9 @@ begin
       and (o.status, o.processed_at, o.amount, o.user_id) is distinct from (n.status, n.processed_at, n.amount, n.user_id)
   )
   select (select pg_catalog.array_agg(distinct m) from (
-            select smsao.utc_month(c.old_at) as m from changed c where c.old_status = 'approved'
+            select pg_catalog.date_trunc('month', c.old_at, 'UTC')::date as m from changed c where c.old_status = 'approved'
             union all
-            select smsao.utc_month(c.processed_at) from changed c where c.status = 'approved') x),
+            select pg_catalog.date_trunc('month', c.processed_at, 'UTC')::date from changed c where c.status = 'approved') x),
          (select pg_catalog.array_agg(g.user_id) from (select c.user_id from changed c where c.status = 'approved'
                                                        group by c.user_id order by c.user_id) g),
          (select pg_catalog.array_agg(g.at) from (select c.user_id, pg_catalog.min(c.processed_at) as at from changed c
@@ -112,7 +112,7 @@ as $$
 declare
   months date[];
 begin
-  select pg_catalog.array_agg(distinct smsao.utc_month(o.processed_at)) into months
+  select pg_catalog.array_agg(distinct pg_catalog.date_trunc('month', o.processed_at, 'UTC')::date) into months
   from old_rows o where o.status = 'approved';
   perform smsao.mark_business_months(months);
   return null;
@@ -128,7 +128,7 @@ as $$
 declare
   months date[];
 begin
-  select pg_catalog.array_agg(distinct smsao.utc_month(n.created_at)) into months
+  select pg_catalog.array_agg(distinct pg_catalog.date_trunc('month', n.created_at, 'UTC')::date) into months
   from new_rows n where n.kind = 'refund';
   perform smsao.mark_business_months(months);
   return null;
@@ -143,7 +143,7 @@ as $$
 declare
   months date[];
 begin
-  select pg_catalog.array_agg(distinct smsao.utc_month(o.created_at)) into months
+  select pg_catalog.array_agg(distinct pg_catalog.date_trunc('month', o.created_at, 'UTC')::date) into months
   from old_rows o where o.kind = 'refund';
   perform smsao.mark_business_months(months);
   return null;
@@ -158,7 +158,7 @@ as $$
 declare
   months date[];
 begin
-  select pg_catalog.array_agg(distinct smsao.utc_month(x.created_at)) into months
+  select pg_catalog.array_agg(distinct pg_catalog.date_trunc('month', x.created_at, 'UTC')::date) into months
   from (select o.created_at from old_rows o where o.kind = 'refund'
         union all
         select n.created_at from new_rows n where n.kind = 'refund') x;
@@ -287,7 +287,7 @@ declare
 begin
   perform smsao.bump_event_counts(pg_catalog.array_agg(g.event_name), pg_catalog.array_agg(g.day),
                                   pg_catalog.array_agg(g.events))
-  from (select n.event_name, smsao.utc_day(n.occurred_at) as day, pg_catalog.count(*) as events
+  from (select n.event_name, (n.occurred_at at time zone 'UTC')::date as day, pg_catalog.count(*) as events
         from new_rows n group by 1, 2) g;
   for r in select n.event_name, pg_catalog.array_agg(n.user_id order by n.id) as ids,
                   pg_catalog.array_agg(n.occurred_at order by n.id) as times,
@@ -309,7 +309,7 @@ as $$
 begin
   perform smsao.bump_event_counts(pg_catalog.array_agg(g.event_name), pg_catalog.array_agg(g.day),
                                   pg_catalog.array_agg(-g.events))
-  from (select o.event_name, smsao.utc_day(o.occurred_at) as day, pg_catalog.count(*) as events
+  from (select o.event_name, (o.occurred_at at time zone 'UTC')::date as day, pg_catalog.count(*) as events
         from old_rows o group by 1, 2) g;
   return null;
 end

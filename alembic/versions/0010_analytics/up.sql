@@ -70,7 +70,9 @@ insert into smsao.milestones (name, source) values
 -- the time an earlier-dated write replaced (a backfill), so the day counts move with it.
 create table smsao.user_milestones (
   user_id           uuid not null,
-  milestone         text not null references smsao.milestones (name),
+  -- Checked by a list, not a foreign key: a foreign key check is a query per inserted row.
+  milestone         text not null check (milestone in ('requested_credits', 'purchased_credits', 'sent_sms',
+                                                       'created_campaign', 'imported_contacts')),
   first_at          timestamptz not null,
   previous_first_at timestamptz,
   primary key (user_id, milestone)
@@ -479,7 +481,7 @@ begin
   perform smsao.guard_analytics_read('retention_cohorts', args);
   return query
   with members as (
-    select smsao.utc_month(p.created_at) as cohort, p.user_id
+    select pg_catalog.date_trunc('month', p.created_at, 'UTC')::date as cohort, p.user_id
     from public.profiles p
     where p.created_at >= smsao.month_start(retention_cohorts.from_month)
       and p.created_at < smsao.month_start((retention_cohorts.to_month + interval '1 month')::date)
@@ -556,7 +558,7 @@ declare
 begin
   perform smsao.bump_event_counts(pg_catalog.array_agg('signed_up'::text), pg_catalog.array_agg(g.day),
                                   pg_catalog.array_agg(g.n))
-  from (select smsao.utc_day(p.created_at) as day, pg_catalog.count(*) as n from public.profiles p group by 1) g;
+  from (select (p.created_at at time zone 'UTC')::date as day, pg_catalog.count(*) as n from public.profiles p group by 1) g;
   select pg_catalog.array_agg(g.user_id order by g.user_id), pg_catalog.array_agg(g.at order by g.user_id) into ids, times
   from (select r.user_id, pg_catalog.min(r.created_at) as at from public.credit_requests r group by 1) g;
   perform smsao.record_milestones('requested_credits', ids, times);
@@ -576,7 +578,7 @@ begin
   perform smsao.record_milestones('imported_contacts', ids, times);
   perform smsao.bump_event_counts(pg_catalog.array_agg(e.event_name), pg_catalog.array_agg(e.day),
                                   pg_catalog.array_agg(e.events))
-  from (select smsao.utc_day(b.occurred_at) as day, b.event_name, pg_catalog.count(*) as events
+  from (select (b.occurred_at at time zone 'UTC')::date as day, b.event_name, pg_catalog.count(*) as events
         from public.business_events b group by 1, 2) e;
   perform smsao.mark_business_months(array['-infinity'::date]);
 end
@@ -734,9 +736,9 @@ begin
     returning m.user_id, m.first_at, m.previous_first_at
   ), moves as (
     select d.day, pg_catalog.sum(d.delta)::bigint as delta
-    from (select smsao.utc_day(c.first_at) as day, 1 as delta from changed c
+    from (select (c.first_at at time zone 'UTC')::date as day, 1 as delta from changed c
           union all
-          select smsao.utc_day(c.previous_first_at), -1 from changed c
+          select (c.previous_first_at at time zone 'UTC')::date, -1 from changed c
           where c.previous_first_at is not null) d
     group by d.day
   )
@@ -794,7 +796,7 @@ begin
            p.price_per_credit
     from public.credit_prices p
   ), purchases as (
-    select r.user_id, smsao.utc_month(r.processed_at) as month,
+    select r.user_id, pg_catalog.date_trunc('month', r.processed_at, 'UTC')::date as month,
            pg_catalog.round(r.amount * coalesce(pr.price_per_credit, 0), 2) as revenue
     from public.credit_requests r
     left join prices pr on r.processed_at >= pr.valid_from and r.processed_at < pr.valid_until
@@ -802,7 +804,7 @@ begin
       and r.processed_at >= smsao.month_start((from_month - interval '1 month')::date)
       and r.processed_at < smsao.month_start((to_month + interval '1 month')::date)
   ), refunds as (
-    select smsao.utc_month(t.created_at) as month,
+    select pg_catalog.date_trunc('month', t.created_at, 'UTC')::date as month,
            pg_catalog.sum(-pg_catalog.round(pg_catalog.abs(t.amount) * coalesce(pr.price_per_credit, 0), 2)) as revenue
     from public.credit_transactions t
     left join prices pr on t.created_at >= pr.valid_from and t.created_at < pr.valid_until
@@ -819,7 +821,7 @@ begin
            pg_catalog.lag(b.month) over w = (b.month - interval '1 month')::date as repeat,
            not exists (select from public.credit_requests r
                        where r.user_id = b.user_id and r.status = 'approved'
-                         and r.processed_at < smsao.month_start(b.month)) as first_month,
+                         and r.processed_at < (b.month::timestamp at time zone 'UTC')) as first_month,
            pg_catalog.lead(b.month) over w is distinct from (b.month + interval '1 month')::date as churns_next
     from buyers b
     window w as (partition by b.user_id order by b.month)
@@ -910,7 +912,7 @@ declare
 begin
   perform smsao.bump_event_counts(pg_catalog.array_agg('signed_up'::text), pg_catalog.array_agg(g.day),
                                   pg_catalog.array_agg(g.n))
-  from (select smsao.utc_day(n.created_at) as day, pg_catalog.count(*) as n from new_rows n group by 1) g;
+  from (select (n.created_at at time zone 'UTC')::date as day, pg_catalog.count(*) as n from new_rows n group by 1) g;
   if exists (select from smsao.ga4_export_events g where g.event_name = 'signed_up') then
     select pg_catalog.array_agg(n.user_id), pg_catalog.array_agg(n.created_at) into ids, times from new_rows n;
     perform smsao.queue_ga4('signed_up', ids, times, pg_catalog.array_fill(null::jsonb, array[cardinality(ids)]));
@@ -928,7 +930,7 @@ as $$
 begin
   perform smsao.bump_event_counts(pg_catalog.array_agg('signed_up'::text), pg_catalog.array_agg(g.day),
                                   pg_catalog.array_agg(-g.n))
-  from (select smsao.utc_day(o.created_at) as day, pg_catalog.count(*) as n from old_rows o group by 1) g;
+  from (select (o.created_at at time zone 'UTC')::date as day, pg_catalog.count(*) as n from old_rows o group by 1) g;
   return null;
 end
 $$;
@@ -956,7 +958,7 @@ begin
         where n.status = 'approved' group by n.user_id) g;
   if ids is not null then
     perform smsao.record_milestones('purchased_credits', ids, times);
-    select pg_catalog.array_agg(distinct smsao.utc_month(n.processed_at)) into months
+    select pg_catalog.array_agg(distinct pg_catalog.date_trunc('month', n.processed_at, 'UTC')::date) into months
     from new_rows n where n.status = 'approved';
     perform smsao.mark_business_months(months);
   end if;
@@ -983,9 +985,9 @@ begin
       and (o.status, o.processed_at, o.amount, o.user_id) is distinct from (n.status, n.processed_at, n.amount, n.user_id)
   )
   select (select pg_catalog.array_agg(distinct m) from (
-            select smsao.utc_month(c.old_at) as m from changed c where c.old_status = 'approved'
+            select pg_catalog.date_trunc('month', c.old_at, 'UTC')::date as m from changed c where c.old_status = 'approved'
             union all
-            select smsao.utc_month(c.processed_at) from changed c where c.status = 'approved') x),
+            select pg_catalog.date_trunc('month', c.processed_at, 'UTC')::date from changed c where c.status = 'approved') x),
          (select pg_catalog.array_agg(g.user_id) from (select c.user_id from changed c where c.status = 'approved'
                                                        group by c.user_id order by c.user_id) g),
          (select pg_catalog.array_agg(g.at) from (select c.user_id, pg_catalog.min(c.processed_at) as at from changed c
@@ -1007,7 +1009,7 @@ as $$
 declare
   months date[];
 begin
-  select pg_catalog.array_agg(distinct smsao.utc_month(o.processed_at)) into months
+  select pg_catalog.array_agg(distinct pg_catalog.date_trunc('month', o.processed_at, 'UTC')::date) into months
   from old_rows o where o.status = 'approved';
   perform smsao.mark_business_months(months);
   return null;
@@ -1023,7 +1025,7 @@ as $$
 declare
   months date[];
 begin
-  select pg_catalog.array_agg(distinct smsao.utc_month(n.created_at)) into months
+  select pg_catalog.array_agg(distinct pg_catalog.date_trunc('month', n.created_at, 'UTC')::date) into months
   from new_rows n where n.kind = 'refund';
   perform smsao.mark_business_months(months);
   return null;
@@ -1038,7 +1040,7 @@ as $$
 declare
   months date[];
 begin
-  select pg_catalog.array_agg(distinct smsao.utc_month(o.created_at)) into months
+  select pg_catalog.array_agg(distinct pg_catalog.date_trunc('month', o.created_at, 'UTC')::date) into months
   from old_rows o where o.kind = 'refund';
   perform smsao.mark_business_months(months);
   return null;
@@ -1053,7 +1055,7 @@ as $$
 declare
   months date[];
 begin
-  select pg_catalog.array_agg(distinct smsao.utc_month(x.created_at)) into months
+  select pg_catalog.array_agg(distinct pg_catalog.date_trunc('month', x.created_at, 'UTC')::date) into months
   from (select o.created_at from old_rows o where o.kind = 'refund'
         union all
         select n.created_at from new_rows n where n.kind = 'refund') x;
@@ -1182,7 +1184,7 @@ declare
 begin
   perform smsao.bump_event_counts(pg_catalog.array_agg(g.event_name), pg_catalog.array_agg(g.day),
                                   pg_catalog.array_agg(g.events))
-  from (select n.event_name, smsao.utc_day(n.occurred_at) as day, pg_catalog.count(*) as events
+  from (select n.event_name, (n.occurred_at at time zone 'UTC')::date as day, pg_catalog.count(*) as events
         from new_rows n group by 1, 2) g;
   for r in select n.event_name, pg_catalog.array_agg(n.user_id order by n.id) as ids,
                   pg_catalog.array_agg(n.occurred_at order by n.id) as times,
@@ -1204,7 +1206,7 @@ as $$
 begin
   perform smsao.bump_event_counts(pg_catalog.array_agg(g.event_name), pg_catalog.array_agg(g.day),
                                   pg_catalog.array_agg(-g.events))
-  from (select o.event_name, smsao.utc_day(o.occurred_at) as day, pg_catalog.count(*) as events
+  from (select o.event_name, (o.occurred_at at time zone 'UTC')::date as day, pg_catalog.count(*) as events
         from old_rows o group by 1, 2) g;
   return null;
 end
