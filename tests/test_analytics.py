@@ -222,3 +222,28 @@ def test_a_read_only_transaction_recounts_instead_of_refreshing(db):
     assert db.one("select count(*) from smsao.business_month_marks") > 0
     assert db.sql(months) == read_only
     assert db.one("select count(*) from smsao.business_month_marks") == 0
+
+
+def test_only_the_same_users_first_time_waits_for_another_writer(db):
+    """Recording a milestone is an upsert: two open transactions recording the same user's
+    first SMS serialise (the second waits for the first to end); any other writer does not."""
+    me, other = db.create_user(), db.create_user()
+    add = "insert into public.sms_logs (user_id, recipient) values (%s, '+244900000000')"
+    first, second = db.connect(), db.connect()
+    try:
+        first.autocommit = second.autocommit = False
+        first.execute(add, [me])
+        second.execute("set local lock_timeout = '300ms'")
+        second.execute(add, [other])                 # another user's first SMS: no wait
+        second.execute(add, [db.create_user()])
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            second.execute(add, [me])                # the same user's first time: waits
+        second.rollback()
+        first.commit()
+        second.execute("set local lock_timeout = '300ms'")
+        second.execute(add, [me])                    # not a first time any more: no wait
+        second.commit()
+    finally:
+        first.close()
+        second.close()
+    assert db.one("select count(*) from smsao.user_milestones where milestone = 'sent_sms' and user_id = %s", [me]) == 1
