@@ -425,6 +425,64 @@ def serve(
     web.serve(target, host=host, port=port, token=token, refresh_seconds=refresh, on_ready=ready)
 
 
+# -- analytics (issue 18): the logic lives in runner/analytics/.
+analytics_app = typer.Typer(help="Business analytics: revenue, customers, funnels, cohorts; GA4 export.",
+                            no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(analytics_app, name="analytics")
+
+
+@analytics_app.command("report")
+def analytics_report(
+    months: Annotated[int, typer.Option(help="How many months, the current one included.")] = 12,
+    json_output: JsonFlag = False,
+    database_url: DatabaseUrl = None,
+    verbose: Verbose = False,
+) -> None:
+    """Revenue, MRR, paying/new/churned customers, ARPPU, CAC, LTV per month; the default
+    funnel; retention cohorts; event counts."""
+    from runner.analytics import report
+
+    raise typer.Exit(report.main(options(database_url, verbose), months, json_output, console()))
+
+
+@analytics_app.command("export")
+def analytics_export(
+    ga4: Annotated[bool, typer.Option("--ga4", help="Send to Google Analytics 4 (Measurement Protocol).")] = False,
+    measurement_id: Annotated[Optional[str], typer.Option(
+        envvar="SMSAO_GA4_MEASUREMENT_ID", show_envvar=True, help="The GA4 stream's measurement id (G-...).")] = None,
+    api_secret: Annotated[Optional[str], typer.Option(
+        envvar="SMSAO_GA4_API_SECRET", show_envvar=True, help="The stream's Measurement Protocol API secret.")] = None,
+    validate: Annotated[bool, typer.Option(
+        "--validate", help="Check one batch with /debug/mp/collect; nothing is recorded or marked sent.")] = False,
+    endpoint: Annotated[str, typer.Option(help="Scheme and host of the collection endpoint.")] =
+        "https://www.google-analytics.com",
+    json_output: JsonFlag = False,
+    database_url: DatabaseUrl = None,
+    verbose: Verbose = False,
+) -> None:
+    """Send the queued events an admin opted in to (public.set_ga4_export), each once."""
+    import json
+    from dataclasses import asdict
+
+    from runner.analytics import ga4 as exporter
+
+    if not ga4:
+        raise UserError("say where to export: --ga4 (the only destination so far)")
+    result = exporter.export(options(database_url, verbose), measurement_id, api_secret,
+                             endpoint=endpoint, validate=validate)
+    if json_output:
+        print(json.dumps(asdict(result)))
+    elif validate:
+        problems = result.validation_messages
+        console().print(f"validated {result.events} event(s): " +
+                        ("GA4 accepts them" if not problems else f"{len(problems)} problem(s): {problems}"),
+                        highlight=False)
+    else:
+        console().print(f"sent {result.events} event(s) in {result.batches} request(s)"
+                        f"{f' ({result.retries} retried)' if result.retries else ''}", highlight=False)
+    raise typer.Exit(1 if validate and result.validation_messages else 0)
+
+
 # -- recovery (issue 12): the logic lives in runner/backup.py, drill.py, integrity.py and
 # upgrade_check.py, reached through runner/recovery_cli.py when the command runs.
 RepoOption = Annotated[Optional[str], typer.Option(

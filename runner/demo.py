@@ -14,5 +14,8 @@ def load(url: str) -> bool:
         if not present:
             conn.execute((DEMO_DIR / "demo_data.sql").read_text())
         conn.execute((DEMO_DIR / "history.sql").read_text())
+        # 18 months of business history (issue 18), once.
+        if not conn.execute("select exists (select from public.acquisition_spend)").fetchone()[0]:
+            conn.execute((DEMO_DIR / "analytics.sql").read_text())
         conn.commit()
     return not present

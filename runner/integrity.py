@@ -140,6 +140,11 @@ CHECKS: list[Check] = [
     ),
 ]
 
+# The analytics rollups (issue 18), checked the same way; that module takes Check from here.
+from runner.analytics.checks import CHECKS as ANALYTICS_CHECKS  # noqa: E402
+
+CHECKS += ANALYTICS_CHECKS
+
 AMCHECK_REMEDY = ("rebuild the index (`reindex index concurrently ...`), then find the cause "
                   "(storage, a bad restore, a collation change); see docs/runbooks/restore.md")
 

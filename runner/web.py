@@ -49,6 +49,7 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 
 from runner import health
+from runner.analytics import web as analytics_web
 from runner.errors import UserError
 from runner.resources import TEMPLATES_DIR
 from runner.store import DashboardStore
@@ -561,6 +562,12 @@ async def metrics(request: Request) -> Response:
         read = None
     registry = CollectorRegistry(auto_describe=False)
     registry.register(HealthCollector(read))
+    if read is not None:  # the database answered: the business figures too, within the same bound
+        try:
+            registry.register(analytics_web.AnalyticsCollector(
+                await within_budget(analytics_web.read_live_figures, _store(request))))
+        except DATABASE_ERRORS as exc:
+            log.warning("metrics scrape could not read the analytics: %s", database_problem(exc))
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -590,6 +597,7 @@ def create_app(store: DashboardStore, *, token: str | None = None, refresh_secon
         Route("/api/alerts/{alert_id}/acknowledge", acknowledge, methods=["POST"]),
         Route("/metrics", metrics),
         Route("/healthz", healthz),
+        *analytics_web.routes(),
     ], exception_handlers={404: not_found, 405: not_found, psycopg.Error: database_error,
                            PoolTimeout: database_error, DatabaseTimeout: database_error})
     app.state.store = store

@@ -223,6 +223,9 @@ def test_up_demo_loads_a_day_of_history_once(tmp_path):
                                   "order by created_at").fetchall()
             assert [a for (a,) in alerts] == ["critical", "recovered"]
             assert conn.execute("select count(*) from auth.users where email like '%@demo.smsao.ao'").fetchone()[0] == 300
+            # 18 months of business history (sql/demo/analytics.sql), loaded once.
+            assert conn.execute("select count(*), count(distinct price_per_credit) from public.credit_prices"
+                                ).fetchone() == (2, 2)
             # The newest snapshot is the real one `up` recorded, not demo history.
             assert conn.execute("select report ->> 'demo' from public.system_health_snapshots "
                                 "order by checked_at desc limit 1").fetchone()[0] is None

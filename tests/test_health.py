@@ -202,10 +202,13 @@ def test_concurrent_writers_never_wait_on_the_counters(db):
     """Two open transactions that both insert SMS (and so both change the counters)."""
     add_config(db)
     uid = db.create_user()
+    add = "insert into public.sms_logs (user_id, recipient, status) values (%s, '+244900000000', 'failed')"
+    # The user has sent before: a user's very first SMS records the `sent_sms` milestone, and two
+    # transactions recording the same user's first time serialise on it (issue 18).
+    db.sql(add.replace("'failed'", "'sent'"), [uid])
     first, second = db.connect(), db.connect()
     try:
         first.autocommit = second.autocommit = False
-        add = "insert into public.sms_logs (user_id, recipient, status) values (%s, '+244900000000', 'failed')"
         first.execute(add, [uid])
         second.execute("set local lock_timeout = '500ms'")
         second.execute(add, [uid])           # would time out on a single hot counter row

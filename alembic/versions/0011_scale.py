@@ -10,7 +10,7 @@ housekeeping.sql, cron_jobs.sql, sql/triggers/identity.sql, audit.sql and
 sql/policies/{admin_audit_logs,pii_access_audit,function_call_audit}.sql.
 
 Revision ID: 0011_scale
-Revises: 0009_replication
+Revises: 0010_analytics
 Create Date: 2026-12-05
 """
 from alembic import op
@@ -18,7 +18,7 @@ from alembic import op
 from runner.migrate import apply_frozen_sql
 
 revision = "0011_scale"
-down_revision = "0009_replication"
+down_revision = "0010_analytics"
 branch_labels = None
 depends_on = None
 
