@@ -103,6 +103,8 @@ def jobs(db) -> set[str]:
 
 def test_backup_jobs_are_listed_only_for_the_cluster_up_configured(db):
     base = {"smsao-health-check", "smsao-performance-check", "smsao-data-cleanup", "smsao-cron-history-cleanup"}
+    if db.one("select exists (select from pg_extension where extname = 'pg_partman')"):
+        base.add("smsao-partman-maintenance")                  # 0011_scale, where pg_partman is installed
     # A server given by URL: `up` never configured it, so no backup job.
     assert jobs(db) == base
     # A copy of an embedded database on another cluster keeps the row, not the cluster.
