@@ -101,12 +101,6 @@ def project(installed_wheel):
     p = Project(venv, directory)
     p.cli("up")
     p.started = now()
-    # A job that sleeps while its flag is set: a run to kill mid-way.
-    p.sql("create schema fault_test; create table fault_test.sleep_flag (on_ boolean)")
-    p.sql("insert into fault_test.sleep_flag values (true)")
-    p.sql("select cron.schedule(%s, '* * * * *', "
-          "'select pg_sleep(case when exists (select from fault_test.sleep_flag) then 120 else 0 end)')",
-          [SLEEPER_JOB])
     yield p
     p.cli("down", check=False)
     subprocess.run(["rm", "-rf", str(base)])
@@ -128,6 +122,14 @@ def test_jobs_run_after_the_first_up(project):
 
 
 def test_a_job_run_killed_mid_way_is_a_failed_run_and_warns(project):
+    # A job that sleeps while its flag is set: a run to kill mid-way. (Scheduled only now:
+    # Debian's pg_cron 1.4 in background-worker mode waits for a running job before it
+    # records or starts any other, pg_cron issue #200, fixed in 1.5.)
+    project.sql("create schema fault_test; create table fault_test.sleep_flag (on_ boolean)")
+    project.sql("insert into fault_test.sleep_flag values (true)")
+    project.sql("select cron.schedule(%s, '* * * * *', "
+                "'select pg_sleep(case when exists (select from fault_test.sleep_flag) then 120 else 0 end)')",
+                [SLEEPER_JOB])
     deadline = time.monotonic() + 100
     pid = None
     while pid is None and time.monotonic() < deadline:
