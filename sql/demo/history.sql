@@ -35,7 +35,9 @@ begin
   select now() - make_interval(mins => m),
          round((3 + 1.5 * sin(m / 45.0) + random() + case when outage then 18 + 6 * random() else 0 end)::numeric, 3),
          case when outage then round((0.02 + 0.05 * random())::numeric, 6) else 0 end,
-         '{"demo": true}'
+         -- The counters as they stand now: the day's samples are the baselines of the last
+         -- hour's refusals (none during the demo day itself).
+         jsonb_build_object('demo', true, 'counters', smsao.critical_counters_now())
   from generate_series(1440, 1, -1) m,
        lateral (select m <= incident_start and m > incident_end as outage) t;
 
