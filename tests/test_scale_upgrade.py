@@ -83,3 +83,60 @@ def test_upgrade_from_the_previous_release_keeps_every_row_and_one_step_down_too
             assert exc.sqlstate == "42501"
     migrate.run("upgrade", empty_db_url, "head")
     assert fingerprint(db) == after_upgrade
+
+
+def newest(db: Db, op: str) -> int:
+    """The key's newest attempt number, whichever shape its ring has (0011: the key row;
+    0013: the newest of its chunks, the key row holding a hint)."""
+    has_chunks = db.one("select exists (select from pg_attribute where attrelid = 'smsao.rate_limit_hits'::regclass"
+                        " and attname = 'chunk' and not attisdropped)")
+    if not has_chunks:
+        return db.one("select admitted from smsao.rate_limit_keys where operation_type = %s", [op])
+    return db.one("select max(c.last) from smsao.rate_limit_hits c join smsao.rate_limit_keys k "
+                  "using (caller_key, operation_type) where k.operation_type = %s", [op])
+
+
+def test_large_rings_move_into_chunks_and_back_keeping_every_attempt(empty_db_url):
+    """0011_scale keeps rings of more than 100 attempts one row per attempt; 0013_scale_speed
+    keeps them in chunks of 100. Up and one step down, every attempt inside its window stays:
+    a ring part way through its first lap, a full one, and one wrapped past its end whose
+    older half has left the window."""
+    migrate.run("upgrade", empty_db_url, "0011_scale")
+    db = Db(empty_db_url)
+    uid = uuid.uuid4()
+    db.sql("insert into auth.users (id, email) values (%s, 'rings@test.ao')", [uid])
+    me = Caller.user(uid)
+    burst = ("select count(*) filter (where ok) from generate_series(1, %s) i, "
+             "lateral (select public.enhanced_security_rate_limit(%s, %s + 0 * i, 60) as ok) x")
+    assert db.as_(me, burst, [149, "partway", 150])[0][0] == 149
+    assert db.as_(me, burst, [260, "full", 250])[0][0] == 250
+    assert db.as_(me, burst, [120, "wrapped", 120])[0][0] == 120
+    # The wrapped ring's 120 attempts leave the window; 70 more are made (the ring wraps).
+    db.sql("update smsao.rate_limit_hits set at = at - interval '61 minutes' where operation_type = 'wrapped'")
+    assert db.as_(me, burst, [70, "wrapped", 120])[0][0] == 70
+
+    def check(expect_newest: dict[str, int]) -> None:
+        for op, n in expect_newest.items():
+            assert newest(db, op) == n, op
+
+    migrate.run("upgrade", empty_db_url, "0013_scale_speed")
+    check({"partway": 149, "full": 250, "wrapped": 190})
+    assert db.sql("select chunk, last, cardinality(ring) from smsao.rate_limit_hits where operation_type = 'wrapped' "
+                  "order by chunk") == [(0, 190, 100), (1, 120, 20)]
+    # Each ring admits exactly what its window has room for.
+    assert db.as_(me, burst, [3, "partway", 150])[0][0] == 1
+    assert db.as_(me, burst, [3, "full", 250])[0][0] == 0
+    assert db.as_(me, burst, [60, "wrapped", 120])[0][0] == 50
+    check({"partway": 150, "full": 250, "wrapped": 240})
+
+    migrate.run("downgrade", empty_db_url, "-1")
+    assert db.one("select exists (select from pg_attribute where attrelid = 'smsao.rate_limit_hits'::regclass "
+                  "and attname = 'seq' and not attisdropped)") is True
+    check({"partway": 150, "full": 250, "wrapped": 240})
+    # The released limiter refuses them all: every attempt inside the window came back.
+    for op, limit in (("partway", 150), ("full", 250), ("wrapped", 120)):
+        assert db.as_(me, burst, [2, op, limit])[0][0] == 0, op
+    migrate.run("upgrade", empty_db_url, "head")
+    check({"partway": 150, "full": 250, "wrapped": 240})
+    for op, limit in (("partway", 150), ("full", 250), ("wrapped", 120)):
+        assert db.as_(me, burst, [2, op, limit])[0][0] == 0, op
