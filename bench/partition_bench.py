@@ -8,14 +8,18 @@ and what partitioning costs the writers.
 Starts its own cluster (bench/common.py), migrated to head. Retention: two months of
 `function_call_audit` 30 and 31 months back, `--rows` each, loaded by one INSERT each (through
 the parent, as the app writes), vacuumed. Then, side by side:
-  drop     smsao.drop_expired_audit_partitions() for the older month: count, DETACH, DROP
+  drop     smsao.drop_expired_audit_partitions() for the older month: count, DETACH, DROP;
+           before it, the same three steps timed one by one in a transaction rolled back
+           (the count reads the month cold, so the function's own count then reads it warm)
   batched  the same code path the retention used before partitions, for the other month:
            smsao.cleanup_batch() in batches of 5,000, each committed (as run_data_cleanup)
 Inserts: the same rows into function_call_audit (partitioned, with its guards) and into
 `bench.fca_plain`, an unpartitioned copy with the same columns, keys, indexes and triggers
 as the released table: one bulk INSERT of `--insert-rows` rows, and `--single` single-row
 INSERT statements (as each audited call writes one), interleaved, each rolled back, median
-of `--repeat`."""
+of `--repeat`. The partitioned table first gets the empty months of the last `--past-months`
+(24), as a production table under the 2-year rule has them: routing a row costs more with
+more partitions."""
 from __future__ import annotations
 
 import argparse
@@ -73,6 +77,35 @@ def timed_drop(conn, months_back: int) -> tuple[float, int]:
     return time.perf_counter() - t0, int(rows)
 
 
+def drop_steps(conn, months_back: int) -> dict[str, float]:
+    """The drop's steps, each timed, in a transaction rolled back: the exact count (cold), the
+    DETACH and the DROP (its files are unlinked at commit, which this leaves out)."""
+    start = month_start(conn, months_back)
+    name = f"public.function_call_audit_p{start:%Y_%m}"
+    steps = {}
+    conn.execute("begin")
+    try:
+        conn.execute("set local smsao.audit_retention = on")
+        for step, sql in (("count", f"select count(*) from {name}"),
+                          ("detach", f"alter table public.function_call_audit detach partition {name}"),
+                          ("drop", f"drop table {name}")):
+            t0 = time.perf_counter()
+            conn.execute(sql)
+            steps[step] = time.perf_counter() - t0
+    finally:
+        conn.execute("rollback")
+    return steps
+
+
+def past_months(conn, months: int) -> None:
+    """Empty monthly partitions for the last `months` months (those the migration did not make)."""
+    for back in range(1, months + 1):
+        start = month_start(conn, back)
+        conn.execute(f"create table if not exists public.function_call_audit_p{start:%Y_%m} partition of "
+                     f"public.function_call_audit for values from ('{start.isoformat()}') "
+                     f"to ('{start.isoformat()}'::timestamptz + interval '1 month')")
+
+
 def timed_batches(conn, months_back: int) -> tuple[float, int]:
     start, cutoff = month_start(conn, months_back), month_start(conn, months_back - 1)
     resume, deleted = start, 0
@@ -103,6 +136,8 @@ def main() -> None:
     ap.add_argument("--insert-rows", type=int, default=200_000, help="rows of the bulk INSERT (default 200k)")
     ap.add_argument("--single", type=int, default=20_000, help="single-row INSERTs (default 20k)")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--past-months", type=int, default=24,
+                    help="empty monthly partitions made for the last N months before the inserts (default 24)")
     args = ap.parse_args()
     quiet_alembic()
     with scratch_cluster() as url, psycopg.connect(url, autocommit=True) as conn:
@@ -112,6 +147,8 @@ def main() -> None:
         deleted_month = load_month(conn, 30, args.rows)
         log(f"loaded 2 x {args.rows:,} rows in {time.perf_counter() - t0:.1f} s")
         conn.execute("checkpoint")
+        steps = drop_steps(conn, 31)
+        log("drop steps, rolled back: " + ", ".join(f"{k} {v:.3f} s" for k, v in steps.items()))
         drop_s, drop_rows = timed_drop(conn, 31)
         log(f"dropped {dropped_month}: {drop_rows:,} rows in {drop_s:.3f} s")
         batch_s, batch_rows = timed_batches(conn, 30)
@@ -119,10 +156,16 @@ def main() -> None:
         print_table(["retention of one month", "rows", "s", "rows/s", "vs drop"], [
             ["partition drop (count, detach, drop)", f"{drop_rows:,}", f"{drop_s:.3f}",
              f"{drop_rows / drop_s:,.0f}", "1x"],
+            ["  its steps alone: exact count (cold)", "", f"{steps['count']:.3f}", "", ""],
+            ["  its steps alone: DETACH + DROP (no unlink)", "", f"{steps['detach'] + steps['drop']:.3f}", "", ""],
             ["batched delete (5,000 a batch, committed)", f"{batch_rows:,}", f"{batch_s:.2f}",
              f"{batch_rows / batch_s:,.0f}", f"{batch_s / drop_s:.0f}x slower"]],
             title="Retention (function_call_audit)")
 
+        past_months(conn, args.past_months)
+        parts = conn.execute("select count(*) from smsao.audit_partitions() "
+                             "where parent = 'function_call_audit'").fetchone()[0]
+        log(f"function_call_audit has {parts} partitions for the inserts")
         bulk = (f"insert into {{table}} (caller_id, caller_role, function_name, arguments, outcome, duration_ms) "
                 f"select {ROW} from generate_series(1, {args.insert_rows})")
         single = (f"do $$ begin for i in 1..{args.single} loop insert into {{table}} (caller_id, caller_role, "
