@@ -1,16 +1,19 @@
-"""Audit trails in monthly partitions (issue 19, revision 0011_scale): what a month's
+"""Audit trails in monthly partitions (issue 19, revisions 0011_scale and 0013_scale_speed): what a month's
 retention costs as a partition DROP against the batched DELETE of the same number of rows,
 and what partitioning costs the writers.
 
     .venv/bin/python bench/partition_bench.py              # 1M rows a month, ~3 minutes
-    .venv/bin/python bench/partition_bench.py --rows 10000000
+    .venv/bin/python bench/partition_bench.py --rows 10000000 [--cold]
 
 Starts its own cluster (bench/common.py), migrated to head. Retention: two months of
 `function_call_audit` 30 and 31 months back, `--rows` each, loaded by one INSERT each (through
 the parent, as the app writes), vacuumed. Then, side by side:
   drop     smsao.drop_expired_audit_partitions() for the older month: count, DETACH, DROP;
            before it, the same three steps timed one by one in a transaction rolled back
-           (the count reads the month cold, so the function's own count then reads it warm)
+           (the count reads the month cold, so the function's own count then reads it warm);
+           --cold: both months are first evicted from the OS page cache (and the dropped one
+           again after the steps), as a month two years old is: the DROP's commit truncates its
+           files, and for a month still in the cache the kernel frees every cached page then
   batched  the same code path the retention used before partitions, for the other month:
            smsao.cleanup_batch() in batches of 5,000, each committed (as run_data_cleanup)
 Inserts: the same rows into function_call_audit (partitioned, with its guards) and into
@@ -23,8 +26,10 @@ more partitions."""
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
+from pathlib import Path
 
 import psycopg
 
@@ -97,6 +102,27 @@ def drop_steps(conn, months_back: int) -> dict[str, float]:
     return steps
 
 
+def evict(conn, table: str) -> int:
+    """Drop a table's files (heap and indexes) from the OS page cache, as a month two years old
+    is on a real server: after a checkpoint its pages are clean, and POSIX_FADV_DONTNEED lets the
+    kernel forget them (only these files: nothing else on the machine is touched). Returns the
+    bytes evicted."""
+    data = Path(conn.execute("show data_directory").fetchone()[0])
+    rels = conn.execute("select pg_relation_filepath(%s::regclass) union all "
+                        "select pg_relation_filepath(indexrelid) from pg_index where indrelid = %s::regclass",
+                        [table, table]).fetchall()
+    evicted = 0
+    for (rel,) in rels:
+        for f in data.glob(rel + "*"):
+            fd = os.open(f, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                evicted += os.fstat(fd).st_size
+            finally:
+                os.close(fd)
+    return evicted
+
+
 def past_months(conn, months: int) -> None:
     """Empty monthly partitions for the last `months` months (those the migration did not make)."""
     for back in range(1, months + 1):
@@ -136,6 +162,9 @@ def main() -> None:
     ap.add_argument("--insert-rows", type=int, default=200_000, help="rows of the bulk INSERT (default 200k)")
     ap.add_argument("--single", type=int, default=20_000, help="single-row INSERTs (default 20k)")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--cold", action="store_true",
+                    help="evict the two loaded months from the page cache before the retention, as months "
+                         "two years old are (default: as loaded, in the cache)")
     ap.add_argument("--past-months", type=int, default=24,
                     help="empty monthly partitions made for the last N months before the inserts (default 24)")
     args = ap.parse_args()
@@ -147,8 +176,13 @@ def main() -> None:
         deleted_month = load_month(conn, 30, args.rows)
         log(f"loaded 2 x {args.rows:,} rows in {time.perf_counter() - t0:.1f} s")
         conn.execute("checkpoint")
+        if args.cold:
+            gb = sum(evict(conn, f"public.{m}") for m in (dropped_month, deleted_month)) / 1e9
+            log(f"evicted {gb:.2f} GB of the two months from the page cache")
         steps = drop_steps(conn, 31)
         log("drop steps, rolled back: " + ", ".join(f"{k} {v:.3f} s" for k, v in steps.items()))
+        if args.cold:
+            evict(conn, f"public.{dropped_month}")   # what the steps' count read, out again
         drop_s, drop_rows = timed_drop(conn, 31)
         log(f"dropped {dropped_month}: {drop_rows:,} rows in {drop_s:.3f} s")
         batch_s, batch_rows = timed_batches(conn, 30)
