@@ -20,7 +20,9 @@ import psycopg
 import pytest
 
 from cli_support import smsao_db
-from runner import migrate
+from conftest import CRON_DB
+from monitoring_support import wait_for_run
+from runner import migrate, schedule
 from support import PROJECT_DIR, SERVICE, Caller, request
 
 RELEASED = "0011_scale"
@@ -303,3 +305,26 @@ def test_upgrade_from_the_released_head_keeps_every_row(released_db):
     assert verified.returncode == 0, verified.stdout[-3000:] + verified.stderr
     # verify changes nothing it leaves behind.
     assert inventory(url) == after
+
+
+@pytest.mark.parametrize("released_db", ["plain"], indirect=True)
+def test_jobs_scheduled_on_the_released_head_run_after_the_upgrade(released_db, cluster):
+    """A DBA's database has its pg_cron jobs when the new wheel migrates it: a job that is
+    scheduled must still be a job that runs, on the new revision's functions."""
+    url, cron_url = released_db, cluster.url(CRON_DB)
+    fill(url)
+    schedule.apply(url)
+    try:
+        upgraded = smsao_db("migrate", "upgrade", "head", url=url, timeout=600)
+        assert upgraded.returncode == 0, upgraded.stdout + upgraded.stderr
+        with psycopg.connect(cron_url, autocommit=True) as conn:
+            last_run = conn.execute("select coalesce(max(runid), 0) from cron.job_run_details").fetchone()[0]
+        run = wait_for_run(cron_url, "smsao-performance-check", "succeeded", last_run)
+        with psycopg.connect(url, autocommit=True) as conn:
+            stored = conn.execute("select count(*) from public.performance_samples where sampled_at >= %s",
+                                  [run[1]]).fetchone()[0]
+        assert stored >= 1, "the run after the upgrade stored no performance sample"
+        problems = {s.job.jobname: s.problem for s in schedule.status(url) if s.problem}
+        assert "smsao-performance-check" not in problems, problems
+    finally:
+        schedule.remove(url)
