@@ -16,7 +16,8 @@ Key shapes (issue 10):
   1k keys   1,000 callers, each key holding hundreds of admitted hits in its window
             (admits at the contract's largest limit, 10,000 per minute; refuses on keys
             holding 300 hits at 300 per 60 minutes)
-  10k keys  --users callers (admits at 60 per minute; refuses on full keys, 5 per 60 minutes)
+  10k keys  --users callers (admits at 60 per minute on keys holding one hit: the steady state,
+            not a key's first call, which inserts it; refuses on full keys, 5 per 60 minutes)
   10k large 10,000 callers at a large limit, as the 1k keys shape (keys holding 300 hits,
             admits at 10,000 per minute; refuses at 300 per 60 minutes)
   hot key   every connection as one caller (admits at 10,000 per minute, a fresh key each
@@ -65,14 +66,14 @@ class Shape:
     name: str
     keys: int                 # callers 1..keys
     admit_max: int            # admitting calls: max_attempts per 1 minute
-    admit_hits: int           # hits seeded in the window of every admitting key
+    admit_hits: int           # hits seeded in the window of every admitting key (0: keys made by the run)
     refuse_max: int           # refusing calls: keys holding refuse_max hits, max refuse_max / 60 min
     tag: str
 
 
 SHAPES = [
     Shape("1k keys", 1_000, 10_000, 300, 300, "k1"),
-    Shape("10k keys", 10_000, 60, 0, 5, "k10"),
+    Shape("10k keys", 10_000, 60, 1, 5, "k10"),
     Shape("10k large", 10_000, 10_000, 300, 300, "k10l"),
     Shape("hot key", 1, 10_000, 0, 10_000, "hot"),
 ]

@@ -223,17 +223,27 @@ begin
                    <= pg_catalog.clock_timestamp() - win)
         returning 1
       )
+      -- (The look reads the deciding attempt's chunk d by a join when it is not the head
+      -- chunk, as smsao.rate_limit_stamp does: a refusal at a full chunk's end is one
+      -- statement too.)
       select exists (select from admit), k.admitted, k.ring_size, k.ring is not null, k.retain_window, k.denied_at,
              c.last, c.last % k.ring_size / 100 = c.chunk,
              case when c.last < max_attempts or k.ring_size < max_attempts then null
                   when (c.last - max_attempts) % k.ring_size / 100 = c.chunk
                   then coalesce(c.ring[((c.last - max_attempts) % k.ring_size % 100 + 1)::integer], '-infinity')
-                  else smsao.rate_limit_stamp(key, op, k.ring_size, c.last + 1 - max_attempts) end
+                  when d.last - (d.last - 1) % k.ring_size + (c.last - max_attempts) % k.ring_size
+                       - case when (c.last - max_attempts) % k.ring_size > (d.last - 1) % k.ring_size
+                              then k.ring_size else 0 end = c.last + 1 - max_attempts
+                  then coalesce(d.ring[((c.last - max_attempts) % k.ring_size % 100 + 1)::integer], '-infinity') end
         into admitted_now, seen, kept, on_row, retained, denied, head, head_open, deciding
         from (select) as one
         left join smsao.rate_limit_keys k on k.caller_key = key and k.operation_type = op
         left join smsao.rate_limit_hits c on c.caller_key = key and c.operation_type = op
-                                         and c.chunk = ((k.admitted - 1) % k.ring_size / 100)::integer;
+                                         and c.chunk = ((k.admitted - 1) % k.ring_size / 100)::integer
+        left join smsao.rate_limit_hits d on d.caller_key = key and d.operation_type = op
+                                         and c.last >= max_attempts and k.ring_size >= max_attempts
+                                         and d.chunk = ((c.last - max_attempts) % k.ring_size / 100)::integer
+                                         and d.chunk <> c.chunk;
       if admitted_now then
         if retained < win then
           -- A longer window than the key ever had: kept (in the admitting transaction) so
