@@ -13,7 +13,7 @@ true); the call; COMMIT. Ratios within one run are what count; absolute figures 
 machine.
 
 Key shapes (issue 10):
-  1k keys   1,000 callers, each key holding hundreds of admitted hits in its window
+  1k keys   1,000 callers, each key holding 201-300 admitted hits in its window
             (admits at the contract's largest limit, 10,000 per minute; refuses on keys
             holding 300 hits at 300 per 60 minutes)
   10k keys  --users callers (admits at 60 per minute on keys holding one hit: the steady state,
@@ -130,14 +130,20 @@ create trigger contacts_plain_cache_insert after insert on bench.contacts_plain
 SETUP_SQL = setup_sql()
 
 
-def seed_state(conn, op: str, keys: int, hits: int, retain: int, window_min: int, denied: bool = False) -> None:
+def seed_state(conn, op: str, keys: int, hits: int, retain: int, window_min: int, denied: bool = False,
+               spread: int = 0) -> None:
     """Steady state before a run, written straight into the limiter's tables: every key of
     the shape holds `hits` attempts admitted just now (seq 1..hits), kept in a ring of `retain`
     attempts and `window_min` minutes, exactly what `hits` admitted calls leave behind.
     denied: the key was already refused once in this window (its audit row is written), as
     every key of a flood is after its first refused call; the refusing runs measure that
-    steady state (the first refusal of a key per window costs one logged audit insert)."""
+    steady state (the first refusal of a key per window costs one logged audit insert).
+    spread: key i holds hits - i % spread attempts instead, so that the keys' newest attempts
+    fall anywhere in a chunk of 100 (revision 0013), not all at a chunk's end, where each key's
+    next admission would enter a new chunk (one admission in 100 does that in steady state)."""
     key = f"'user:' || ({UID.format(n='i')})"
+    if spread:
+        hits = f"({hits} - i % {spread})"
     # Revision 0011: a ring of at most 100 attempts lives on the key row (attempt s in
     # ring[(s - 1) % retain + 1]); larger rings in smsao.rate_limit_hits (slot s % retain);
     # revision 0013: larger rings in chunks of 100 (chunk (s - 1) % retain / 100).
@@ -251,7 +257,8 @@ class Bench:
     def seed(self) -> None:
         for sh in SHAPES:
             if sh.admit_hits:
-                seed_state(self.conn, f"admit_{sh.tag}", sh.keys, sh.admit_hits, sh.admit_max, 1)
+                seed_state(self.conn, f"admit_{sh.tag}", sh.keys, sh.admit_hits, sh.admit_max, 1,
+                           spread=100 if sh.admit_max > 100 else 0)
             seed_state(self.conn, f"refuse_{sh.tag}", sh.keys, sh.refuse_max, sh.refuse_max, REFUSE_WINDOW,
                        denied=True)
         # The guarded contacts inserts find every caller's contact_operation key in place.
