@@ -2,7 +2,9 @@
 
 Rings of more than 100 attempts move into chunks of 100 (smsao.rate_limit_hits, one row per
 chunk): an admission updates the head chunk alone, and the key row only when it enters the
-next chunk. Re-freezes sql/functions/rate_limit.sql and sql/policies/hardening_state.sql.
+next chunk. The audit trails' primary key becomes (created_at, id) and their separate
+created_at index goes: one index write fewer per audit row. Re-freezes
+sql/functions/rate_limit.sql and sql/policies/hardening_state.sql.
 
 Revision ID: 0013_scale_speed
 Revises: 0011_scale
