@@ -15,28 +15,18 @@ def attempt(db, caller, op="op", max_attempts=3, window=15):
 
 def age_hits(db, minutes):
     """Move every stored attempt `minutes` into the past: the clock moving forward."""
-    # Rings on the key row (limits up to 100) and rings in chunks (larger limits): every
-    # slot, same positions.
+    db.sql("update smsao.rate_limit_hits set at = at - make_interval(mins => %s)", [minutes])
+    # Rings kept on the key row (limits up to 100): every slot, same positions.
     db.sql("update smsao.rate_limit_keys set ring = array(select r - make_interval(mins => %s) "
            "from unnest(ring) with ordinality as u(r, i) order by i) where ring is not null", [minutes])
-    db.sql("update smsao.rate_limit_hits set ring = array(select r - make_interval(mins => %s) "
-           "from unnest(ring) with ordinality as u(r, i) order by i)", [minutes])
     db.sql("update smsao.rate_limit_keys set window_ends = window_ends - make_interval(mins => %s), "
            "denied_at = denied_at - make_interval(mins => %s)", [minutes, minutes])
 
 
 def kept_attempts(db) -> int:
-    """Attempts kept, in both kinds of ring: on the key row, and in chunks in smsao.rate_limit_hits."""
-    return db.one("select (select count(*) from smsao.rate_limit_hits c, unnest(c.ring) r where r is not null)"
+    """Attempts kept, in both kinds of ring: on the key row, and in smsao.rate_limit_hits."""
+    return db.one("select (select count(*) from smsao.rate_limit_hits)"
                   " + (select count(*) from smsao.rate_limit_keys k, unnest(k.ring) r where r is not null)")
-
-
-def newest_attempt(db, op) -> int:
-    """The key's newest attempt number: on the key row for a ring there, else the newest of
-    its chunks (the key row holds a hint, moved when a chunk is entered)."""
-    return db.one("select coalesce((select max(c.last) from smsao.rate_limit_hits c where c.caller_key = k.caller_key"
-                  " and c.operation_type = k.operation_type and k.ring is null), k.admitted)"
-                  " from smsao.rate_limit_keys k where k.operation_type = %s", [op])
 
 
 def test_admits_exactly_max_then_refuses_and_audits_once_per_window(db):
@@ -264,7 +254,7 @@ def test_an_admission_is_one_write_of_the_key_row_with_no_advisory_lock(db):
 
 
 def test_large_limit_exact_under_concurrency(db):
-    """A limit above 100 keeps its ring in chunks (rate_limit_hits); 12 sessions on one key with
+    """A limit above 100 keeps its ring in rate_limit_hits; 12 sessions on one key with
     max_attempts = 150 admit exactly 150, and the ring keeps exactly those."""
     me = Caller.user(db.create_user())
     sessions, per_session = 12, 15
@@ -283,10 +273,8 @@ def test_large_limit_exact_under_concurrency(db):
     for t in threads:
         t.join()
     assert admitted.count(True) == 150 and len(admitted) == sessions * per_session
-    assert db.sql("select ring_size, ring is null from smsao.rate_limit_keys")[0] == (150, True)
-    assert newest_attempt(db, "big") == 150
-    assert db.one("select count(*) from smsao.rate_limit_hits c, unnest(c.ring) r "
-                  "where r > now() - interval '15 minutes'") == 150
+    assert db.sql("select admitted, ring_size, ring is null from smsao.rate_limit_keys")[0] == (150, 150, True)
+    assert db.one("select count(*) from smsao.rate_limit_hits where at > now() - interval '15 minutes'") == 150
     age_hits(db, 15)
     assert attempt(db, me, op="big", max_attempts=150) is True      # the window slid for the large ring
 
@@ -300,8 +288,7 @@ def test_ring_moves_from_the_key_row_to_the_hits_table_and_stays_exact(db):
     # The large limit sees the 3 attempts already made: 117 more, then full.
     got = [attempt(db, me, op="mix", max_attempts=120, window=5) for _ in range(118)]
     assert got == [True] * 117 + [False]
-    assert db.sql("select ring is null, ring_size from smsao.rate_limit_keys")[0] == (True, 120)
-    assert newest_attempt(db, "mix") == 120
+    assert db.sql("select ring is null, ring_size, admitted from smsao.rate_limit_keys")[0] == (True, 120, 120)
     assert kept_attempts(db) == 120
     assert attempt(db, me, op="mix", max_attempts=3, window=5) is False   # the small limit, now from the hits
     age_hits(db, 5)
@@ -318,145 +305,3 @@ def test_ring_on_the_row_grows_keeping_its_attempts_in_place(db):
     # Now: 12 attempts, the newest 4 are 1 minute old (inside the window), the others older.
     assert [attempt(db, me, op="g", max_attempts=7, window=2) for _ in range(4)] == [True] * 3 + [False]
     assert db.sql("select ring_size, admitted, cardinality(ring) from smsao.rate_limit_keys")[0] == (7, 15, 7)
-
-
-def hammer(db, caller, args, sessions, per_session) -> list[bool]:
-    """`sessions` connections calling the limiter at once, `per_session` calls each."""
-    start = threading.Barrier(sessions)
-    answers: list[bool] = []
-
-    def run():
-        with db.connect() as conn:
-            start.wait()
-            for _ in range(per_session):
-                answers.append(request(conn, caller, RL, args)[0][0])
-
-    threads = [threading.Thread(target=run) for _ in range(sessions)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(answers) == sessions * per_session
-    return answers
-
-
-def test_large_limit_exact_across_chunks_and_laps_under_concurrency(db):
-    """A ring of 250 is three chunks (100, 100, 50). 16 sessions admit exactly 250 in a window,
-    entering each chunk once; after the window slides, the second lap (chunks entered again,
-    the last one wrapping to the first) admits exactly 250 again."""
-    me = Caller.user(db.create_user())
-    assert hammer(db, me, ["lap", 250, 5], 16, 20).count(True) == 250
-    assert db.sql("select chunk, last, cardinality(ring) from smsao.rate_limit_hits order by chunk") == [
-        (0, 100, 100), (1, 200, 100), (2, 250, 50)]
-    assert db.one("select count(*) from public.function_call_audit where outcome = 'rate_limited'") == 1
-    age_hits(db, 5)
-    assert hammer(db, me, ["lap", 250, 5], 16, 20).count(True) == 250
-    assert newest_attempt(db, "lap") == 500
-    assert db.sql("select chunk, last from smsao.rate_limit_hits order by chunk") == [(0, 350), (1, 450), (2, 500)]
-    assert attempt(db, me, op="lap", max_attempts=250, window=5) is False
-
-
-def test_smaller_limit_on_a_large_ring_exact_under_concurrency(db):
-    """A key whose ring is larger than the call's limit (a limit of 120 on a ring of 300): the
-    deciding attempt is in another chunk than the written slot, read and checked by number.
-    16 sessions admit exactly the 119 the window has room for."""
-    me = Caller.user(db.create_user())
-    assert attempt(db, me, op="mixed", max_attempts=300, window=5) is True
-    assert hammer(db, me, ["mixed", 120, 5], 16, 10).count(True) == 119
-    assert newest_attempt(db, "mixed") == 120
-    assert attempt(db, me, op="mixed", max_attempts=300, window=5) is True   # the ring's own limit has room
-
-
-def test_largest_limit_fills_a_hundred_chunks_then_slides(db):
-    """10,000 attempts (100 full chunks) in one window, the 10,001st refused; a minute later
-    the ring wraps into its first chunk again."""
-    me = Caller.user(db.create_user())
-    burst = ("select count(*) filter (where ok), count(*) from generate_series(1, %s) i, "
-             "lateral (select public.enhanced_security_rate_limit('max', 10000 + 0 * i, 1) as ok) x")  # i: once per row
-    assert db.as_(me, burst, [10_001])[0] == (10_000, 10_001)
-    assert db.sql("select count(*), min(cardinality(ring)), max(last) from smsao.rate_limit_hits") == [(100, 100, 10_000)]
-    assert db.one("select admitted from smsao.rate_limit_keys") == 9_901          # the hint: the head chunk's first
-    age_hits(db, 1)
-    assert db.as_(me, burst, [150])[0] == (150, 150)
-    assert newest_attempt(db, "max") == 10_150
-    assert db.sql("select chunk, last from smsao.rate_limit_hits where chunk in (0, 1, 99) order by chunk") == [
-        (0, 10_100), (1, 10_150), (99, 10_000)]
-
-
-def test_a_large_limit_admission_is_one_write_of_its_chunk_with_no_advisory_lock(db):
-    """Inside a chunk, an admission updates that chunk's row and nothing else: not the key row,
-    no advisory lock."""
-    me = Caller.user(db.create_user())
-    for _ in range(3):
-        attempt(db, me, max_attempts=300, window=1)
-    with db.connect() as conn:
-        conn.execute("begin")
-        begin_request(conn, me)
-        assert conn.execute(RL, ["op", 300, 1]).fetchone()[0] is True
-        locks = conn.execute("select locktype from pg_locks where pid = pg_backend_pid() "
-                             "and locktype in ('advisory', 'tuple')").fetchall()
-        written = conn.execute("select relname, n_tup_upd, n_tup_ins from pg_stat_xact_user_tables "
-                               "where schemaname = 'smsao' and relname like 'rate_limit%' "
-                               "order by relname").fetchall()
-        conn.execute("rollback")
-    assert locks == []
-    assert written == [("rate_limit_hits", 1, 0), ("rate_limit_keys", 0, 0)]
-
-
-def test_large_rings_are_pruned_by_their_newest_attempt(db):
-    """A large key's window_ends moves only when a chunk is entered: pruning asks its newest
-    attempt. An expired key goes with its chunks; one admitted since its last chunk entry stays."""
-    old, busy = Caller.user(db.create_user()), Caller.user(db.create_user())
-    for caller in (old, busy):
-        for _ in range(5):
-            attempt(db, caller, op="big", max_attempts=200, window=5)
-    age_hits(db, 6)
-    attempt(db, busy, op="big", max_attempts=200, window=5)   # inside its chunk: the key row is not written
-    assert db.one("select count(*) from smsao.rate_limit_keys where window_ends < now()") == 2
-    assert db.one("select smsao.prune_rate_limit_state()") == 1
-    assert db.one("select caller_key from smsao.rate_limit_keys") == f"user:{busy.sub}"
-    assert db.one("select count(*) from smsao.rate_limit_hits") == 1
-    assert kept_attempts(db) == 6
-
-
-def test_a_longer_window_on_a_large_ring_is_kept_before_it_counts(db):
-    """The first call with a longer window than the key's moves its retention first, so pruning
-    keeps the attempts that window still sees."""
-    me = Caller.user(db.create_user())
-    assert attempt(db, me, op="w", max_attempts=150, window=1) is True
-    assert attempt(db, me, op="w", max_attempts=150, window=30) is True
-    age_hits(db, 2)
-    assert db.one("select smsao.prune_rate_limit_state()") == 0
-    assert kept_attempts(db) == 2
-
-
-def test_two_chunk_ring_wraps_under_concurrency_without_deadlock(db):
-    """A limit of 101 is a chunk of 100 and a chunk of 1: every 101 admissions enter a chunk
-    twice, the wrap included. 16 sessions over three windows: exactly 101 each time, and no
-    call fails (a call holding a chunk row while it waits for the key row must not meet one
-    holding the key row while it waits for that chunk)."""
-    me = Caller.user(db.create_user())
-    for lap in range(3):
-        assert hammer(db, me, ["wrap", 101, 5], 16, 12).count(True) == 101
-        age_hits(db, 5)
-    assert newest_attempt(db, "wrap") == 303
-
-
-def test_ring_grows_while_admitting_under_concurrency(db):
-    """Sessions with a limit of 150 and sessions with 300 on one key at once: the ring grows
-    (in chunks) while admissions go on. Exactly 300 are admitted, as many as the larger limit
-    allows, and no call fails."""
-    me = Caller.user(db.create_user())
-    small = []
-    big = []
-    threads = [threading.Thread(target=lambda: small.extend(hammer(db, me, ["grow", 150, 5], 6, 30)))
-               , threading.Thread(target=lambda: big.extend(hammer(db, me, ["grow", 300, 5], 6, 60)))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(small) == 180 and len(big) == 360
-    assert small.count(True) + big.count(True) == 300
-    assert small.count(True) <= 150
-    assert db.sql("select ring_size, ring is null from smsao.rate_limit_keys") == [(300, True)]
-    assert newest_attempt(db, "grow") == 300

@@ -121,31 +121,3 @@ def test_shorter_window_call_does_not_forget_older_attempts(db, callers):
     assert attempt(db, me, max_attempts=2, window=5) is True   # the first is outside 5 minutes
     # Two attempts were admitted in the last 15 minutes: a limit of 2 per 15 must refuse.
     assert attempt(db, me, max_attempts=2, window=15) is False
-
-
-# Large limits keep their ring in chunks of 100 (revision 0013): bursts of calls cross chunk
-# boundaries and wrap, and the limit may differ from the ring's size (a key keeps the ring of
-# its largest limit, so a smaller limit's deciding attempt sits in another chunk). With one
-# window per key, the ring always holds every attempt inside it, so the model is exact
-# whatever the limits.
-burst = st.tuples(st.just("burst"), st.integers(1, 160), st.sampled_from([101, 102, 150, 199, 200, 201, 250]))
-large_steps = st.lists(st.one_of(burst, burst, advance), min_size=3, max_size=12)
-BURST = ("select array_agg(ok order by i) from generate_series(1, %s) i, "
-         "lateral (select public.enhanced_security_rate_limit('big', %s + 0 * i, %s) as ok) x")
-
-
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(window=st.integers(1, 5), steps=large_steps)
-def test_large_limits_match_sliding_window_model(db, callers, window, steps):
-    db.sql("truncate smsao.rate_limit_keys, smsao.rate_limit_hits")
-    audited_before = rate_limited_rows(db)
-    model = Model()
-    for i, step in enumerate(steps):
-        if step[0] == "advance":
-            age_hits(db, step[1])
-            model.advance(step[1])
-            continue
-        _, calls, limit = step
-        got = db.as_(callers[0], BURST, [calls, limit, window])[0][0]
-        assert got == [model.call(0, "big", limit, window) for _ in range(calls)], f"step {i}: {step}"
-    assert rate_limited_rows(db) - audited_before == model.audited_refusals

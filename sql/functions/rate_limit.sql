@@ -27,23 +27,21 @@ revoke all on function smsao.rate_limit_key() from public, anon, authenticated, 
 -- Exact sliding window: admits when fewer than max_attempts attempts were admitted in the
 -- last window_minutes. State: smsao.rate_limit_keys, one row per (caller, operation), and a
 -- ring of the key's newest attempts, numbered 1, 2, 3... (sql/schema/40_hardening.sql,
--- 60_scale.sql, 63_scale_speed.sql). The max_attempts-th newest attempt decides: the call
--- is refused when it was admitted inside the window.
---   1. An admission is one conditional UPDATE of one row, which both decides and records:
---      it writes the attempt's slot, and when the limit is the ring's size the slot it
---      overwrites holds the very attempt that decides it. The row's lock serialises the
---      key's admissions: a call that waited re-checks its WHERE against the newest version
---      of the row (READ COMMITTED's re-check) and takes the next slot from it, so no more
---      than max_attempts are ever admitted in a window, and the stamp is taken after the
---      wait. Which row:
---      - limits up to 100: the ring is an array on the key row, and the key row is written;
---      - larger limits (up to 10,000): the ring is in chunks of 100 (smsao.rate_limit_hits),
---        and the head chunk is written, the one the key row's hint names; the key row is
---        not written. One admission in 100 enters the next chunk: it takes the key row's
---        lock, writes the chunk and moves the hint (smsao.rate_limit_enter_chunk).
---   2. Refusals write nothing: the admitting statement also reads the key as its snapshot
---      saw it, and a key seen full is full now. A refusal records at most one
---      function_call_audit row per key, operation and window (smsao.record_rate_limit_denial).
+-- 60_scale.sql). The max_attempts-th newest attempt decides: the call is refused when it
+-- was admitted inside the window.
+--   1. An admission is one conditional UPDATE of the key row. For limits up to 100 the ring
+--      is an array on that row, so the UPDATE both decides and records: it overwrites the
+--      slot of the attempt that decides it (the max_attempts-th newest), and the row lock
+--      serialises concurrent admissions: a call that waited re-checks its WHERE against the
+--      newest version of the row (READ COMMITTED's re-check), so no more than max_attempts
+--      are ever admitted in a window, and the stamp is taken after the wait.
+--      Larger limits (up to 10,000) keep their ring in smsao.rate_limit_hits: the UPDATE of
+--      the key row decides (reading the deciding attempt) and the same statement overwrites
+--      one ring row; the key row's lock serialises them the same way.
+--   2. Refusals write nothing: when the UPDATE matched no row, one look at the committed
+--      state says why (no key yet, a ring smaller than this limit, or full). A refusal
+--      records at most one function_call_audit row per key, operation and window
+--      (smsao.record_rate_limit_denial).
 -- No advisory lock. Every lookup is by full primary key, so no plan depends on the tables'
 -- statistics (they are stale after a crash empties the UNLOGGED tables, or after pruning).
 -- A key keeps the attempts of its largest limit and longest window: a later call with a
@@ -67,13 +65,11 @@ declare
   key      text collate "default";
   op       text collate "default" := operation_type;
   inline   boolean := max_attempts <= 100;   -- try the ring on the key row first
-  seen     bigint;                           -- the key's attempt number (on the row) or hint (chunks)
+  seen     bigint;
   kept     integer;                          -- the key's ring size
   on_row   boolean;
-  retained interval;                         -- the key's longest window
-  head     bigint;                           -- chunks: the newest attempt of the hint's chunk
-  head_open boolean;                         -- chunks: the next attempt goes into that chunk
   admitted_now boolean;
+  looked   boolean := false;                 -- the key's state was read by the admitting statement
   denied   timestamptz;
   deciding timestamptz;
 begin
@@ -97,10 +93,12 @@ begin
       max_attempts, window_minutes using errcode = '22023';
   end if;
 
-  -- (A round ends without an answer only when the key changed shape under the call, or
-  -- another call entered the next chunk first. A few rounds always suffice.)
-  for round in 1..10 loop
+  -- (A round ends without an answer only when the key changed shape under the call: it was
+  -- created, pruned or its ring grew. A few rounds always suffice.)
+  for round in 1..5 loop
     -- 1. Admit: one row write. clock_timestamp() is read when the row lock is held.
+    --    For a ring on the key row, the same statement also reads the key as its snapshot
+    --    saw it, so a refusal needs no second statement (a key seen full is full now).
     if inline then
       with admit as (
         update smsao.rate_limit_keys k
@@ -116,82 +114,57 @@ begin
                    <= pg_catalog.clock_timestamp() - win)
         returning 1
       )
-      select exists (select from admit), k.admitted, k.ring_size, k.ring is not null, k.retain_window, k.denied_at,
+      select exists (select from admit), k.admitted, k.ring_size, k.ring is not null, k.denied_at,
              case when k.admitted < max_attempts or k.ring_size < max_attempts or k.ring is null then null
                   else coalesce(k.ring[(k.admitted - max_attempts) % k.ring_size + 1], '-infinity') end
-        into admitted_now, seen, kept, on_row, retained, denied, deciding
+        into admitted_now, seen, kept, on_row, denied, deciding
         from (select) as one
         left join smsao.rate_limit_keys k on k.caller_key = key and k.operation_type = op;
       if admitted_now then
         return true;
       end if;
-      if on_row is false then
-        inline := false;   -- a key with its ring in chunks: look there
-        continue;
-      end if;
+      looked := on_row is not false;   -- a key with its ring elsewhere is looked at below
     else
-      -- The deciding attempt is in the written chunk when the limit is the ring's size (or
-      -- the attempt is in the same chunk); otherwise it is read with the statement's
-      -- snapshot, and smsao.rate_limit_stamp() answers only for the very attempt asked
-      -- (null, not admitted, when the snapshot predates it: the look below sends the call
-      -- round again).
-      with admit as (
-        update smsao.rate_limit_hits c
-           set ring[(c.last % k.ring_size % 100 + 1)::integer] = pg_catalog.clock_timestamp(),
-               last = c.last + 1
-          from smsao.rate_limit_keys k
+      -- The deciding attempt is read with the statement's snapshot: after a wait for the row
+      -- lock it may not see an attempt committed meanwhile, and then it does not admit (the
+      -- look below, with a new snapshot, sends the call round again).
+      with k as (
+        update smsao.rate_limit_keys k
+           set admitted = k.admitted + 1,
+               retain_window = greatest(k.retain_window, win),
+               window_ends = greatest(k.window_ends,
+                                      pg_catalog.clock_timestamp() + greatest(k.retain_window, win))
          where k.caller_key = key and k.operation_type = op
            and k.ring is null and k.ring_size >= max_attempts
-           and c.caller_key = key and c.operation_type = op
-           and c.chunk = ((k.admitted - 1) % k.ring_size / 100)::integer
-           and c.last % k.ring_size / 100 = c.chunk            -- the next attempt's slot is in this chunk
-           and (c.last < max_attempts
-                or case when (c.last - max_attempts) % k.ring_size / 100 = c.chunk
-                        then coalesce(c.ring[((c.last - max_attempts) % k.ring_size % 100 + 1)::integer], '-infinity')
-                        else smsao.rate_limit_stamp(key, op, k.ring_size, c.last + 1 - max_attempts) end
-                   <= pg_catalog.clock_timestamp() - win)
-        returning 1
+           and (k.admitted < max_attempts
+                or (select h.at from smsao.rate_limit_hits h
+                     where h.caller_key = key and h.operation_type = op
+                       and h.slot = ((k.admitted - max_attempts + 1) % k.ring_size)::integer
+                       and h.seq = k.admitted - max_attempts + 1) <= pg_catalog.clock_timestamp() - win)
+        returning k.admitted, k.ring_size
       )
-      -- (The look reads the deciding attempt's chunk d by a join when it is not the head
-      -- chunk, as smsao.rate_limit_stamp does: a refusal at a full chunk's end is one
-      -- statement too.)
-      select exists (select from admit), k.admitted, k.ring_size, k.ring is not null, k.retain_window, k.denied_at,
-             c.last, c.last % k.ring_size / 100 = c.chunk,
-             case when c.last < max_attempts or k.ring_size < max_attempts then null
-                  when (c.last - max_attempts) % k.ring_size / 100 = c.chunk
-                  then coalesce(c.ring[((c.last - max_attempts) % k.ring_size % 100 + 1)::integer], '-infinity')
-                  when d.last - (d.last - 1) % k.ring_size + (c.last - max_attempts) % k.ring_size
-                       - case when (c.last - max_attempts) % k.ring_size > (d.last - 1) % k.ring_size
-                              then k.ring_size else 0 end = c.last + 1 - max_attempts
-                  then coalesce(d.ring[((c.last - max_attempts) % k.ring_size % 100 + 1)::integer], '-infinity') end
-        into admitted_now, seen, kept, on_row, retained, denied, head, head_open, deciding
-        from (select) as one
-        left join smsao.rate_limit_keys k on k.caller_key = key and k.operation_type = op
-        left join smsao.rate_limit_hits c on c.caller_key = key and c.operation_type = op
-                                         and c.chunk = ((k.admitted - 1) % k.ring_size / 100)::integer
-        left join smsao.rate_limit_hits d on d.caller_key = key and d.operation_type = op
-                                         and c.last >= max_attempts and k.ring_size >= max_attempts
-                                         and d.chunk = ((c.last - max_attempts) % k.ring_size / 100)::integer
-                                         and d.chunk <> c.chunk;
-      if admitted_now then
-        if retained < win then
-          -- A longer window than the key ever had: kept (in the admitting transaction) so
-          -- that pruning keeps the attempts this window still sees. After the chunk's lock,
-          -- never before it: see smsao.rate_limit_enter_chunk on the order of locks.
-          update smsao.rate_limit_keys k
-             set retain_window = greatest(k.retain_window, win),
-                 window_ends = greatest(k.window_ends, pg_catalog.clock_timestamp() + win)
-           where k.caller_key = key and k.operation_type = op;
-        end if;
+      insert into smsao.rate_limit_hits as h (caller_key, operation_type, slot, seq, at)
+      select key, op, (k.admitted % k.ring_size)::integer, k.admitted, pg_catalog.clock_timestamp() from k
+      on conflict on constraint rate_limit_hits_pkey do update set seq = excluded.seq, at = excluded.at;
+      if found then
         return true;
-      end if;
-      if on_row then
-        inline := true;
-        continue;
       end if;
     end if;
 
-    -- 2. Not admitted: why? The key as the statement's snapshot saw it.
+    -- 2. Not admitted: why? Committed state, no lock.
+    if not looked then
+      select k.admitted, k.ring_size, k.ring is not null, k.denied_at,
+             case when k.admitted < max_attempts or k.ring_size < max_attempts then null
+                  when k.ring is not null
+                  then coalesce(k.ring[(k.admitted - max_attempts) % k.ring_size + 1], '-infinity')
+                  else (select h.at from smsao.rate_limit_hits h
+                         where h.caller_key = key and h.operation_type = op
+                           and h.slot = ((k.admitted - max_attempts + 1) % k.ring_size)::integer
+                           and h.seq = k.admitted - max_attempts + 1) end
+        into seen, kept, on_row, denied, deciding
+        from smsao.rate_limit_keys k where k.caller_key = key and k.operation_type = op;
+    end if;
+    looked := false;
     if seen is null then
       -- A new key: its first attempt.
       insert into smsao.rate_limit_keys as k
@@ -201,8 +174,9 @@ begin
       on conflict on constraint rate_limit_keys_pkey do nothing;
       if found then
         if max_attempts > 100 then
-          insert into smsao.rate_limit_hits (caller_key, operation_type, chunk, last, ring)
-          values (key, op, 0, 1, array[pg_catalog.clock_timestamp()]);
+          insert into smsao.rate_limit_hits as h (caller_key, operation_type, slot, seq, at)
+          values (key, op, (1 % max_attempts)::integer, 1, pg_catalog.clock_timestamp())
+          on conflict on constraint rate_limit_hits_pkey do update set seq = excluded.seq, at = excluded.at;
         end if;
         return true;
       end if;
@@ -210,7 +184,7 @@ begin
     end if;
     if max_attempts > kept or (on_row and max_attempts > 100) then
       perform smsao.grow_rate_limit_ring(key, op, max_attempts);
-      inline := on_row and max_attempts <= 100;
+      inline := max_attempts <= 100;
       continue;
     end if;
     if deciding > pg_catalog.clock_timestamp() - win then
@@ -219,21 +193,9 @@ begin
       end if;
       return false;
     end if;
-    if not on_row and head_open is false then
-      -- The head chunk is full: this admission enters the next one.
-      admitted_now := smsao.rate_limit_enter_chunk(key, op, seen, kept, head, max_attempts, win);
-      if admitted_now then
-        return true;
-      elsif admitted_now is false then
-        if denied is null or denied <= pg_catalog.clock_timestamp() - win then
-          perform smsao.record_rate_limit_denial(key, op, max_attempts, window_minutes);
-        end if;
-        return false;
-      end if;
-    end if;
-    -- Admissible now (the window slid, or the key changed under the call): again.
+    inline := on_row;   -- admissible now (the window slid, or the key changed): again
   end loop;
-  raise exception 'rate limit state of % changed under the call ten times: retry', op
+  raise exception 'rate limit state of % changed under the call five times: retry', op
     using errcode = '40001';
 end
 $$;
@@ -242,109 +204,12 @@ revoke all on function public.enhanced_security_rate_limit(text, integer, intege
 grant execute on function public.enhanced_security_rate_limit(text, integer, integer)
   to anon, authenticated, service_role;
 
--- The stamp of attempt `seq` of a key whose ring (of `size`) is in chunks, or null when the
--- chunk does not hold that very attempt (yet, as the calling statement's snapshot sees it).
--- The attempt in the chunk's slot follows from the chunk's newest attempt: slots up to its
--- own hold attempts of its lap, the later ones attempts of the lap before.
-create or replace function smsao.rate_limit_stamp(key text, op text, size integer, seq bigint)
-  returns timestamptz
-  language sql stable
-  set search_path = ''
-as $$
-  select coalesce(c.ring[((seq - 1) % size % 100 + 1)::integer], '-infinity')
-    from smsao.rate_limit_hits c
-   where c.caller_key = key and c.operation_type = op and c.chunk = ((seq - 1) % size / 100)::integer
-     and seq >= 1
-     and c.last - (c.last - 1) % size + (seq - 1) % size
-         - case when (seq - 1) % size > (c.last - 1) % size then size else 0 end = seq
-$$;
-revoke all on function smsao.rate_limit_stamp(text, text, integer, bigint) from public, anon, authenticated, service_role;
-
--- An admission into the next chunk of a ring in chunks (one in 100 of a key's admissions):
--- `head` (the newest attempt) filled the chunk the key row's hint names. The key row's lock
--- orders chunk entries, growth and pruning: taken with the hint unchanged, nobody else can
--- admit (the head chunk is full, and the next chunk is entered only under that lock), so the
--- deciding attempt is read as committed. Then the next chunk's first slot (or a new chunk on
--- the ring's first lap) and the hint move. Returns true (admitted), false (refused: the
--- deciding attempt is inside the window) or null (the key changed: look again).
--- The order of locks: a call may hold chunk rows while it waits for the key row (an UPDATE
--- whose re-check failed after a wait keeps the row locked to the end of the transaction),
--- so whoever holds the key row never waits for a chunk: it takes the next chunk with NOWAIT,
--- in a subtransaction that gives the key row back when that chunk is busy (a boundary call
--- in 100 pays for the subtransaction).
-create or replace function smsao.rate_limit_enter_chunk(key text, op text, hint bigint, size integer,
-                                                       head bigint, max_attempts integer, win interval)
-  returns boolean
-  language plpgsql
-  set search_path = ''
-as $$
-declare
-  next_chunk integer := (head % size / 100)::integer;
-  -- The next chunk's newest attempt one lap ago (< 1 on the first lap: no row yet).
-  lap_before bigint := head + least(100, size - next_chunk * 100) - size;
-  deciding timestamptz;
-begin
-  -- Any way out but an admission or a refusal raises, which rolls the subtransaction back
-  -- and gives back every row it locked.
-  begin
-    perform from smsao.rate_limit_keys k
-     where k.caller_key = key and k.operation_type = op and k.ring is null
-       and k.admitted = hint and k.ring_size = size
-    for update;
-    if not found then
-      raise exception 'the key moved on' using errcode = 'SMRL1';
-    end if;
-    perform from smsao.rate_limit_hits c
-     where c.caller_key = key and c.operation_type = op
-       and c.chunk = ((hint - 1) % size / 100)::integer and c.last = head;
-    if not found then
-      raise exception 'the key was pruned and made anew' using errcode = 'SMRL1';
-    end if;
-    if head >= max_attempts then
-      deciding := smsao.rate_limit_stamp(key, op, size, head + 1 - max_attempts);
-      if deciding is null then
-        raise exception 'the deciding attempt is not in its chunk' using errcode = 'SMRL1';
-      elsif deciding > pg_catalog.clock_timestamp() - win then
-        return false;
-      end if;
-    end if;
-    if lap_before >= 1 then
-      perform from smsao.rate_limit_hits c
-       where c.caller_key = key and c.operation_type = op and c.chunk = next_chunk and c.last = lap_before
-      for update nowait;
-      if not found then
-        raise exception 'the next chunk moved on' using errcode = 'SMRL1';
-      end if;
-      update smsao.rate_limit_hits c set ring[1] = pg_catalog.clock_timestamp(), last = head + 1
-       where c.caller_key = key and c.operation_type = op and c.chunk = next_chunk;
-    else
-      -- (No one else inserts it: entering a chunk takes the key row first.)
-      insert into smsao.rate_limit_hits (caller_key, operation_type, chunk, last, ring)
-      values (key, op, next_chunk, head + 1, array[pg_catalog.clock_timestamp()]);
-    end if;
-    update smsao.rate_limit_keys k
-       set admitted = head + 1,
-           retain_window = greatest(k.retain_window, win),
-           window_ends = greatest(k.window_ends, pg_catalog.clock_timestamp() + greatest(k.retain_window, win))
-     where k.caller_key = key and k.operation_type = op;
-    return true;
-  exception when sqlstate 'SMRL1' or lock_not_available or unique_violation then
-    return null;
-  end;
-end
-$$;
-revoke all on function smsao.rate_limit_enter_chunk(text, text, bigint, integer, bigint, integer, interval)
-  from public, anon, authenticated, service_role;
-
 -- A call with a larger limit than the key's ring: the ring grows to it, under the key row's
--- lock (which every admission on the key row, every chunk entry and pruning take too) and
--- every chunk's (which an admission inside a chunk takes). Up to 100 attempts the ring stays
--- on the key row; past that it is in chunks of 100 (sql/schema/63_scale_speed.sql), made anew
--- (a call waiting on an old chunk finds it gone and looks again). Attempts the old ring had
--- already dropped are kept as '-infinity' (outside every window), so that every attempt
--- number in the new ring has its entry: the deciding look of a large ring never finds a gap.
--- Holding the key row, it never waits for a chunk (see smsao.rate_limit_enter_chunk): a busy
--- chunk rolls the attempt back, locks included, and the caller's next round tries again.
+-- lock (which every admission of the key takes too). Up to 100 attempts the ring stays on
+-- the key row; past that it moves to smsao.rate_limit_hits (slot seq % size). Attempts the
+-- old ring had already dropped are kept as '-infinity' (outside every window), so that every
+-- attempt number in the new ring has its entry: the deciding look of a large ring never
+-- finds a gap.
 create or replace function smsao.grow_rate_limit_ring(key text, op text, new_size integer) returns void
   language plpgsql
   set search_path = ''
@@ -358,62 +223,38 @@ declare
   ats    timestamptz[];
 begin
   select k.admitted, k.ring_size, k.ring into n, size, stamps
-    from smsao.rate_limit_keys k where k.caller_key = key and k.operation_type = op;
+    from smsao.rate_limit_keys k where k.caller_key = key and k.operation_type = op
+  for update;
   if not found or size >= new_size then
     return;   -- pruned, or grown by another call meanwhile
   end if;
-  begin
-    select k.admitted, k.ring_size, k.ring into n, size, stamps
-      from smsao.rate_limit_keys k where k.caller_key = key and k.operation_type = op
-    for update;
-    if not found or size >= new_size then
-      raise exception 'pruned, or grown by another call meanwhile' using errcode = 'SMRL1';
-    end if;
-    if stamps is not null and new_size <= 100 then
-      -- On the row: attempt j moves from slot (j - 1) % size + 1 to (j - 1) % new_size + 1.
-      select pg_catalog.array_agg(case when j > n - size then stamps[((j - 1) % size + 1)::integer]
-                                       else '-infinity'::timestamptz end order by (j - 1) % new_size)
-        into grown
-        from pg_catalog.generate_series(greatest(n - new_size + 1, 1), n) j;
-      update smsao.rate_limit_keys k set ring = grown, ring_size = new_size
-       where k.caller_key = key and k.operation_type = op;
-      return;
-    end if;
-    if stamps is not null then
-      seqs := array(select j from pg_catalog.generate_series(greatest(n - size + 1, 1), n) j);
-      ats := array(select stamps[((j - 1) % size + 1)::integer] from pg_catalog.unnest(seqs) j);
-    else
-      perform from smsao.rate_limit_hits c where c.caller_key = key and c.operation_type = op
-       order by c.chunk for update nowait;
-      -- Each chunk's slots with the attempt numbers they hold (see smsao.rate_limit_stamp).
-      with moved as (
-        delete from smsao.rate_limit_hits c where c.caller_key = key and c.operation_type = op
-        returning c.chunk, c.last, c.ring
-      ), attempts as (
-        select m.last - (m.last - 1) % size + (m.chunk * 100 + i - 1)
-               - case when m.chunk * 100 + i - 1 > (m.last - 1) % size then size else 0 end as seq,
-               m.ring[i] as at
-          from moved m, pg_catalog.generate_series(1, pg_catalog.cardinality(m.ring)) i
-      )
-      select pg_catalog.array_agg(a.seq), pg_catalog.array_agg(a.at) into seqs, ats
-        from attempts a where a.seq >= 1 and a.at is not null;
-      -- The hint names an attempt of the head chunk; the newest attempt of all is the head.
-      n := coalesce((select max(s) from pg_catalog.unnest(seqs) s), n);
-    end if;
-    -- (A multi-argument unnest is FROM-clause syntax, not a pg_catalog function.)
-    insert into smsao.rate_limit_hits (caller_key, operation_type, chunk, last, ring)
-    select key, op, ((j - 1) % new_size / 100)::integer, max(j),
-           pg_catalog.array_agg(coalesce(m.at, '-infinity') order by (j - 1) % new_size)
-      from pg_catalog.generate_series(greatest(n - new_size + 1, 1), n) j
-      left join unnest(seqs, ats) as m(seq, at) on m.seq = j
-     group by ((j - 1) % new_size / 100)::integer;
-    update smsao.rate_limit_keys k set ring = null, ring_size = new_size, admitted = n
+  if stamps is not null and new_size <= 100 then
+    -- On the row: attempt j moves from slot (j - 1) % size + 1 to (j - 1) % new_size + 1.
+    select pg_catalog.array_agg(case when j > n - size then stamps[((j - 1) % size + 1)::integer]
+                                     else '-infinity'::timestamptz end order by (j - 1) % new_size)
+      into grown
+      from pg_catalog.generate_series(greatest(n - new_size + 1, 1), n) j;
+    update smsao.rate_limit_keys k set ring = grown, ring_size = new_size
      where k.caller_key = key and k.operation_type = op;
-  exception when sqlstate 'SMRL1' then
     return;
-  when lock_not_available then
-    perform pg_catalog.pg_sleep(0.01);   -- a chunk is being written: let it finish
-  end;
+  end if;
+  if stamps is not null then
+    seqs := array(select j from pg_catalog.generate_series(greatest(n - size + 1, 1), n) j);
+    ats := array(select stamps[((j - 1) % size + 1)::integer] from pg_catalog.unnest(seqs) j);
+  else
+    with moved as (
+      delete from smsao.rate_limit_hits h where h.caller_key = key and h.operation_type = op
+      returning h.seq, h.at
+    )
+    select pg_catalog.array_agg(m.seq), pg_catalog.array_agg(m.at) into seqs, ats from moved m;
+  end if;
+  -- (A multi-argument unnest is FROM-clause syntax, not a pg_catalog function.)
+  insert into smsao.rate_limit_hits (caller_key, operation_type, slot, seq, at)
+  select key, op, (j % new_size)::integer, j, coalesce(m.at, '-infinity')
+    from pg_catalog.generate_series(greatest(n - new_size + 1, 1), n) j
+    left join unnest(seqs, ats) as m(seq, at) on m.seq = j;
+  update smsao.rate_limit_keys k set ring = null, ring_size = new_size
+   where k.caller_key = key and k.operation_type = op;
 end
 $$;
 revoke all on function smsao.grow_rate_limit_ring(text, text, integer) from public, anon, authenticated, service_role;
@@ -452,47 +293,21 @@ create or replace function smsao.prune_rate_limit_state(max_keys integer default
   set search_path = ''
 as $$
 declare
-  on_row  integer;
-  chunked integer;
+  pruned integer;
 begin
-  -- Rings on the key row: every admission writes window_ends, and the DELETE re-checks it on
-  -- the newest version of the row, so a key admitted meanwhile stays.
   with gone as (
     delete from smsao.rate_limit_keys k
     where k.ctid = any (array(select x.ctid from smsao.rate_limit_keys x
-                              where x.window_ends < pg_catalog.clock_timestamp() and x.ring is not null
+                              where x.window_ends < pg_catalog.clock_timestamp()
                               limit max_keys))
-      and k.window_ends < pg_catalog.clock_timestamp() and k.ring is not null
-    returning 1
-  )
-  select pg_catalog.count(*)::integer into on_row from gone;
-  -- Rings in chunks: an admission inside a chunk writes only that chunk, so the key row's
-  -- window_ends (moved when a chunk is entered) is a lower bound, and the newest attempt,
-  -- in the head chunk, decides. The key row and the head chunk are locked, and re-checked
-  -- if changed meanwhile: a call waiting on the chunk then finds it gone and makes the key
-  -- anew, and one entering the next chunk (under the key row's lock) moved the hint, which
-  -- no longer names this chunk. A key busy right now is skipped, not waited for.
-  with heads as (
-    select k.caller_key, k.operation_type
-      from smsao.rate_limit_keys k
-      join smsao.rate_limit_hits c
-        on c.caller_key = k.caller_key and c.operation_type = k.operation_type
-       and c.chunk = ((k.admitted - 1) % k.ring_size / 100)::integer
-     where k.ring is null and k.window_ends < pg_catalog.clock_timestamp()
-       and coalesce(c.ring[((c.last - 1) % k.ring_size % 100 + 1)::integer], '-infinity')
-           < pg_catalog.clock_timestamp() - k.retain_window
-     limit greatest(max_keys - on_row, 0)
-       for update of k, c skip locked
-  ), gone as (
-    delete from smsao.rate_limit_keys k using heads h
-     where k.caller_key = h.caller_key and k.operation_type = h.operation_type
+      and k.window_ends < pg_catalog.clock_timestamp()
     returning k.caller_key, k.operation_type
-  ), chunks as (
-    delete from smsao.rate_limit_hits c using gone g
-     where c.caller_key = g.caller_key and c.operation_type = g.operation_type
+  ), hits as (
+    delete from smsao.rate_limit_hits h using gone g
+    where h.caller_key = g.caller_key and h.operation_type = g.operation_type
   )
-  select pg_catalog.count(*)::integer into chunked from gone;
-  return on_row + chunked;
+  select pg_catalog.count(*)::integer into pruned from gone;
+  return pruned;
 end
 $$;
 revoke all on function smsao.prune_rate_limit_state(integer) from public, anon, authenticated, service_role;
