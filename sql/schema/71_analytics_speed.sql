@@ -2,10 +2,11 @@
 -- first-occurrence table instead of probing every starting user's events.
 
 -- signed_up is profiles.created_at: a funnel's first step (and the cohorts) read the signups
--- of a time range here instead of scanning every profile. user_id rides along so that the
--- range can be read without visiting the table. Paid on every signup (bench/analytics_bench.py
--- part 2 measures it within the 1.2x budget).
-create index profiles_created_idx on public.profiles (created_at) include (user_id);
+-- of a time range here instead of scanning every profile. A BRIN index: profiles are written
+-- in signup order, so block ranges follow created_at, and it costs an update of profiles
+-- (credits, status: most are not HOT on full pages) next to nothing, where a btree index
+-- beside the primary key measured 1.10-1.14x on status updates (bench/analytics_bench.py).
+create index profiles_created_brin on public.profiles using brin (created_at);
 
 -- Each user's first occurrence of each custom event, kept by the business_events triggers
 -- in the writing transaction (sql/functions/analytics_triggers.sql). A funnel step needs a

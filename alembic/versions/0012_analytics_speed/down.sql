@@ -11,5 +11,5 @@ drop function if exists smsao.backfill_event_firsts();
 drop function if exists smsao.funnel_first_sql(text);
 drop function if exists smsao.funnel_next_sql(text, text);
 drop table if exists smsao.event_firsts;
-drop index if exists public.profiles_created_idx;
+drop index if exists public.profiles_created_brin;
 drop function if exists smsao.funnel_sql(text[]);
