@@ -265,7 +265,7 @@ def configure_embedded(cluster, repo: str | Path | None = None) -> str:
         pb.repo = Path(cluster.home).resolve() / "backup"
     if pb.repo == Path(cluster.data_dir).resolve() or Path(cluster.data_dir).resolve() in pb.repo.parents:
         raise UserError(f"the backup repository {pb.repo} may not be inside the data directory")
-    pgserver.private_dir(pb.repo, 0o750)
+    pgserver.repository_dir(pb.repo)
     pgserver.private_dir(pb.socket_dir, 0o700)
     pb.write_conf()
     _allow_peer_for_pgbackrest(Path(cluster.data_dir))

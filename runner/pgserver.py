@@ -106,6 +106,23 @@ def private_dir(path: Path, mode: int = 0o700) -> Path:
     return path
 
 
+def repository_dir(path: Path) -> Path:
+    """A folder the server's OS user writes backups into. A new one is made private to that
+    user; one that already exists was made by somebody: its mode and owner are left alone,
+    and the server's OS user must already be able to write it (pgBackRest keeps its own
+    files inside private)."""
+    path = Path(path)
+    if not path.exists():
+        return private_dir(path, 0o750)
+    if not path.is_dir():
+        raise UserError(f"the backup repository {path} is not a directory")
+    if run(["test", "-w", path, "-a", "-x", path], check=False).returncode != 0:
+        user = OS_USER if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
+        raise UserError(f"the backup repository {path} exists but the '{user}' OS user cannot write it: its mode "
+                        f"and owner are left alone; give it to that user (chown {user}) or name a new folder")
+    return path
+
+
 def remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 

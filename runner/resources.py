@@ -1,4 +1,4 @@
-"""Where the package's SQL, migrations and templates are, whatever the working directory.
+"""Where the package's SQL, migrations, templates and static files are, whatever the working directory.
 
 A wheel (and `pip install .`) carries the repository's `sql/` and `alembic/` inside the
 package as `runner/sql` and `runner/migrations` (pyproject maps them), and they are found
@@ -19,5 +19,7 @@ SQL_DIR = _packaged("sql", "sql")
 MIGRATIONS_DIR = _packaged("migrations", "alembic")
 VERSIONS_DIR = MIGRATIONS_DIR / "versions"
 TEMPLATES_DIR = PACKAGE_DIR / "templates"
+# What the dashboard's pages load (Chart.js and its license, the pages' scripts): one folder, one route.
+STATIC_DIR = PACKAGE_DIR / "static"
 # The pgTAP test files of `smsao-db verify` (and of a user's pg_prove / `supabase test db`).
 TESTS_DIR = SQL_DIR / "tests"

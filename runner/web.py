@@ -4,8 +4,11 @@ A Starlette app on uvicorn (httptools parser): the page is a Jinja2 template
 (runner/templates/), the scrape is prometheus-client's exposition of the latest stored
 snapshot, and every query is in runner.store (a few indexed reads; only the refresh button
 runs the health check). Database work runs on a few daemon threads under a time budget, so
-that every GET answers within 2 s even when the database is down or hangs. No JavaScript or
-CSS from elsewhere (the chart is inline SVG), so the page works on an isolated host.
+that every GET answers within 2 s even when the database is down or hangs. Charts are drawn by
+Chart.js from data the page carries as JSON; the library (MIT, from the npm registry, its license
+beside it) and the pages' scripts are served from runner/static/ by this app (GET /static/<name>),
+so the page works on an isolated host, and the Content-Security-Policy lets scripts come from
+this origin only (no inline script). Without JavaScript the figures are on the page as text.
 
 Access (the `Guard` middleware, before any route): bound to 127.0.0.1 by default. Any
 other address needs a token, and then every request must carry it (`Authorization: Bearer
@@ -16,7 +19,8 @@ forgery), and request bodies (never used) are refused above 64 KiB or without a 
 Malformed requests (bad Content-Length, bad Host) get a 4xx from uvicorn or the guard.
 
 Routes: GET / (page), GET /api/health, POST /api/refresh,
-POST /api/alerts/<id>/acknowledge, GET /metrics, GET /healthz (liveness, no database).
+POST /api/alerts/<id>/acknowledge, GET /metrics, GET /healthz (liveness, no database),
+GET /static/<name> (the files of runner/static/), and the Business page's (runner/analytics/web.py).
 """
 from __future__ import annotations
 
@@ -45,13 +49,13 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from psycopg_pool import PoolTimeout
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from runner import health
 from runner.analytics import web as analytics_web
 from runner.errors import UserError
-from runner.resources import TEMPLATES_DIR
+from runner.resources import STATIC_DIR, TEMPLATES_DIR
 from runner.store import DashboardStore
 
 log = logging.getLogger(__name__)
@@ -62,8 +66,19 @@ TOKEN_COOKIE = "smsao_dashboard_token"
 STATUSES = ("healthy", "warning", "critical", "unknown")
 MAX_BODY = 64 * 1024  # no route reads a body; anything bigger is refused unread
 STATUS_COLOURS = {"healthy": "#1a7f37", "warning": "#9a6700", "critical": "#cf222e", "unknown": "#6e7781"}
+# Scripts from this origin only (Chart.js and the pages' scripts under /static/; the JSON data
+# blocks are not scripts); inline styles stay allowed (the templates' bars and heatmap use them).
+CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+                           "img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'; "
+                           "frame-ancestors 'none'")
+# Added to every response that does not set its own (a static file says how long to keep it).
 SECURITY_HEADERS = [(b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff"),
-                    (b"x-frame-options", b"DENY")]
+                    (b"x-frame-options", b"DENY"), (b"content-security-policy", CONTENT_SECURITY_POLICY.encode())]
+# The files GET /static/<name> serves, with their types; nothing else under any name.
+STATIC_FILES = {"chart.umd.min.js": "text/javascript; charset=utf-8",
+                "chart.js-LICENSE.md": "text/plain; charset=utf-8",
+                "dashboard.js": "text/javascript; charset=utf-8",
+                "business.js": "text/javascript; charset=utf-8"}
 
 
 def is_loopback(host: str) -> bool:
@@ -435,41 +450,36 @@ def recommendation(code: Any) -> dict:
     return {"code": code, "text": text[:1].upper() + text[1:]}
 
 
-def chart(series: list[dict], now: datetime, hours: int = 24, bucket_minutes: int = 5) -> dict:
-    """Geometry of the response-time chart (average and worst per bucket), for the template."""
-    w, h, left, right, top, bottom = 760, 220, 56, 12, 14, 28
-    geometry: dict[str, Any] = {"w": w, "h": h, "hours": hours, "left": left, "right": w - right}
+def bucket_floor(ts: datetime, minutes: int) -> datetime:
+    """The start of ts's bucket, as date_bin(minutes, ts, '2000-01-01') in store.response_series."""
+    epoch = datetime(2000, 1, 1, tzinfo=timezone.utc)
+    step = timedelta(minutes=minutes)
+    return epoch + ((ts - epoch) // step) * step
+
+
+def response_chart(series: list[dict], now: datetime, hours: int = 24, bucket_minutes: int = 5) -> dict:
+    """The response-time chart's data (drawn by Chart.js from the page's JSON) and the figures the
+    page states as text. One slot per bucket over the last `hours`, UTC labels; a bucket without
+    samples is null, so the line breaks where sampling stopped instead of drawing across it."""
+    view: dict[str, Any] = {"hours": hours, "bucket_minutes": bucket_minutes, "data": None}
     if not series:
-        return geometry
-    pw, ph = w - left - right, h - top - bottom
-    start = now - timedelta(hours=hours)
-    ymax = (max(p["max_ms"] for p in series) or 1.0) * 1.1
-
-    def x(ts: datetime) -> float:
-        return left + pw * min(max((ts - start).total_seconds() / (hours * 3600), 0), 1)
-
-    def y(ms: float) -> float:
-        return top + ph * (1 - ms / ymax)
-
-    # A gap in sampling (no bucket) breaks the line rather than drawing across it.
-    def path(key: str) -> str:
-        d, prev = [], None
-        for p in series:
-            cmd = "L" if prev is not None and (p["bucket"] - prev) <= timedelta(minutes=bucket_minutes) else "M"
-            d.append(f"{cmd}{x(p['bucket']):.1f},{y(p[key]):.1f}")
-            prev = p["bucket"]
-        return " ".join(d)
-
-    geometry["grid"] = [{"y": f"{top + ph * (1 - f):.1f}", "label_y": f"{top + ph * (1 - f) + 4:.1f}",
-                         "label": f"{ymax * f:.1f} ms"} for f in (0, 0.5, 1)]
-    geometry["ticks"] = [{"x": f"{x(start + timedelta(hours=hh)):.1f}",
-                          "anchor": "start" if hh == 0 else "end" if hh == hours else "middle",
-                          "label": f"{(start + timedelta(hours=hh)).astimezone(timezone.utc):%H:%M}"}
-                         for hh in range(0, hours + 1, 6)]
-    geometry["max_path"], geometry["avg_path"] = path("max_ms"), path("avg_ms")
-    if len(series) == 1:
-        geometry["dot"] = {"x": f"{x(series[0]['bucket']):.1f}", "y": f"{y(series[0]['avg_ms']):.1f}"}
-    return geometry
+        return view
+    step = timedelta(minutes=bucket_minutes)
+    by_bucket = {p["bucket"]: p for p in series}
+    # The database's clock may run a little ahead of `now`: its newest bucket is kept.
+    first = min(bucket_floor(now - timedelta(hours=hours), bucket_minutes), series[0]["bucket"])
+    last = max(bucket_floor(now, bucket_minutes), series[-1]["bucket"])
+    slots = [first + i * step for i in range((last - first) // step + 1)]
+    view["data"] = {
+        "labels": [f"{t.astimezone(timezone.utc):%H:%M}" for t in slots],
+        "avg_ms": [by_bucket[t]["avg_ms"] if t in by_bucket else None for t in slots],
+        "max_ms": [by_bucket[t]["max_ms"] if t in by_bucket else None for t in slots],
+    }
+    latest, worst = series[-1], max(series, key=lambda p: p["max_ms"])
+    view["latest"] = {"at": f"{latest['bucket'].astimezone(timezone.utc):%H:%M}",
+                      "avg": f"{latest['avg_ms']:.1f} ms", "max": f"{latest['max_ms']:.1f} ms"}
+    view["worst"] = {"at": f"{worst['bucket'].astimezone(timezone.utc):%H:%M}", "max": f"{worst['max_ms']:.1f} ms"}
+    return view
 
 
 def favicon(status: str) -> str:
@@ -494,18 +504,26 @@ def render_page(data: PageData, refresh_seconds: int) -> str:
         now=f"{data.now:%Y-%m-%d %H:%M:%S}", card_groups=cards(data),
         recommendations=[recommendation(c) for c in report.get("recommendations") or []],
         alerts=[{**a, "when": when(a["created_at"], data.now)} for a in data.alerts],
-        chart=chart(data.series, data.now), security=security_view(data.security, data.now))
+        response=response_chart(data.series, data.now), security=security_view(data.security, data.now))
 
 
 def security_view(sec: Security, now: datetime) -> dict:
-    """The Security panel for the template: bars of refusals per hour (height relative to the
-    busiest hour), the operations of the last hour, and the two audit pages."""
-    peak = max([h["refusals"] or 0 for h in sec.per_hour] + [1])
+    """The Security panel for the template: refusals per hour (the chart's data, and the hours
+    that had any, as text), the operations of the last hour, and the two audit pages. An hour
+    before the first performance sample is null: not known, not 0."""
     hours = [{"label": f"{h['hour'].astimezone(timezone.utc):%H:00}", "refusals": h["refusals"],
-              "errors": h["errors"], "calls": h["calls"],
-              "height": 0 if h["refusals"] is None else max(round(100 * h["refusals"] / peak), 2 if h["refusals"] else 0)}
-             for h in sec.per_hour]
-    return {"hours": hours, "operations": [o for o in sec.last_hour if o["calls"]],
+              "errors": h["errors"], "calls": h["calls"]} for h in sec.per_hour]
+    known = [h for h in hours if h["refusals"] is not None]
+    chart = None
+    if known:
+        chart = {key: [h[key] for h in hours] for key in ("refusals", "errors", "calls")}
+        chart["labels"] = [h["label"] for h in hours]
+    span = ("the last 24 hours" if len(known) >= 24 else "the last hour with samples" if len(known) == 1
+            else f"the last {len(known)} hours with samples")
+    return {"chart": chart, "known_span": span,
+            "refused_hours": [h for h in known if h["refusals"]],
+            "refusals_total": sum(h["refusals"] for h in known),
+            "operations": [o for o in sec.last_hour if o["calls"]],
             "admin_actions": [{**a, "when": when(a["created_at"], now)} for a in sec.admin_actions],
             "pii_accesses": [{**a, "when": when(a["created_at"], now)} for a in sec.pii_accesses],
             "admin_page": sec.admin_page, "pii_page": sec.pii_page,
@@ -575,6 +593,15 @@ async def healthz(request: Request) -> Response:
     return PlainTextResponse("ok\n")
 
 
+async def static_file(request: Request) -> Response:
+    """A file of runner/static/ named in STATIC_FILES. Revalidated on every page load (no-cache),
+    so an upgraded package's scripts are never mixed with an older page."""
+    name = request.path_params["name"]
+    if name not in STATIC_FILES:
+        return JSONResponse({"error": f"no such file: {name}"}, 404)
+    return FileResponse(STATIC_DIR / name, media_type=STATIC_FILES[name], headers={"cache-control": "no-cache"})
+
+
 async def not_found(request: Request, exc: Exception) -> Response:
     status = getattr(exc, "status_code", 404)
     what = "page" if request.method in ("GET", "HEAD") else "action"
@@ -597,6 +624,7 @@ def create_app(store: DashboardStore, *, token: str | None = None, refresh_secon
         Route("/api/alerts/{alert_id}/acknowledge", acknowledge, methods=["POST"]),
         Route("/metrics", metrics),
         Route("/healthz", healthz),
+        Route("/static/{name}", static_file),
         *analytics_web.routes(),
     ], exception_handlers={404: not_found, 405: not_found, psycopg.Error: database_error,
                            PoolTimeout: database_error, DatabaseTimeout: database_error})
@@ -622,7 +650,9 @@ class Guard:
 
         async def send_with_headers(message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS, *extra]
+                own = message.get("headers", [])
+                named = {k.lower() for k, _ in own}
+                message["headers"] = [*own, *(h for h in SECURITY_HEADERS if h[0] not in named), *extra]
             await send(message)
 
         if refusal is not None:

@@ -1,10 +1,12 @@
 """Helpers for the health, cleanup and monitoring tests."""
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import psycopg
 from psycopg import sql
 
 from support import login_url
@@ -95,3 +97,17 @@ def service_role_login(db) -> Iterator[str]:
     finally:
         db.sql("select pg_terminate_backend(pid) from pg_stat_activity where usename = %s", [name])
         db.sql(sql.SQL("drop role {}").format(sql.Identifier(name)))
+
+
+def wait_for_run(url: str, jobname: str, status: str, after_runid: int, timeout: float = 100) -> tuple:
+    """The first run of a job (by pg_cron's database `url`) in `status` after `after_runid`."""
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            run = conn.execute("select d.runid, d.start_time, d.return_message from cron.job_run_details d "
+                               "join cron.job j using (jobid) where j.jobname = %s and d.status = %s "
+                               "and d.runid > %s order by d.runid limit 1", [jobname, status, after_runid]).fetchone()
+            if run:
+                return run
+            time.sleep(1)
+    raise AssertionError(f"no {status} run of {jobname} within {timeout:.0f} s")

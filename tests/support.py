@@ -1,5 +1,9 @@
 """Test helpers: requests are made exactly as the app makes them (runner.request)."""
+import contextlib
+import socket
+import subprocess
 import tempfile
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -8,7 +12,8 @@ from runner.request import ANON, SERVICE, Caller, begin_request, request
 # The checkout the tests run from (the installed package has no such folder).
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
-__all__ = ["ANON", "PROJECT_DIR", "SERVICE", "Caller", "begin_request", "login_url", "new_home", "remove_new_home", "request"]
+__all__ = ["ANON", "PROJECT_DIR", "SERVICE", "Caller", "begin_request", "login_url", "new_home", "remove_new_home",
+           "request", "serving"]
 
 
 def login_url(url: str, user: str, password: str) -> str:
@@ -36,3 +41,27 @@ def remove_new_home(home: Path) -> None:
     if home.name != "home" or base.parent != Path(tempfile.gettempdir()) or base == Path(tempfile.gettempdir()):
         raise AssertionError(f"remove_new_home: {home} was not made by new_home(); not removing {base}")
     shutil.rmtree(base, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def serving(smsao_db, port: int, env: dict, *options: str, cwd=None):
+    """`smsao-db serve --port <port> <options>` running until the block ends; it must then stop
+    on SIGTERM without a traceback. Waits (30 s at most) until the port accepts connections."""
+    server = subprocess.Popen([str(smsao_db), "serve", "--port", str(port), *options], env=env, cwd=cwd,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, server.stderr.read()
+                time.sleep(0.1)
+        yield server
+    finally:
+        server.terminate()
+        assert server.wait(15) is not None
+        assert "Traceback" not in server.stderr.read()
+        server.stdout.close()
+        server.stderr.close()

@@ -153,7 +153,7 @@ def test_csv_of_each_table_and_bad_parameters(history, server):
 
 def test_the_chart_library_is_served_with_its_license(server):
     status, headers, body = get(server, "/static/chart.umd.min.js")
-    assert status == 200 and headers["content-type"].startswith("application/javascript") and "Chart" in body
+    assert status == 200 and headers["content-type"].startswith("text/javascript") and "Chart" in body
     status, _, body = get(server, "/static/chart.js-LICENSE.md")
     assert status == 200 and "MIT License" in body
     assert get(server, "/static/../web.py")[0] == 404

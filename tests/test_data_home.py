@@ -143,3 +143,41 @@ def test_a_home_first_made_by_a_logical_backup_is_the_packages(db):
         Cluster(home=home)._prepare_home()  # what `up` does first: accepted, not refused
     finally:
         remove_new_home(home)
+
+
+# -- a backup repository the user names (`SMSAO_BACKUP_REPO`, `--repo`) is theirs too ----------------
+def test_a_new_backup_repository_is_made_private_to_the_server(scratch):
+    from runner import pgserver
+
+    repo = pgserver.repository_dir(scratch / "new-repo")
+    st = repo.stat()
+    assert stat.S_IMODE(st.st_mode) == 0o750
+    assert st.st_uid == (pwd.getpwnam(SUPERUSER).pw_uid if AS_ROOT else os.geteuid())
+
+
+def test_an_existing_backup_repository_keeps_its_mode_and_owner(scratch):
+    from runner import pgserver
+
+    repo = scratch / "shared-backups"
+    repo.mkdir()
+    repo.chmod(0o775)
+    if AS_ROOT:
+        server = pwd.getpwnam(SUPERUSER)
+        os.chown(repo, server.pw_uid, server.pw_gid)
+    before = snapshot(repo)
+    assert pgserver.repository_dir(repo) == repo
+    assert snapshot(repo) == before
+
+
+@pytest.mark.skipif(not AS_ROOT, reason="the server runs as another OS user only under root")
+def test_an_existing_backup_repository_the_server_cannot_write_is_refused_untouched(scratch):
+    from runner import pgserver
+    from runner.errors import UserError
+
+    repo = scratch / "roots-backups"
+    repo.mkdir(mode=0o755)
+    repo.chmod(0o755)
+    before = snapshot(repo)
+    with pytest.raises(UserError, match=f"the '{SUPERUSER}' OS user cannot write it.*chown {SUPERUSER}"):
+        pgserver.repository_dir(repo)
+    assert snapshot(repo) == before

@@ -8,10 +8,12 @@ schedules (creating pg_cron, preloaded but not yet created) and verifies a fresh
 from __future__ import annotations
 
 import glob
+import http.client
 import zipfile
 from pathlib import Path
 
-from support import PROJECT_DIR
+from runner.embedded import free_port
+from support import PROJECT_DIR, serving
 from wheel_support import run
 
 
@@ -21,7 +23,7 @@ def packaged_names(checkout_glob: str, checkout_dir: str, package_dir: str) -> s
             (str(Path(f).relative_to(PROJECT_DIR)) for f in glob.glob(str(PROJECT_DIR / checkout_glob)))}
 
 
-def test_the_wheel_carries_the_migrations_the_sql_and_the_templates(installed_wheel):
+def test_the_wheel_carries_the_migrations_the_sql_the_templates_and_the_static_files(installed_wheel):
     _, wheel, _ = installed_wheel
     names = set(zipfile.ZipFile(wheel).namelist())
     expected = (packaged_names("alembic/*.py", "alembic", "runner/migrations")
@@ -29,8 +31,11 @@ def test_the_wheel_carries_the_migrations_the_sql_and_the_templates(installed_wh
                 | packaged_names("alembic/versions/*.py", "alembic", "runner/migrations")
                 | packaged_names("alembic/versions/*/*.sql", "alembic", "runner/migrations")
                 | packaged_names("sql/*/*.sql", "sql", "runner/sql")
-                | packaged_names("runner/templates/*", "runner", "runner"))
+                | packaged_names("runner/templates/*", "runner", "runner")
+                | packaged_names("runner/static/*", "runner", "runner")
+                | packaged_names("runner/analytics/templates/*", "runner", "runner"))
     assert "runner/migrations/versions/0001_foundation/up.sql" in expected
+    assert {"runner/static/chart.umd.min.js", "runner/static/chart.js-LICENSE.md"} <= expected
     assert "runner/sql/demo/history.sql" in expected
     assert expected - names == set()
 
@@ -68,3 +73,58 @@ def test_installed_wheel_migrates_schedules_and_verifies_from_elsewhere(installe
     proved = run(["pg_prove", "-d", url, *sorted(str(f) for f in Path(tests_dir).glob("*.sql"))], env=env, cwd=elsewhere)
     assert "All tests successful." in proved.stdout
     assert not (elsewhere / ".smsao").exists()                 # a URL given: no embedded database
+
+
+def test_the_installed_wheel_serves_the_dashboard_with_its_charts(installed_wheel, db, tmp_path):
+    """`smsao-db serve` from the wheel, run elsewhere: the page loads Chart.js and its own script
+    from the installed package (the same bytes as the checkout's), and in Chromium it draws."""
+    venv, _, _ = installed_wheel
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    db.sql("insert into public.performance_samples (sampled_at, response_time_ms) "
+           "select now() - make_interval(mins => g), 3 + g % 5 from generate_series(1, 30) g")
+    port = free_port()
+    env = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "DATABASE_URL": db.url, "HOME": str(tmp_path)}
+    with serving(venv / "bin" / "smsao-db", port, env, "--refresh", "0", cwd=elsewhere):
+        status, page = http_get(port, "/")
+        assert status == 200 and b'<script src="/static/dashboard.js"></script>' in page
+        for name in ("chart.umd.min.js", "chart.js-LICENSE.md", "dashboard.js", "business.js"):
+            assert http_get(port, f"/static/{name}") == (200, (PROJECT_DIR / "runner" / "static" / name).read_bytes())
+        drawn = chromium_datasets(f"http://127.0.0.1:{port}/", "response-chart")
+        if drawn is not None:
+            assert drawn == ["average", "worst"]
+
+
+def http_get(port: int, path: str) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def chromium_datasets(url: str, canvas_id: str) -> list | None:
+    """The dataset labels of the chart Chart.js drew on the page, with no page error; None when
+    Chromium or Playwright is missing here."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        return None
+    if not Path("/usr/bin/chromium").exists():
+        return None
+    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
+                                    args=["--no-sandbox", "--disable-gpu", "--no-first-run"])
+        try:
+            page = browser.new_page()
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+            page.goto(url)
+            labels = page.evaluate(f"() => Chart.getChart('{canvas_id}').data.datasets.map(d => d.label)")
+        finally:
+            browser.close()
+    assert errors == []
+    return labels

@@ -9,7 +9,7 @@ import pytest
 from cli_support import smsao_db
 from conftest import CRON_DB
 from runner import migrate, schedule
-from monitoring_support import STARTED_LONG_AGO, add_config
+from monitoring_support import STARTED_LONG_AGO, add_config, wait_for_run
 from runner.embedded import Cluster, free_port
 from support import login_url, new_home, remove_new_home
 
@@ -196,19 +196,6 @@ def connecting_cron():
     yield c
     c.stop()
     remove_new_home(home)
-
-
-def wait_for_run(url: str, jobname: str, status: str, after_runid: int, timeout: float = 100) -> tuple:
-    deadline = time.monotonic() + timeout
-    with psycopg.connect(url, autocommit=True) as conn:
-        while time.monotonic() < deadline:
-            run = conn.execute("select d.runid, d.start_time, d.return_message from cron.job_run_details d "
-                               "join cron.job j using (jobid) where j.jobname = %s and d.status = %s "
-                               "and d.runid > %s order by d.runid limit 1", [jobname, status, after_runid]).fetchone()
-            if run:
-                return run
-            time.sleep(1)
-    raise AssertionError(f"no {status} run of {jobname} within {timeout:.0f} s")
 
 
 def test_jobs_left_on_an_old_port_fail_are_counted_and_apply_repairs_them(connecting_cron):

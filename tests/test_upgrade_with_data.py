@@ -20,10 +20,12 @@ import psycopg
 import pytest
 
 from cli_support import smsao_db
-from runner import migrate
+from conftest import CRON_DB
+from monitoring_support import wait_for_run
+from runner import migrate, schedule
 from support import PROJECT_DIR, SERVICE, Caller, request
 
-RELEASED = "0006_vitals"
+RELEASED = "0011_scale"
 VERSIONS = PROJECT_DIR / "alembic" / "versions"
 
 # sha256 of every file of every released revision: a released migration never changes what
@@ -50,6 +52,25 @@ RELEASED_FILES = {
     "0006_vitals/down.sql": "b441690fcf7e3843f4cafdd2cef74c0ecd0a14041624c74ebd96cab86774375a",
     "0006_vitals/restore.sql": "648e90092d5cc2019507f5a7f14289ece968b90ef0148db49c58ba68c5aab33a",
     "0006_vitals/up.sql": "b148af6cd3de70937adad718aa14a2276882a475b4572e4c9eb5f1060a3fed95",
+    "0007_alive/down.sql": "ce2de2f651569c56d22a6dba1e75b87d924806feae306f1f2864bba148bed035",
+    "0007_alive/restore.sql": "66914c818b5f2978a5e8608436b9d3a24fbbc7d2ea410085927fa28a8fa5c3cf",
+    "0007_alive/up.sql": "4eac63adda4bf2be6ebf1decf0fa085715b1bc2ed1be5ce3ec06982f8890ba4b",
+    "0007_alive.py": "5378f6346e9bca15f293b2741ed8ea34c038141b1762f2b426d18e31adc11163",
+    "0008_pgtap/down.sql": "bbe0c001e070f36ce4370fb07e6c1662b98e7feaf41c0647de1bc5edd1d79396",
+    "0008_pgtap/restore.sql": "1115a3fd5b21dc1e42de21b447a0fe2dbea51c9c46a38b2ed5e69b8cddd2cc78",
+    "0008_pgtap/up.sql": "a161956c23f21ee2838284c8470cd7654652e7eb38488a28ddbed0e4cc56267c",
+    "0008_pgtap.py": "840876372d7973e6b910f88aabe6b3a5a89d0f1e7bcc69f1fc6b0d79d74ca226",
+    "0009_replication/down.sql": "9df26a8c889a34aeacb5da718e7a9d72eb43bdd4ab04df39d4918afbba9a0e3f",
+    "0009_replication/restore.sql": "11c10a6f5435854be1ac07835da14fe31cd4dc15d183cf15ec9dc23a5663b0a7",
+    "0009_replication/up.sql": "c0ab98902856c212fd15e93b750c7616ed70dbd23b3812bd840a5fa2e31eba87",
+    "0009_replication.py": "281e49012ecd60617d0aea81d73e75716543913369b4af8454db538c54f712cc",
+    "0010_analytics/down.sql": "bfe0831f6ad7c488700dbd495820da42531acd4a8b0444ad4310227154127d25",
+    "0010_analytics/up.sql": "9de78b1a597d5ceeac06fb6db4f6bffb9266ea07c21686d56e39e8534f066743",
+    "0010_analytics.py": "8e8ad3436a6a73cb92480dbc3811b66766434c6c1f07ec464321cd8774352ea2",
+    "0011_scale/down.sql": "977e7fe81582c586069e652c8cf86aeb1613f8e60acac3b0b9e19c05a1ef3fd8",
+    "0011_scale/restore.sql": "e24838c2ff732da5e771c4581917d4cfcd81cda2399356dfb7059add13afb4f5",
+    "0011_scale/up.sql": "25b1502afe4943a7d1439c64a9a9fea2b30a4a499e4242fd6262472bc2dab871",
+    "0011_scale.py": "6d5a6a468c6f04b651dadef51a85b76ffaccd4966895ce24868be2d38b2f3f46",
 }
 RELEASED_REVISIONS = sorted({name.split("/")[0].removesuffix(".py") for name in RELEASED_FILES})
 
@@ -102,6 +123,12 @@ def fill(url: str) -> dict:
         request(conn, SERVICE, "insert into public.user_roles (user_id, role) values (%s, 'admin')", [admin])
         users = [as_auth_service(conn, f"user{i}@upgrade.ao") for i in range(8)]
         as_admin, as_user = Caller.user(admin), [Caller.user(u) for u in users]
+        # Analytics (0010): a price in force, a month's spend, and one custom event sent to GA4.
+        request(conn, as_admin, "insert into public.credit_prices (valid_from, price_per_credit) "
+                                "values (now() - interval '1 year', 10)")
+        request(conn, as_admin, "insert into public.acquisition_spend (month, channel, amount) "
+                                "values (date_trunc('month', now())::date, 'radio', 500)")
+        request(conn, as_admin, "select public.set_ga4_export('opened_app', true)")
 
         # No gateway yet: the first snapshot is critical and raises an alert (pg_cron's job).
         request(conn, SERVICE, "select public.record_health_snapshot()")
@@ -115,6 +142,7 @@ def fill(url: str) -> dict:
             approved = request(conn, caller, "select public.request_credits(%s)", [100 * (i + 1)])[0][0]
             rejected = request(conn, caller, "select public.request_credits(%s)", [50])[0][0]
             request(conn, caller, "select public.request_credits(%s)", [25])  # left pending
+            request(conn, caller, "select public.track_event('opened_app', %s::jsonb)", [f'{{"screen": "s{i}"}}'])
             request(conn, as_admin, "select public.approve_credit_request(%s)", [approved])
             request(conn, as_admin, "select public.reject_credit_request(%s, %s)", [rejected, "duplicate"])
             # Contacts: one multi-row insert, an update, a delete (each one statement, as the app does).
@@ -253,7 +281,7 @@ def test_upgrade_from_the_released_head_keeps_every_row(released_db):
     for table in ("profiles", "user_roles", "sms_configurations", "credit_requests", "credit_transactions",
                   "contacts", "campaigns", "sms_logs", "otp_codes", "contact_import_jobs", "admin_audit_logs",
                   "pii_access_audit", "function_call_audit", "system_health_snapshots", "system_alerts",
-                  "performance_samples"):
+                  "performance_samples", "credit_prices", "acquisition_spend", "business_events"):
         assert before[f"public.{table}"][0] > 0, f"the fill wrote nothing to public.{table}"
     assert money[people["users"][0]] == (100, 100) and money[people["users"][6]] == (700, 700)
 
@@ -277,3 +305,26 @@ def test_upgrade_from_the_released_head_keeps_every_row(released_db):
     assert verified.returncode == 0, verified.stdout[-3000:] + verified.stderr
     # verify changes nothing it leaves behind.
     assert inventory(url) == after
+
+
+@pytest.mark.parametrize("released_db", ["plain"], indirect=True)
+def test_jobs_scheduled_on_the_released_head_run_after_the_upgrade(released_db, cluster):
+    """A DBA's database has its pg_cron jobs when the new wheel migrates it: a job that is
+    scheduled must still be a job that runs, on the new revision's functions."""
+    url, cron_url = released_db, cluster.url(CRON_DB)
+    fill(url)
+    schedule.apply(url)
+    try:
+        upgraded = smsao_db("migrate", "upgrade", "head", url=url, timeout=600)
+        assert upgraded.returncode == 0, upgraded.stdout + upgraded.stderr
+        with psycopg.connect(cron_url, autocommit=True) as conn:
+            last_run = conn.execute("select coalesce(max(runid), 0) from cron.job_run_details").fetchone()[0]
+        run = wait_for_run(cron_url, "smsao-performance-check", "succeeded", last_run)
+        with psycopg.connect(url, autocommit=True) as conn:
+            stored = conn.execute("select count(*) from public.performance_samples where sampled_at >= %s",
+                                  [run[1]]).fetchone()[0]
+        assert stored >= 1, "the run after the upgrade stored no performance sample"
+        problems = {s.job.jobname: s.problem for s in schedule.status(url) if s.problem}
+        assert "smsao-performance-check" not in problems, problems
+    finally:
+        schedule.remove(url)

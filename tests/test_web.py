@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import timezone
 from pathlib import Path
 
 import psycopg
@@ -18,7 +19,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from monitoring_support import add_config, service_role_login
-from support import PROJECT_DIR, Caller, login_url, new_home, remove_new_home
+from support import PROJECT_DIR, Caller, login_url, new_home, remove_new_home, serving
 from runner.embedded import Cluster, free_port
 from runner.errors import UserError
 from runner.store import DashboardStore
@@ -59,6 +60,21 @@ def seed_samples(db) -> None:
               select now() - make_interval(mins => g), 4 + 3 * sin(g / 60.0) + case when g between 300 and 330
                      then 25 else 0 end, case when g between 300 and 310 then 0.05 else 0 end
                 from generate_series(1, 1439) g where g not between 700 and 760""")
+
+
+def seed_baseline(db, at: str = "now() - interval '61 minutes'") -> None:
+    """A performance sample carrying the call counters, at `at` (SQL): from there on refusals per
+    hour are known (the scheduled sample does this every minute)."""
+    db.sql("insert into public.performance_samples (sampled_at, response_time_ms, details) "
+           f"values ({at}, 1, jsonb_build_object('counters', smsao.critical_counters_now()))")
+
+
+def refuse(db, times: int) -> None:
+    """`times` calls of request_credits refused (a suspended user), each rolled back."""
+    suspended = Caller.user(db.create_user(status="suspended"))
+    for _ in range(times):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            db.as_(suspended, "select public.request_credits(10)")
 
 
 class Client:
@@ -185,10 +201,7 @@ def test_metrics_expose_every_health_metric_status_response_time_and_error_rate(
 
 
 def test_metrics_count_refused_and_failed_calls_that_rolled_back(db, client):
-    suspended = Caller.user(db.create_user(status="suspended"))
-    for _ in range(2):
-        with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            db.as_(suspended, "select public.request_credits(10)")
+    refuse(db, 2)
     with pytest.raises(psycopg.errors.InvalidParameterValue):
         db.as_(Caller.user(db.create_user()), "select public.request_credits(0)")
     m = scrape(client)
@@ -198,8 +211,16 @@ def test_metrics_count_refused_and_failed_calls_that_rolled_back(db, client):
     assert m[("smsao_critical_calls_total", (("operation", "contact_operation"), ("outcome", "calls")))] == 0
 
 
+def json_block(page: str, block_id: str):
+    """The data of a page's <script type="application/json" id=...> block (what its chart draws)."""
+    found = re.search(rf'<script type="application/json" id="{block_id}">(.*?)</script>', page, re.S)
+    return json.loads(found[1]) if found else None
+
+
 def test_the_page_has_engine_scheduler_and_security_sections(db, client):
     db.sql("select public.record_health_snapshot()")
+    # The sample that opens the previous hour: from there on, refusals per hour are known.
+    seed_baseline(db, "date_trunc('hour', now()) - interval '1 hour'")
     admin = db.create_user(admin=True)
     for i in range(12):
         db.sql("insert into public.admin_audit_logs (admin_id, action, target_table, target_id) "
@@ -211,7 +232,11 @@ def test_the_page_has_engine_scheduler_and_security_sections(db, client):
     for group in ("application", "engine", "scheduler", "security"):
         assert f'data-group="{group}"' in body, group
     assert 'data-metric="longest_transaction_s"' in body and 'data-metric="cron_failures_1h"' in body
-    assert body.count('class="bar"') == 24
+    refusals = json_block(body, "refusals-data")
+    assert len(refusals["labels"]) == 24 and refusals["labels"][-1].endswith(":00")
+    # Known (0) from the baseline's hour on, not known (null) before it.
+    assert refusals["refusals"][-2:] == [0, 0] and refusals["refusals"][0] is None
+    assert re.search(r"No refused calls in the last \d hours with samples\.", body)
     assert "action_11" in body and "action_01" not in body and 'data-pager="admin"' in body
     assert "email, phone" in body
     status, _, older = client.request("GET", "/?admin_page=2")
@@ -265,11 +290,8 @@ def test_a_real_exposition_follows_prometheus_naming_rules(db, client):
     add_config(db)
     db.sql("select smsao.record_schedule_state(true, 'postgres')")  # the scheduler's vitals measurable
     seed_samples(db)
-    db.sql("insert into public.performance_samples (sampled_at, response_time_ms, details) "   # the last hour's
-           "values (now() - interval '61 minutes', 1, jsonb_build_object('counters', smsao.critical_counters_now()))")
-    suspended = Caller.user(db.create_user(status="suspended"))
-    with pytest.raises(psycopg.errors.InsufficientPrivilege):
-        db.as_(suspended, "select public.request_credits(10)")
+    seed_baseline(db)   # the last hour's
+    refuse(db, 1)
     db.sql("select public.record_performance_sample()")
     db.sql("update public.sms_configurations set is_active = false")
     db.sql("select public.record_health_snapshot()")                # critical: a real alert
@@ -322,12 +344,8 @@ def test_an_unknown_vital_shows_why_on_the_page_and_has_no_gauge(db, client):
 def test_the_dashboard_and_metrics_work_for_a_login_granted_only_service_role(any_db):
     db = any_db
     add_config(db)
-    db.sql("insert into public.performance_samples (sampled_at, response_time_ms, details) "
-           "values (now() - interval '3 hours', 1, jsonb_build_object('counters', smsao.critical_counters_now()))")
-    suspended = Caller.user(db.create_user(status="suspended"))
-    for _ in range(2):
-        with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            db.as_(suspended, "select public.request_credits(10)")
+    seed_baseline(db, "now() - interval '3 hours'")
+    refuse(db, 2)
     admin = db.create_user(admin=True)
     db.sql("insert into public.admin_audit_logs (admin_id, action, target_table, target_id) "
            "values (%s, 'suspend_user', 'profiles', 'x')", [admin])
@@ -365,29 +383,12 @@ def test_smsao_db_serve_runs_as_a_login_granted_only_service_role(db):
     db.sql("select public.record_health_snapshot()")
     with service_role_login(db) as url:
         port = free_port()
-        env = {**os.environ, "DATABASE_URL": url}
-        server = subprocess.Popen([str(SMSAO_DB), "serve", "--port", str(port)], env=env,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if Client.at(port).request("GET", "/healthz")[0] == 200:
-                        break
-                except OSError:
-                    assert server.poll() is None and time.monotonic() < deadline, server.stderr.read()
-                    time.sleep(0.1)
+        with serving(SMSAO_DB, port, {**os.environ, "DATABASE_URL": url}):
             m = scrape(Client.at(port))
             assert m[("smsao_up", ())] == 1 and m[("smsao_system_status_code", ())] == 2   # no gateway
             assert ("smsao_critical_calls_total", (("operation", "request_credits"), ("outcome", "calls"))) in m
             status, _, page = Client.at(port).request("GET", "/")
             assert status == 200 and "cannot read the database" not in page and 'id="security"' in page
-        finally:
-            server.terminate()
-            server.wait(15)
-            assert "Traceback" not in server.stderr.read()
-            server.stdout.close()
-            server.stderr.close()
 
 
 def test_a_login_without_service_role_gets_one_clear_error_not_an_empty_page(db):
@@ -628,6 +629,22 @@ def page(browser):
     assert errors == []
 
 
+def chart_data(page, canvas_id: str) -> dict:
+    """The labels and datasets of the Chart.js chart drawn on a canvas (fails if there is none),
+    once its box is shown and the canvas has a size."""
+    assert page.locator(f"#{canvas_id}").is_visible()
+    return page.evaluate("""id => {
+        const chart = Chart.getChart(id);
+        if (!chart || !chart.canvas.width || !chart.canvas.height) return null;
+        return {labels: chart.data.labels, datasets: chart.data.datasets.map(d => ({label: d.label, data: d.data}))};
+    }""", canvas_id)
+
+
+def runs(values: list) -> int:
+    """How many unbroken runs of numbers a line has (a null breaks it)."""
+    return sum(1 for i, v in enumerate(values) if v is not None and (i == 0 or values[i - 1] is None))
+
+
 def test_the_page_shows_status_metrics_alerts_chart_and_acknowledges_in_the_database(db, store, page):
     seed_samples(db)
     seed_snapshot(db, "warning", ago="2 minutes", pending_credit_requests=4, failed_sms_24h=12)
@@ -648,10 +665,19 @@ def test_the_page_shows_status_metrics_alerts_chart_and_acknowledges_in_the_data
         assert "waiting for an admin" in rec.inner_text()
         assert page.locator('[data-metric="pending_credit_requests"]').get_attribute("data-level") == "warning"
         assert page.locator("#alerts tr").count() == 2
-        assert page.locator("svg.chart path.line-avg").count() == 1
-        assert page.locator("#security #refusals-per-hour .bar").count() == 24
-        # The gap in sampling splits the line into two runs.
-        assert page.locator("svg.chart path.line-avg").get_attribute("d").count("M") == 2
+        # Chart.js drew the response time from the page's data: average and worst per 5 minutes,
+        # the database's figures bucket by bucket, and the gap in sampling splits the line in two.
+        response = chart_data(page, "response-chart")
+        assert [d["label"] for d in response["datasets"]] == ["average", "worst"]
+        series = store.response_series()
+        avg, worst = (d["data"] for d in response["datasets"])
+        assert [v for v in avg if v is not None] == [p["avg_ms"] for p in series]
+        assert [v for v in worst if v is not None] == [p["max_ms"] for p in series]
+        assert runs(avg) == 2 and len(response["labels"]) in (289, 290)
+        assert response["labels"][max(i for i, v in enumerate(avg) if v is not None)] == \
+            f"{series[-1]['bucket'].astimezone(timezone.utc):%H:%M}"
+        assert page.locator('#response-summary [data-figure="worst-max"]').inner_text() == \
+            f"{max(p['max_ms'] for p in series):.1f} ms"
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
 
@@ -670,12 +696,8 @@ def test_the_page_shows_status_metrics_alerts_chart_and_acknowledges_in_the_data
 def test_the_page_shows_engine_scheduler_and_security_from_a_real_report(db, store, page):
     db.sql("insert into public.sms_configurations (gateway_name, sender_id, is_active) values ('gw', 'S', true)")
     # The sample that opened the last hour: the baseline of its refusals (and of this hour's bar).
-    db.sql("insert into public.performance_samples (sampled_at, response_time_ms, details) "
-           "values (now() - interval '61 minutes', 1, jsonb_build_object('counters', smsao.critical_counters_now()))")
-    suspended = Caller.user(db.create_user(status="suspended"))
-    for _ in range(3):
-        with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            db.as_(suspended, "select public.request_credits(10)")
+    seed_baseline(db)
+    refuse(db, 3)
     admin = db.create_user(admin=True)
     for i in range(15):
         db.sql("insert into public.admin_audit_logs (admin_id, action, target_table, target_id, created_at) "
@@ -689,8 +711,14 @@ def test_the_page_shows_engine_scheduler_and_security_from_a_real_report(db, sto
         assert page.locator('[data-metric="security_refusals_1h"] .value').inner_text() == "3"
         assert page.locator('[data-metric="cron_failures_1h"] .value').inner_text() == "unknown"  # not measurable
         assert page.locator('[data-metric="connection_usage"] .value').inner_text().endswith("%")
-        now_bar = page.locator("#refusals-per-hour .bar").last
-        assert now_bar.get_attribute("data-refusals") == "3"
+        refusals = chart_data(page, "refusals-chart")
+        assert len(refusals["labels"]) == 24
+        per_hour = refusals["datasets"][0]["data"]
+        # This hour's 3; the hours before the baseline sample are not known: null, no bar (not 0).
+        assert per_hour[-1] == 3 and per_hour[0] is None and set(per_hour[:-1]) <= {None, 0}
+        now_hour = refusals["labels"][-1]
+        assert page.locator(f'#refused-hours tr[data-hour="{now_hour}"] td').all_inner_texts() == [now_hour, "3", "0", "3"]
+        assert page.locator('#refusals-summary [data-figure="refusals-total"]').inner_text() == "3"
         assert page.locator('#operations tr[data-operation="request_credits"] td').all_inner_texts() == \
             ["request_credits", "3", "0", "3"]
         assert page.locator("#admin-actions tr[data-id]").count() == 10
@@ -706,6 +734,62 @@ def test_the_page_shows_engine_scheduler_and_security_from_a_real_report(db, sto
         srv.server_close()
 
 
+def test_without_javascript_the_charts_figures_are_text(db, store, browser):
+    """A browser without JavaScript (or without the chart library) shows the figures as text,
+    and no empty chart boxes."""
+    seed_samples(db)
+    seed_baseline(db)
+    refuse(db, 2)
+    series = store.response_series()
+    srv = start(store, refresh_seconds=0)
+    context = browser.new_context(java_script_enabled=False)
+    try:
+        page = context.new_page()
+        page.goto(srv.url + "/")
+        assert page.locator("#response-chart").is_hidden() and page.locator("#refusals-chart").is_hidden()
+        summary = page.locator("#response-summary")
+        assert summary.locator('[data-figure="latest-avg"]').inner_text() == f"{series[-1]['avg_ms']:.1f} ms"
+        assert summary.locator('[data-figure="worst-max"]').inner_text() == f"{max(p['max_ms'] for p in series):.1f} ms"
+        assert page.locator('#refusals-summary [data-figure="refusals-total"]').inner_text() == "2"
+        assert page.locator("#refused-hours tr[data-hour] td:nth-child(2)").all_inner_texts() == ["2"]
+    finally:
+        context.close()
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_without_samples_the_page_says_so_instead_of_drawing_empty_charts(db, client):
+    status, _, body = client.request("GET", "/")
+    assert status == 200
+    assert "No performance samples in the last 24 hours." in body
+    assert "Not known yet: refusals per hour are counted between performance samples" in body
+    assert "<canvas" not in body and json_block(body, "response-data") is None
+    assert json_block(body, "refusals-data") is None
+
+
+def test_scripts_come_only_from_the_app_itself(db, client):
+    """The Content-Security-Policy admits scripts from this origin only, and the pages need no
+    more: no inline script, Chart.js and the pages' scripts served from /static/."""
+    for path in ("/", "/business"):
+        status, headers, body = client.request("GET", path)
+        assert status == 200, path
+        csp = headers["Content-Security-Policy"]
+        assert "script-src 'self';" in csp and "default-src 'self'" in csp and "unsafe-eval" not in csp
+        assert headers.get_all("Cache-Control") == ["no-store"]
+        scripts = re.findall(r"<script([^>]*)>", body)
+        assert scripts and all('src="/static/' in a or 'type="application/json"' in a for a in scripts), scripts
+        assert '<script src="/static/chart.umd.min.js"></script>' in body
+    for name, expected in (("chart.umd.min.js", "Chart.js v4"), ("dashboard.js", "drawCharts"),
+                           ("business.js", "new Chart"), ("chart.js-LICENSE.md", "MIT License")):
+        status, headers, body = client.request("GET", f"/static/{name}")
+        assert status == 200 and expected in body, name
+        assert headers.get_all("Cache-Control") == ["no-cache"], name   # revalidated: never stale after an upgrade
+        assert (headers["Content-Type"].startswith("text/javascript") if name.endswith(".js")
+                else headers["Content-Type"].startswith("text/plain")), name
+    for bad in ("/static/nope.js", "/static/..%2Fweb.py", "/static/../web.py", "/static/dashboard.css"):
+        assert client.request("GET", bad)[0] == 404, bad
+
+
 def test_the_page_refreshes_itself(db, store, page):
     seed_snapshot(db, "healthy", ago="5 minutes")
     srv = start(store, refresh_seconds=1)
@@ -718,6 +802,18 @@ def test_the_page_refreshes_itself(db, store, page):
         page.wait_for_selector("#status.status-critical", timeout=5000)
         assert page.locator("#alerts tr").count() == 1
         assert page.locator('[data-metric="active_sms_configs"]').get_attribute("data-level") == "critical"
+        # No samples yet: said in words, no empty chart. Once there are, a reload draws the charts,
+        # and later reloads replace them (the old charts are destroyed, not left behind).
+        assert page.locator("#response-summary").inner_text() == "No performance samples in the last 24 hours."
+        assert page.locator("#performance canvas").count() == 0
+        seed_samples(db)
+        seed_baseline(db)
+        page.wait_for_function("() => Chart.getChart('response-chart') && Chart.getChart('refusals-chart')",
+                               timeout=5000)
+        first = page.evaluate("() => Chart.getChart('response-chart').id")
+        page.wait_for_function(f"() => Chart.getChart('response-chart').id > {first}", timeout=5000)
+        assert page.evaluate("() => Object.keys(Chart.instances).length") == 2
+        assert runs(chart_data(page, "response-chart")["datasets"][0]["data"]) == 2
     finally:
         page.goto("about:blank")   # stop the page's own refreshes before its server goes
         srv.shutdown()
@@ -800,30 +896,15 @@ def test_the_first_load_right_after_up_shows_the_status(page):
     env = {**os.environ, "SMSAO_HOME": str(home)}
     env.pop("DATABASE_URL", None)
     cluster = Cluster(home=home)
-    server = None
     try:
         up = subprocess.run([str(SMSAO_DB), "up"], env=env, capture_output=True, text=True, timeout=120)
         assert up.returncode == 0, up.stderr
         port = free_port()
-        server = subprocess.Popen([str(SMSAO_DB), "serve", "--port", str(port), "--refresh", "0"], env=env,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if Client.at(port).request("GET", "/healthz")[0] == 200:
-                    break
-            except OSError:
-                time.sleep(0.1)
-        page.goto(f"http://127.0.0.1:{port}/")
-        assert page.locator("#status").inner_text().lower() == "critical"  # a new database has no SMS gateway
-        assert page.locator('[data-metric="response_time_ms"] .value').inner_text().endswith("ms")
-        assert page.locator('#recommendations li[data-code="configure_sms_gateway"]').count() == 1
+        with serving(SMSAO_DB, port, env, "--refresh", "0"):
+            page.goto(f"http://127.0.0.1:{port}/")
+            assert page.locator("#status").inner_text().lower() == "critical"  # a new database has no SMS gateway
+            assert page.locator('[data-metric="response_time_ms"] .value').inner_text().endswith("ms")
+            assert page.locator('#recommendations li[data-code="configure_sms_gateway"]').count() == 1
     finally:
-        if server:
-            server.terminate()
-            assert server.wait(15) is not None
-            assert "Traceback" not in server.stderr.read()
-            server.stdout.close()
-            server.stderr.close()
         cluster.destroy()
         remove_new_home(home)

@@ -1,11 +1,12 @@
-"""The dashboard's Business page (GET /business), its CSV downloads, the charting library it
-loads, and the analytics figures of /metrics. runner/web.py mounts `routes()` and registers
+"""The dashboard's Business page (GET /business), its CSV downloads, and the analytics figures
+of /metrics. runner/web.py mounts `routes()` and registers
 `AnalyticsCollector` next to its own.
 
 The figures are the database's (runner/analytics/report.py calls business_metrics,
 conversion_funnel and retention_cohorts, each audited as an admin read). Charts are drawn by
-Chart.js (runner/analytics/static/chart.umd.min.js, MIT, from the npm registry; its license
-is beside it), served by this app: the page loads nothing from elsewhere.
+Chart.js from the figures the page carries as JSON; the library and the page's script
+(runner/static/business.js) are served by runner/web.py's /static/ route, as for the health
+dashboard: the page loads nothing from elsewhere.
 
 Query parameters of /business and /business/<table>.csv:
   months   how many months up to the current one (1..120, default 12)
@@ -28,16 +29,14 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from runner.analytics import report as reports
 
 log = logging.getLogger(__name__)
 
-STATIC_DIR = Path(__file__).resolve().parent / "static"
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
-STATIC_FILES = {"chart.umd.min.js": "application/javascript", "chart.js-LICENSE.md": "text/plain; charset=utf-8"}
 TABLES = ("months", "funnel", "cohorts", "events")
 NAME = re.compile(r"^[a-z][a-z0-9_]{1,62}$")
 
@@ -144,19 +143,10 @@ def csv_table(request: Request) -> Response:
                     headers={"content-disposition": f'attachment; filename="smsao-{table}.csv"'})
 
 
-def static_file(request: Request) -> Response:
-    name = request.path_params["name"]
-    if name not in STATIC_FILES:
-        return JSONResponse({"error": f"no such file: {name}"}, 404)
-    return FileResponse(STATIC_DIR / name, media_type=STATIC_FILES[name],
-                        headers={"cache-control": "public, max-age=86400"})
-
-
 def routes() -> list[Route]:
     return [
         Route("/business", business_page),
         Route("/business/{table}.csv", csv_table),
-        Route("/static/{name}", static_file),
     ]
 
 

@@ -96,7 +96,7 @@ def configure(formation: Formation, repo: str | Path | None = None) -> str:
     pb = _pgbackrest(formation, repo)
     if repo is None and pb.conf.exists():
         pb.repo = pb.configured_repo()
-    pgserver.private_dir(pb.repo, 0o750)
+    pgserver.repository_dir(pb.repo)
     pb.write_conf()
     target = FormationTarget(formation)
     pb.run("stanza-create", f"--pg1-port={target.port}", what="creating the backup stanza (pgbackrest stanza-create)")

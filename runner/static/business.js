@@ -1,4 +1,5 @@
 // Draws the Business page's charts from the figures embedded in the page (no extra request).
+// Served from /static/ with Chart.js: the CSP admits no inline script.
 (function () {
   const data = JSON.parse(document.getElementById("business-data").textContent);
   const labels = data.months.map((m) => m.month.slice(0, 7));
