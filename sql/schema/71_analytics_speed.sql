@@ -30,6 +30,13 @@ create table smsao.event_firsts (
 -- A funnel step reads the firsts of its time window in one range, user and flag included.
 create index event_firsts_time_idx on smsao.event_firsts (event_name, first_at) include (user_id, exact);
 
+-- Every SMS statement asks which of its users had sent before (sql/functions/
+-- analytics_triggers.sql, smsao.analytics_sms_logs_insert): answered from this index alone,
+-- a probe is half the cost of the primary key's (which visits the table for first_at), and a
+-- pass over all senders reads only theirs. Written only on a user's first SMS.
+create index user_milestones_sent_sms_idx on smsao.user_milestones (user_id) include (first_at)
+  where milestone = 'sent_sms';
+
 -- The funnel became one query built per call (smsao.funnel_first_sql, smsao.funnel_next_sql):
 -- the step functions of revision 0010, which passed arrays of users from step to step, go.
 drop function if exists smsao.funnel_first_step(text, timestamptz, timestamptz);
