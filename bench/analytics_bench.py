@@ -22,6 +22,13 @@ statement of bulk_bench, N rows in one statement rolled back, with the analytics
 enabled ("after") and disabled ("before", ALTER TABLE ... DISABLE TRIGGER on the
 analytics triggers only, every other trigger on), interleaved. Goal: after <= 1.2x before.
 
+With --before REV (e.g. 0011_scale), part 1 loads at that revision, times the readers there
+("before"), upgrades to head (timed: the migration backfills what head adds), and times them
+again ("after"): both in one run, on the same data.
+
+Part 2's "before" also drops the index on profiles (created_at) that revision 0012 added for
+the funnel (not a trigger, but paid by every signup), re-created for "after".
+
 Goals (issue 18): business_metrics < 20 ms; funnel < 1 s; bulk after/before <= 1.2x.
 """
 from __future__ import annotations
@@ -34,6 +41,7 @@ import psycopg
 
 import bulk_bench
 from common import log, median_ms, print_table, quiet_alembic, scratch_cluster
+from runner import migrate  # common.py put the project on sys.path
 
 MONTHS = 24
 FIRST_MONTH = "2024-12-01"
@@ -168,9 +176,18 @@ def readers(conn: psycopg.Connection, users: int) -> list[list]:
     return rows
 
 
+# Indexes that issue 18 added to the product's tables (not triggers, but paid by their writes).
+ANALYTICS_INDEXES = [("public.profiles_created_brin", "on public.profiles using brin (created_at)")]
+
+
 def set_analytics(conn: psycopg.Connection, on: bool) -> None:
     for table, trigger in ANALYTICS_TRIGGERS:
         conn.execute(f"alter table {table} {'enable' if on else 'disable'} trigger {trigger}")
+    for name, definition in ANALYTICS_INDEXES:
+        if on:
+            conn.execute(f"create index if not exists {name.split('.')[1]} {definition}")
+        else:
+            conn.execute(f"drop index if exists {name}")
 
 
 def bulk(sizes: list[int], repeat: int, timeout: int) -> list[list]:
@@ -214,11 +231,12 @@ def main() -> None:
     ap.add_argument("--timeout", type=int, default=60)
     ap.add_argument("--skip-readers", action="store_true")
     ap.add_argument("--skip-bulk", action="store_true")
+    ap.add_argument("--before", metavar="REV", help="load and time the readers at REV, then upgrade to head")
     args = ap.parse_args()
     quiet_alembic()
     started = time.monotonic()
     if not args.skip_readers:
-        with scratch_cluster() as url, psycopg.connect(url, autocommit=True) as conn:
+        with scratch_cluster(revision=args.before or "head") as url, psycopg.connect(url, autocommit=True) as conn:
             conn.execute(signup_sql(args.users, args.funnel_users))
             steps = load(conn, args.users, args.events, args.chunk)
             sizes = conn.execute("select (select count(*) from public.profiles), "
@@ -226,6 +244,14 @@ def main() -> None:
                                  "(select count(*) from public.credit_requests), "
                                  "(select count(*) from smsao.user_milestones)").fetchone()
             rows = readers(conn, args.users)
+            if args.before:
+                rows = [[f"[{args.before}] {r[0]}", *r[1:]] for r in rows]
+                t0 = time.perf_counter()
+                migrate.run("upgrade", url, "head")
+                steps.append([f"upgrade {args.before} -> head", f"{time.perf_counter() - t0:.1f}"])
+                log(f"upgraded to head ({steps[-1][1]} s)")
+                conn.execute("vacuum analyze")
+                rows += [[f"[head] {r[0]}", *r[1:]] for r in readers(conn, args.users)]
         print_table(["load step (through the triggers)", "s"], steps,
                     title=f"Load: {sizes[0]:,} users, {sizes[1]:,} events, {sizes[2]:,} purchases, "
                           f"{sizes[3]:,} milestones")

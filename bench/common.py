@@ -40,8 +40,9 @@ def new_home(prefix: str = "smsao-bench-") -> Path:
 
 
 @contextlib.contextmanager
-def scratch_cluster(extra: dict[str, str] | None = None, dbname: str = "bench"):
-    """Yields the URL of a database migrated to head in a fresh cluster; removes it all after."""
+def scratch_cluster(extra: dict[str, str] | None = None, dbname: str = "bench", revision: str = "head"):
+    """Yields the URL of a database migrated to `revision` (head by default) in a fresh
+    cluster; removes it all after."""
     home = new_home()
     cluster = Cluster(home=home, cron_database="postgres", settings={**SETTINGS, **(extra or {})})
     try:
@@ -49,7 +50,7 @@ def scratch_cluster(extra: dict[str, str] | None = None, dbname: str = "bench"):
         with psycopg.connect(cluster.url("postgres"), autocommit=True) as conn:
             conn.execute(f"create database {dbname}")
         url = cluster.url(dbname)
-        migrate.run("upgrade", url, "head")
+        migrate.run("upgrade", url, revision)
         yield url
     finally:
         cluster.stop()

@@ -45,7 +45,8 @@ def test_a_sound_database_passes(busy):
     assert {"balance_equals_ledger", "counter_total_users", "counter_pending_credit_requests",
             "counter_orphaned_sms_logs", "counter_orphaned_otp_codes", "counter_sms_hourly",
             "orphan_owners_recorded", "missing_owners_have_no_profile", "btree_indexes_amcheck",
-            "analytics_business_months", "analytics_milestones", "analytics_event_counts"} == names
+            "analytics_business_months", "analytics_milestones", "analytics_event_firsts",
+            "analytics_event_counts"} == names
     amcheck = next(r for r in results if r.name == "btree_indexes_amcheck")
     assert "btree indexes" in amcheck.detail and not amcheck.detail.startswith("0 ")
     # Read-only: nothing but amcheck itself (in its own schema, out of the API) was created.
@@ -88,7 +89,7 @@ def test_a_missing_owner_that_has_a_profile_is_named(busy):
 
 def test_the_command_exits_1_with_one_line_per_failure(busy):
     ok = smsao_db("integrity", url=busy.url)
-    assert ok.returncode == 0 and "all 12 invariants hold" in ok.stdout, ok.stdout + ok.stderr
+    assert ok.returncode == 0 and "all 13 invariants hold" in ok.stdout, ok.stdout + ok.stderr
     tamper(busy, "update public.profiles set credits = credits + 1 where user_id = %s", [busy.users[0]])
     tamper(busy, "update smsao.health_counters set value = value - 1 where id = "
                  "(select min(id) from smsao.health_counters where metric = 'total_users')")
@@ -97,7 +98,7 @@ def test_the_command_exits_1_with_one_line_per_failure(busy):
     fails = [ln for ln in proc.stdout.splitlines() if ln.startswith("FAIL")]
     assert [ln.split(":")[0] for ln in fails] == ["FAIL balance_equals_ledger", "FAIL counter_total_users"]
     assert all("remedy:" in ln for ln in fails)
-    assert "2 of 12 invariants broken" in proc.stdout
+    assert "2 of 13 invariants broken" in proc.stdout
 
 
 def test_not_an_smsao_database_is_one_line(empty_db_url):

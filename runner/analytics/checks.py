@@ -88,6 +88,19 @@ EVENT_COUNTS = """
     where coalesce(c.n, 0) <> coalesce(r.n, 0)
     order by 1"""
 
+EVENT_FIRSTS = """
+    with recount as (select e.event_name, e.user_id, min(e.occurred_at) as at
+                     from public.business_events e group by 1, 2)
+    select format('%s of user %s: first occurrence %s, stored %s%s', coalesce(r.event_name, f.event_name),
+                  coalesce(r.user_id, f.user_id), coalesce(r.at::text, 'none'), coalesce(f.first_at::text, 'nothing'),
+                  case when f.exact then '' else ' (a lower bound)' end)
+    from recount r full join smsao.event_firsts f on f.event_name = r.event_name and f.user_id = r.user_id
+    where r.at is null and f.exact                       -- an exact first with no event
+       or f.first_at is null and r.at is not null        -- events without their first
+       or f.exact and f.first_at <> r.at                 -- an exact first that is not the first
+       or not f.exact and f.first_at > r.at              -- a lower bound above an occurrence
+    order by 1"""
+
 REMEDY = ("a write bypassed the analytics triggers (session_replication_role = replica, or a bad "
           "restore): as the schema owner, run `select smsao.rebuild_analytics()`")
 
@@ -98,6 +111,10 @@ CHECKS = [
     Check("analytics_milestones",
           "every user's first time per milestone is stored, and no later than the base tables show",
           MILESTONES, REMEDY),
+    Check("analytics_event_firsts",
+          "each user's first occurrence per custom event equals a recount from business_events "
+          "(or is a lower bound of it, after a deletion)",
+          EVENT_FIRSTS, REMEDY),
     Check("analytics_event_counts",
           "events per day and name equal the signups, the milestones' first times and the custom events of that day",
           EVENT_COUNTS, REMEDY),

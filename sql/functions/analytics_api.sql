@@ -201,64 +201,96 @@ $$;
 revoke all on function public.business_metrics(date, date) from public, anon, authenticated, service_role;
 grant execute on function public.business_metrics(date, date) to authenticated, service_role;
 
--- Who reached a step, and when: step 1 from its time range, later steps from the users
--- who reached the previous one (see conversion_funnel).
-create or replace function smsao.funnel_first_step(step text, since timestamptz, until timestamptz,
-                                                   out user_ids uuid[], out times timestamptz[])
-  language plpgsql stable
-  set search_path = ''
-as $$
-begin
-  if step = 'signed_up' then
-    select pg_catalog.array_agg(p.user_id), pg_catalog.array_agg(p.created_at) into user_ids, times
-    from public.profiles p where p.created_at >= since and p.created_at < until;
-  elsif smsao.is_milestone(step) then
-    select pg_catalog.array_agg(m.user_id), pg_catalog.array_agg(m.first_at) into user_ids, times
-    from smsao.user_milestones m
-    where m.milestone = step and m.first_at >= since and m.first_at < until;
-  else
-    select pg_catalog.array_agg(g.user_id), pg_catalog.array_agg(g.at) into user_ids, times
-    from (select e.user_id, pg_catalog.min(e.occurred_at) as at from public.business_events e
-          where e.event_name = step and e.occurred_at >= since and e.occurred_at < until
-          group by e.user_id) g;
-  end if;
-end
-$$;
-revoke all on function smsao.funnel_first_step(text, timestamptz, timestamptz) from public, anon, authenticated, service_role;
+-- The funnel is one query, built per call: a CTE per step, s1 .. sN, each the users who
+-- reached that step with (user_id, at = their time for it, started = their step-1 time).
+-- Step names are validated identifiers, quoted as literals. Parameters: $1 since, $2 until,
+-- $3 within. Every step's time lies in [$1, $2 + $3]: said to the planner, that bound lets a
+-- step read just that window of an index instead of looking each user up.
 
-create or replace function smsao.funnel_next_step(step text, user_ids uuid[], times timestamptz[],
-                                                  starts timestamptz[], within interval,
-                                                  out next_users uuid[], out next_times timestamptz[],
-                                                  out next_starts timestamptz[])
+-- Step 1: the users whose time for it is in [since, until).
+create or replace function smsao.funnel_first_sql(step text) returns text
   language plpgsql stable
   set search_path = ''
 as $$
 begin
   if step = 'signed_up' then
-    select pg_catalog.array_agg(s.user_id), pg_catalog.array_agg(p.created_at), pg_catalog.array_agg(s.started)
-      into next_users, next_times, next_starts
-    from unnest(user_ids, times, starts) s(user_id, at, started)
-    join public.profiles p on p.user_id = s.user_id
-    where p.created_at >= s.at and p.created_at <= s.started + within;
+    return 'select p.user_id, p.created_at as at, p.created_at as started from public.profiles p
+            where p.created_at >= $1 and p.created_at < $2';
   elsif smsao.is_milestone(step) then
-    select pg_catalog.array_agg(s.user_id), pg_catalog.array_agg(m.first_at), pg_catalog.array_agg(s.started)
-      into next_users, next_times, next_starts
-    from unnest(user_ids, times, starts) s(user_id, at, started)
-    join smsao.user_milestones m on m.user_id = s.user_id and m.milestone = step
-    where m.first_at >= s.at and m.first_at <= s.started + within;
-  else
-    select pg_catalog.array_agg(s.user_id), pg_catalog.array_agg(x.at), pg_catalog.array_agg(s.started)
-      into next_users, next_times, next_starts
-    from unnest(user_ids, times, starts) s(user_id, at, started)
-    cross join lateral (select pg_catalog.min(e.occurred_at) as at from public.business_events e
-                        where e.user_id = s.user_id and e.event_name = step
-                          and e.occurred_at >= s.at and e.occurred_at <= s.started + within) x
-    where x.at is not null;
+    return pg_catalog.format(
+      'select m.user_id, m.first_at as at, m.first_at as started from smsao.user_milestones m
+       where m.milestone = %L and m.first_at >= $1 and m.first_at < $2', step);
   end if;
+  -- A custom event: its first occurrence in the range.
+  return pg_catalog.format(
+    'select e.user_id, pg_catalog.min(e.occurred_at) as at, pg_catalog.min(e.occurred_at) as started
+     from public.business_events e where e.event_name = %L and e.occurred_at >= $1 and e.occurred_at < $2
+     group by e.user_id', step);
 end
 $$;
-revoke all on function smsao.funnel_next_step(text, uuid[], timestamptz[], timestamptz[], interval)
-  from public, anon, authenticated, service_role;
+revoke all on function smsao.funnel_first_sql(text) from public, anon, authenticated, service_role;
+
+-- Step k > 1 from the CTE `previous`: its earliest time at or after the previous step's time
+-- and no later than started + within.
+create or replace function smsao.funnel_next_sql(step text, previous text) returns text
+  language plpgsql stable
+  set search_path = ''
+as $$
+begin
+  if step = 'signed_up' then
+    return pg_catalog.format(
+      'select s.user_id, p.created_at as at, s.started from %I s join public.profiles p on p.user_id = s.user_id
+       where p.created_at >= s.at and p.created_at <= s.started + $3 and p.created_at between $1 and $2 + $3',
+      previous);
+  elsif smsao.is_milestone(step) then
+    return pg_catalog.format(
+      'select s.user_id, m.first_at as at, s.started from %I s
+       join smsao.user_milestones m on m.user_id = s.user_id and m.milestone = %L
+       where m.first_at >= s.at and m.first_at <= s.started + $3 and m.first_at between $1 and $2 + $3',
+      previous, step);
+  end if;
+  -- A custom event. A user's first occurrence ever (smsao.event_firsts) is the earliest at or
+  -- after their previous step's time when it is exact and not before that time: the firsts
+  -- inside the window come from one index range. Only users without one there are looked up
+  -- singly (did they do it before the window?); those who did it before their previous step,
+  -- or whose first is only a lower bound, are answered by their events.
+  return pg_catalog.format(
+    'select r.user_id, r.at, r.started from (
+       select s.user_id, s.started,
+              case when f.exact and f.first_at >= s.at then f.first_at
+                   when f.first_at is not null
+                        or exists (select from smsao.event_firsts b
+                                   where b.event_name = %2$L and b.user_id = s.user_id and b.first_at < $1)
+                   then (select pg_catalog.min(e.occurred_at) from public.business_events e
+                         where e.user_id = s.user_id and e.event_name = %2$L
+                           and e.occurred_at >= s.at and e.occurred_at <= s.started + $3)
+              end as at
+       from %1$I s
+       left join smsao.event_firsts f
+         on f.event_name = %2$L and f.user_id = s.user_id and f.first_at between $1 and $2 + $3
+       where f.first_at is null or f.first_at <= s.started + $3) r
+     where r.at <= r.started + $3',
+    previous, step);
+end
+$$;
+revoke all on function smsao.funnel_next_sql(text, text) from public, anon, authenticated, service_role;
+
+-- The whole query: the steps' CTEs, then how many users each one has.
+create or replace function smsao.funnel_sql(steps text[]) returns text
+  language plpgsql stable
+  set search_path = ''
+as $$
+declare
+  counting text := 'with s1 as (' || smsao.funnel_first_sql(steps[1]) || ')';
+begin
+  for i in 2 .. cardinality(steps) loop
+    counting := counting || pg_catalog.format(', s%s as (%s)', i, smsao.funnel_next_sql(steps[i], 's' || (i - 1)));
+  end loop;
+  return counting || ' select array[' || (select pg_catalog.string_agg(pg_catalog.format('(select pg_catalog.count(*) from s%s)', i), ', ')
+                                       from pg_catalog.generate_series(1, cardinality(steps)) i) || ']';
+end
+$$;
+revoke all on function smsao.funnel_sql(text[]) from public, anon, authenticated, service_role;
 
 create or replace function public.conversion_funnel(steps text[], since timestamptz, until timestamptz,
                                                     within interval default '30 days')
@@ -269,9 +301,6 @@ create or replace function public.conversion_funnel(steps text[], since timestam
 as $$
 declare
   args jsonb := pg_catalog.jsonb_build_object('steps', steps, 'since', since, 'until', until, 'within', within);
-  user_ids uuid[];
-  times timestamptz[];
-  starts timestamptz[];
   counts bigint[];
 begin
   if steps is null or coalesce(cardinality(steps), 0) not between 2 and 10 or pg_catalog.array_ndims(steps) <> 1 then
@@ -296,17 +325,9 @@ begin
       using errcode = '22023';
   end if;
   perform smsao.guard_analytics_read('conversion_funnel', args);
-
-  select f.user_ids, f.times into user_ids, times from smsao.funnel_first_step(steps[1], since, until) f;
-  starts := times;
-  counts := array[coalesce(cardinality(user_ids), 0)::bigint];
-  for i in 2 .. cardinality(steps) loop
-    if coalesce(cardinality(user_ids), 0) > 0 then
-      select n.next_users, n.next_times, n.next_starts into user_ids, times, starts
-      from smsao.funnel_next_step(steps[i], user_ids, times, starts, within) n;
-    end if;
-    counts := counts || coalesce(cardinality(user_ids), 0)::bigint;
-  end loop;
+  -- Planned for these values (EXECUTE): the first step's size decides between index ranges
+  -- with hash joins and lookups per user.
+  execute smsao.funnel_sql(steps) into counts using since, until, within;
 
   return query
   select i, steps[i], counts[i],
@@ -397,9 +418,24 @@ $$;
 revoke all on function public.set_ga4_export(text, boolean) from public, anon, authenticated, service_role;
 grant execute on function public.set_ga4_export(text, boolean) to authenticated, service_role;
 
+-- Each user's first occurrence per custom event, recounted from business_events (exact).
+create or replace function smsao.backfill_event_firsts() returns void
+  language plpgsql
+  set search_path = ''
+as $$
+begin
+  insert into smsao.event_firsts as f (event_name, user_id, first_at)
+  select b.event_name, b.user_id, pg_catalog.min(b.occurred_at) from public.business_events b group by 1, 2
+  on conflict on constraint event_firsts_pkey do update set first_at = excluded.first_at, exact = true
+    where (f.first_at, f.exact) is distinct from (excluded.first_at, true);
+end
+$$;
+revoke all on function smsao.backfill_event_firsts() from public, anon, authenticated, service_role;
+
 -- The rollups from the data already there, when the analytics are installed (and by
 -- smsao.rebuild_analytics()): milestones and signups' day counts from the base tables,
--- event counts from business_events, every month marked for a recount.
+-- event counts and each user's first occurrence per name from business_events, every month
+-- marked for a recount.
 create or replace function smsao.backfill_analytics() returns void
   language plpgsql
   set search_path = ''
@@ -432,6 +468,7 @@ begin
                                   pg_catalog.array_agg(e.events))
   from (select (b.occurred_at at time zone 'UTC')::date as day, b.event_name, pg_catalog.count(*) as events
         from public.business_events b group by 1, 2) e;
+  perform smsao.backfill_event_firsts();
   perform smsao.mark_business_months(array['-infinity'::date]);
 end
 $$;
@@ -445,8 +482,9 @@ create or replace function smsao.rebuild_analytics() returns void
   set search_path = ''
 as $$
 begin
-  lock table smsao.user_milestones, smsao.event_counts, smsao.business_months in exclusive mode;
+  lock table smsao.user_milestones, smsao.event_counts, smsao.event_firsts, smsao.business_months in exclusive mode;
   delete from smsao.user_milestones;
+  delete from smsao.event_firsts;
   delete from smsao.event_counts;
   delete from smsao.business_months;
   perform smsao.backfill_analytics();

@@ -224,6 +224,13 @@ end
 $$;
 revoke all on function smsao.analytics_recount_all_months() from public, anon, authenticated, service_role;
 
+-- sent_sms, on every SMS written: only users without an earlier first SMS go on, and almost
+-- every sender has one. A statement of few users looks each one up (an index probe). One of
+-- many users (a bulk load over a large part of the senders) first asks one pass over the
+-- sent_sms rows which of them had sent before the statement's earliest row: when all had,
+-- as usual, that is the whole cost (probing each would cost several times more); the
+-- others, if any, are looked up singly. Reads only: no lock beyond what recording a first
+-- SMS takes (smsao.record_milestones).
 create or replace function smsao.analytics_sms_logs_insert() returns trigger
   language plpgsql security definer
   set search_path = ''
@@ -231,12 +238,31 @@ as $$
 declare
   ids uuid[];
   times timestamptz[];
+  known uuid[];
 begin
-  -- The hot path (every SMS): only users without an earlier first SMS go on; most have one.
   select pg_catalog.array_agg(g.user_id), pg_catalog.array_agg(g.at) into ids, times
-  from (select n.user_id, pg_catalog.min(n.created_at) as at from new_rows n group by n.user_id) g
-  where not exists (select from smsao.user_milestones m
-                    where m.user_id = g.user_id and m.milestone = 'sent_sms' and m.first_at <= g.at);
+  from (select n.user_id, pg_catalog.min(n.created_at) as at from new_rows n group by n.user_id) g;
+  if cardinality(ids) >= 1000 and cardinality(ids) * 32 > (select c.reltuples from pg_catalog.pg_class c
+                                                          where c.oid = 'smsao.user_milestones'::pg_catalog.regclass) then
+    -- Dynamic SQL, so that the array is planned as the constant it is (a hashed = ANY).
+    execute $q$
+      select pg_catalog.array_agg(m.user_id) from smsao.user_milestones m
+      where m.milestone = 'sent_sms' and m.first_at <= $2 and m.user_id = any ($1) $q$
+      into known using ids, (select pg_catalog.min(t) from unnest(times) t);
+    if cardinality(known) = cardinality(ids) then
+      return null;
+    end if;
+    execute $q$
+      select pg_catalog.array_agg(s.user_id), pg_catalog.array_agg(s.at) from unnest($1, $2) s(user_id, at)
+      where s.user_id not in (select unnest($3)) $q$
+      into ids, times using ids, times, coalesce(known, '{}');
+  end if;
+  -- One probe per user, whatever the planner thinks of the array's size (a scalar subquery
+  -- is never turned into a join that would hash every sent_sms row).
+  select pg_catalog.array_agg(s.user_id), pg_catalog.array_agg(s.at) into ids, times
+  from unnest(ids, times) s(user_id, at)
+  where coalesce((select m.first_at <= s.at from smsao.user_milestones m
+                  where m.user_id = s.user_id and m.milestone = 'sent_sms'), false) = false;
   perform smsao.record_milestones('sent_sms', ids, times);
   return null;
 end
@@ -277,7 +303,32 @@ end
 $$;
 revoke all on function smsao.analytics_import_jobs_written() from public, anon, authenticated, service_role;
 
--- Custom events: the day counts, and the GA4 queue for the names opted in.
+-- Users' occurrences of custom events (one entry per name and user, its earliest time in
+-- the statement): keep each user's first time per name (smsao.event_firsts). The anti-join
+-- skips users already there earlier (the common case); the upsert settles concurrent
+-- writers. An occurrence before an inexact row's lower bound is the user's first for sure.
+create or replace function smsao.record_event_firsts(names text[], user_ids uuid[], times timestamptz[])
+  returns void
+  language plpgsql
+  set search_path = ''
+as $$
+begin
+  if coalesce(cardinality(names), 0) = 0 then
+    return;
+  end if;
+  insert into smsao.event_firsts as f (event_name, user_id, first_at)
+  select c.name, c.user_id, c.at from unnest(names, user_ids, times) c(name, user_id, at)
+  where not exists (select from smsao.event_firsts x
+                    where x.event_name = c.name and x.user_id = c.user_id and x.first_at <= c.at)
+  order by 1, 2
+  on conflict on constraint event_firsts_pkey do update set first_at = excluded.first_at, exact = true
+    where excluded.first_at < f.first_at;
+end
+$$;
+revoke all on function smsao.record_event_firsts(text[], uuid[], timestamptz[]) from public, anon, authenticated, service_role;
+
+-- Custom events: the day counts, each user's first occurrence per name (smsao.event_firsts,
+-- for the funnel), and the GA4 queue for the names opted in.
 create or replace function smsao.analytics_events_insert() returns trigger
   language plpgsql security definer
   set search_path = ''
@@ -289,6 +340,9 @@ begin
                                   pg_catalog.array_agg(g.events))
   from (select n.event_name, (n.occurred_at at time zone 'UTC')::date as day, pg_catalog.count(*) as events
         from new_rows n group by 1, 2) g;
+  perform smsao.record_event_firsts(pg_catalog.array_agg(g.event_name), pg_catalog.array_agg(g.user_id),
+                                    pg_catalog.array_agg(g.at))
+  from (select n.event_name, n.user_id, pg_catalog.min(n.occurred_at) as at from new_rows n group by 1, 2) g;
   for r in select n.event_name, pg_catalog.array_agg(n.user_id order by n.id) as ids,
                   pg_catalog.array_agg(n.occurred_at order by n.id) as times,
                   pg_catalog.array_agg(n.properties order by n.id) as params
@@ -302,6 +356,22 @@ end
 $$;
 revoke all on function smsao.analytics_events_insert() from public, anon, authenticated, service_role;
 
+-- Occurrences taken away (a deletion, or the old side of an update): a stored first time
+-- they may have been is kept as a lower bound, marked inexact (see smsao.event_firsts).
+create or replace function smsao.forget_event_firsts(names text[], user_ids uuid[], times timestamptz[])
+  returns void
+  language plpgsql
+  set search_path = ''
+as $$
+begin
+  update smsao.event_firsts f set exact = false
+  from (select g.name, g.user_id, pg_catalog.min(g.at) as at from unnest(names, user_ids, times) g(name, user_id, at)
+        group by 1, 2) g
+  where f.event_name = g.name and f.user_id = g.user_id and f.exact and g.at <= f.first_at;
+end
+$$;
+revoke all on function smsao.forget_event_firsts(text[], uuid[], timestamptz[]) from public, anon, authenticated, service_role;
+
 create or replace function smsao.analytics_events_delete() returns trigger
   language plpgsql security definer
   set search_path = ''
@@ -311,10 +381,52 @@ begin
                                   pg_catalog.array_agg(-g.events))
   from (select o.event_name, (o.occurred_at at time zone 'UTC')::date as day, pg_catalog.count(*) as events
         from old_rows o group by 1, 2) g;
+  perform smsao.forget_event_firsts(pg_catalog.array_agg(o.event_name), pg_catalog.array_agg(o.user_id),
+                                    pg_catalog.array_agg(o.occurred_at))
+  from old_rows o;
   return null;
 end
 $$;
 revoke all on function smsao.analytics_events_delete() from public, anon, authenticated, service_role;
+
+-- Only the owner updates events (a correction): the old rows leave, the new ones come, for
+-- the day counts and the first occurrences alike.
+create or replace function smsao.analytics_events_update() returns trigger
+  language plpgsql security definer
+  set search_path = ''
+as $$
+begin
+  perform smsao.bump_event_counts(pg_catalog.array_agg(g.event_name), pg_catalog.array_agg(g.day),
+                                  pg_catalog.array_agg(g.events))
+  from (select x.event_name, (x.occurred_at at time zone 'UTC')::date as day, pg_catalog.sum(x.delta)::bigint as events
+        from (select o.event_name, o.occurred_at, -1 as delta from old_rows o
+              union all
+              select n.event_name, n.occurred_at, 1 from new_rows n) x
+        group by 1, 2) g;
+  perform smsao.forget_event_firsts(pg_catalog.array_agg(o.event_name), pg_catalog.array_agg(o.user_id),
+                                    pg_catalog.array_agg(o.occurred_at))
+  from old_rows o;
+  perform smsao.record_event_firsts(pg_catalog.array_agg(g.event_name), pg_catalog.array_agg(g.user_id),
+                                    pg_catalog.array_agg(g.at))
+  from (select n.event_name, n.user_id, pg_catalog.min(n.occurred_at) as at from new_rows n group by 1, 2) g;
+  return null;
+end
+$$;
+revoke all on function smsao.analytics_events_update() from public, anon, authenticated, service_role;
+
+-- TRUNCATE holds business_events exclusively: nothing is written beside it, so the custom
+-- events' counts and first occurrences go with the rows.
+create or replace function smsao.analytics_events_truncate() returns trigger
+  language plpgsql security definer
+  set search_path = ''
+as $$
+begin
+  delete from smsao.event_firsts;
+  delete from smsao.event_counts c where not exists (select from smsao.milestones m where m.name = c.event_name);
+  return null;
+end
+$$;
+revoke all on function smsao.analytics_events_truncate() from public, anon, authenticated, service_role;
 
 -- Admins' changes to prices and spend, one admin_audit_logs row per changed row. The
 -- statement's rows pair up by id (an update never changes it: identity always).

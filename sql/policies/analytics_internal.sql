@@ -7,6 +7,8 @@ alter table smsao.user_milestones enable row level security;
 revoke all on table smsao.user_milestones from public, anon, authenticated, service_role;
 alter table smsao.event_counts enable row level security;
 revoke all on table smsao.event_counts from public, anon, authenticated, service_role;
+alter table smsao.event_firsts enable row level security;
+revoke all on table smsao.event_firsts from public, anon, authenticated, service_role;
 alter table smsao.business_month_marks enable row level security;
 revoke all on table smsao.business_month_marks from public, anon, authenticated, service_role;
 alter table smsao.business_months enable row level security;

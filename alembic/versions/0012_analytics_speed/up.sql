@@ -1,0 +1,1083 @@
+-- Frozen by scripts/freeze_sql.py for revision 0012_analytics_speed. Do not edit.
+
+-- ==== sql/schema/71_analytics_speed.sql ====
+-- Revision 0012_analytics_speed (issue 18): the funnel answers from indexes and a per-user
+-- first-occurrence table instead of probing every starting user's events.
+
+-- signed_up is profiles.created_at: a funnel's first step (and the cohorts) read the signups
+-- of a time range here instead of scanning every profile. A BRIN index: profiles are written
+-- in signup order, so block ranges follow created_at, and it costs an update of profiles
+-- (credits, status: most are not HOT on full pages) next to nothing, where a btree index
+-- beside the primary key measured 1.10-1.14x on status updates (bench/analytics_bench.py).
+create index profiles_created_brin on public.profiles using brin (created_at);
+
+-- Each user's first occurrence of each custom event, kept by the business_events triggers
+-- in the writing transaction (sql/functions/analytics_triggers.sql). A funnel step needs a
+-- user's earliest occurrence at or after their previous step's time: that is first_at
+-- whenever the row is exact and first_at is at or after that time; otherwise the funnel
+-- probes business_events for that user (smsao.funnel_next_step). No row: no such event.
+--
+-- exact = false after a deletion (or an update) took away an occurrence at first_at: first_at
+-- is then only a lower bound of the user's occurrences (there may be none left). Marking it
+-- is one row update under the row's lock, so it stays right beside concurrent inserts in any
+-- isolation level, where recounting the user's events could miss one not yet visible. An
+-- earlier occurrence written later makes the row exact again; smsao.rebuild_analytics()
+-- recounts every row.
+create table smsao.event_firsts (
+  event_name text not null,
+  user_id    uuid not null,
+  first_at   timestamptz not null,
+  exact      boolean not null default true,
+  primary key (event_name, user_id)
+);
+-- A funnel step reads the firsts of its time window in one range, user and flag included.
+create index event_firsts_time_idx on smsao.event_firsts (event_name, first_at) include (user_id, exact);
+
+-- Every SMS statement asks which of its users had sent before (sql/functions/
+-- analytics_triggers.sql, smsao.analytics_sms_logs_insert): answered from this index alone,
+-- a probe is half the cost of the primary key's (which visits the table for first_at), and a
+-- pass over all senders reads only theirs. Written only on a user's first SMS.
+create index user_milestones_sent_sms_idx on smsao.user_milestones (user_id) include (first_at)
+  where milestone = 'sent_sms';
+
+-- The funnel became one query built per call (smsao.funnel_first_sql, smsao.funnel_next_sql):
+-- the step functions of revision 0010, which passed arrays of users from step to step, go.
+drop function if exists smsao.funnel_first_step(text, timestamptz, timestamptz);
+drop function if exists smsao.funnel_next_step(text, uuid[], timestamptz[], timestamptz[], interval);
+
+-- ==== sql/functions/analytics_api.sql ====
+-- The analytics API (CONTRACT section 7): custom events, and the three readers, which are
+-- for admins and service_role, rate limited as admin_access and audited in
+-- admin_audit_logs like every admin action (arguments only: they return aggregates).
+
+-- Whether a name is one of the built-in milestones.
+create or replace function smsao.is_milestone(name text) returns boolean
+  language plpgsql stable
+  set search_path = ''
+as $$
+begin
+  return exists (select from smsao.milestones m where m.name = is_milestone.name);
+end
+$$;
+revoke all on function smsao.is_milestone(text) from public, anon, authenticated, service_role;
+
+-- Whether some event properties carry personal data, by key (contact details, names,
+-- secrets) or by value (an e-mail address or a phone number): events must not.
+create or replace function smsao.carries_personal_data(properties jsonb) returns boolean
+  language plpgsql immutable
+  set search_path = ''
+as $$
+begin
+  return exists (
+    select from pg_catalog.jsonb_each(properties) p
+    where p.key ~* '(e_?mail|phone|msisdn|full_?name|first_?name|last_?name|address|password|secret|token)'
+       or (pg_catalog.jsonb_typeof(p.value) = 'string'
+           and ((p.value #>> '{}') ~ '[^@[:space:]]+@[^@[:space:]]+\.[a-zA-Z]{2,}'
+                or (p.value #>> '{}') ~ '^\+?[0-9][0-9 ().-]{6,18}[0-9]$')));
+end
+$$;
+revoke all on function smsao.carries_personal_data(jsonb) from public, anon, authenticated, service_role;
+
+-- A custom event of the calling user. Arguments first (a malformed call writes nothing,
+-- not even a rate-limit attempt), then the session and the analytics_event rate limit.
+create or replace function public.track_event(event_name text, properties jsonb default '{}'::jsonb)
+  returns void
+  language plpgsql security definer
+  set search_path = ''
+as $$
+declare
+  args jsonb := pg_catalog.jsonb_build_object('event_name', event_name);
+  uid  uuid := smsao.caller_id();
+begin
+  if event_name is null or event_name !~ '^[a-z][a-z0-9_]{1,62}$' then
+    raise exception 'event_name must match ^[a-z][a-z0-9_]{1,62}$, got %',
+      coalesce(pg_catalog.quote_literal(event_name), 'NULL') using errcode = '22023';
+  end if;
+  if smsao.is_milestone(event_name) then
+    raise exception 'event_name: % is a built-in milestone, recorded by the database from the product''s own writes',
+      event_name using errcode = '22023';
+  end if;
+  if properties is null or pg_catalog.jsonb_typeof(properties) <> 'object' then
+    raise exception 'properties must be a JSON object, got %', coalesce(pg_catalog.jsonb_typeof(properties), 'NULL')
+      using errcode = '22023';
+  end if;
+  if pg_catalog.octet_length(properties::text) > 4096 then
+    raise exception 'properties must be at most 4096 bytes of JSON, got %', pg_catalog.octet_length(properties::text)
+      using errcode = '22023';
+  end if;
+  if smsao.carries_personal_data(properties) then
+    raise exception 'properties must not carry personal data (e-mail, phone, names, secrets)'
+      using errcode = '22023';
+  end if;
+  if uid is null then
+    perform smsao.refuse('track_event', args, 'denied', '42501',
+      'track_event is for signed-in users: call it with a user''s token');
+  end if;
+  perform smsao.guard_critical('track_event', 'analytics_event', args);
+  insert into public.business_events (user_id, event_name, properties)
+  values (uid, track_event.event_name, track_event.properties);
+end
+$$;
+revoke all on function public.track_event(text, jsonb) from public, anon, authenticated, service_role;
+grant execute on function public.track_event(text, jsonb) to authenticated;
+
+-- The gate of the readers: the admin gate (session, admin_access rate limit, admin or
+-- service_role), then one admin_audit_logs row for the read.
+create or replace function smsao.guard_analytics_read(function_name text, arguments jsonb) returns void
+  language plpgsql
+  set search_path = ''
+as $$
+begin
+  perform smsao.guard_admin(function_name, arguments);
+  insert into public.admin_audit_logs (admin_id, action, target_table, target_id, old_values, new_values)
+  values (smsao.caller_id(), function_name, 'analytics', null, null, arguments);
+end
+$$;
+revoke all on function smsao.guard_analytics_read(text, jsonb) from public, anon, authenticated, service_role;
+
+-- A month argument: the first day of a month, not NULL.
+create or replace function smsao.check_month_argument(name text, value date) returns void
+  language plpgsql immutable
+  set search_path = ''
+as $$
+begin
+  if value is null or value <> pg_catalog.date_trunc('month', value)::date or not pg_catalog.isfinite(value) then
+    raise exception '% must be the first day of a month, got %', name, coalesce(value::text, 'NULL')
+      using errcode = '22023';
+  end if;
+end
+$$;
+revoke all on function smsao.check_month_argument(text, date) from public, anon, authenticated, service_role;
+
+create or replace function smsao.check_month_range(from_month date, to_month date) returns void
+  language plpgsql immutable
+  set search_path = ''
+as $$
+begin
+  perform smsao.check_month_argument('from_month', from_month);
+  perform smsao.check_month_argument('to_month', to_month);
+  if to_month < from_month then
+    raise exception 'to_month (%) must not be before from_month (%)', to_month, from_month using errcode = '22023';
+  end if;
+  if to_month > (from_month + interval '119 months')::date then
+    raise exception 'to_month: at most 120 months from from_month, got % .. %', from_month, to_month
+      using errcode = '22023';
+  end if;
+end
+$$;
+revoke all on function smsao.check_month_range(date, date) from public, anon, authenticated, service_role;
+
+-- The monthly figures, fresh: the months marked since the last refresh are recounted
+-- first. A read-only transaction (a standby) cannot refresh: it recounts from the base
+-- tables instead, so the answer is the same, only slower.
+create or replace function smsao.fresh_business_months() returns setof smsao.business_months
+  language plpgsql
+  set search_path = ''
+as $$
+declare
+  first_data date;
+  last_data date;
+begin
+  if pg_catalog.current_setting('transaction_read_only') = 'off' then
+    perform smsao.refresh_business_months();
+    return query select * from smsao.business_months;
+    return;
+  end if;
+  if not exists (select from smsao.business_month_marks) then
+    return query select * from smsao.business_months;
+    return;
+  end if;
+  select smsao.utc_month(least(
+           (select pg_catalog.min(r.processed_at) from public.credit_requests r where r.status = 'approved'),
+           (select pg_catalog.min(t.created_at) from public.credit_transactions t where t.kind = 'refund'))),
+         smsao.utc_month(greatest(
+           (select pg_catalog.max(r.processed_at) from public.credit_requests r where r.status = 'approved'),
+           (select pg_catalog.max(t.created_at) from public.credit_transactions t where t.kind = 'refund')))
+    into first_data, last_data;
+  if first_data is not null then
+    return query select * from smsao.count_business_months(first_data, (last_data + interval '1 month')::date);
+  end if;
+end
+$$;
+revoke all on function smsao.fresh_business_months() from public, anon, authenticated, service_role;
+
+create or replace function public.business_metrics(from_month date, to_month date)
+  returns table (month date, revenue numeric, mrr numeric, paying_customers bigint,
+                 new_paying_customers bigint, churned_customers bigint, arppu numeric,
+                 cac numeric, ltv numeric, acquisition_spend numeric)
+  language plpgsql security definer
+  set search_path = ''
+as $$
+#variable_conflict use_column
+declare
+  args jsonb := pg_catalog.jsonb_build_object('from_month', from_month, 'to_month', to_month);
+begin
+  perform smsao.check_month_range(from_month, to_month);
+  perform smsao.guard_analytics_read('business_metrics', args);
+  return query
+  with stored as (
+    select * from smsao.fresh_business_months()
+  ), earlier as (
+    -- LTV counts every month up to M, also those before the range.
+    select coalesce(pg_catalog.sum(s.revenue), 0) as revenue,
+           coalesce(pg_catalog.sum(s.new_paying_customers), 0) as buyers
+    from stored s where s.month < business_metrics.from_month
+  ), spend as (
+    select a.month, pg_catalog.sum(a.amount) as amount from public.acquisition_spend a
+    where a.month between business_metrics.from_month and business_metrics.to_month group by a.month
+  ), months as (
+    select g::date as month,
+           coalesce(s.revenue, 0) as revenue, coalesce(s.mrr, 0) as mrr,
+           coalesce(s.paying_customers, 0) as paying, coalesce(s.new_paying_customers, 0) as new_paying,
+           coalesce(s.churned_customers, 0) as churned, coalesce(sp.amount, 0) as spend
+    from pg_catalog.generate_series(business_metrics.from_month::timestamp, business_metrics.to_month::timestamp,
+                                    interval '1 month') g
+    left join stored s on s.month = g::date
+    left join spend sp on sp.month = g::date
+  )
+  select m.month, m.revenue, m.mrr, m.paying, m.new_paying, m.churned,
+         pg_catalog.round(m.revenue / nullif(m.paying, 0), 2),
+         pg_catalog.round(m.spend / nullif(m.new_paying, 0), 2),
+         pg_catalog.round((e.revenue + pg_catalog.sum(m.revenue) over w)
+                          / nullif(e.buyers + pg_catalog.sum(m.new_paying) over w, 0), 2),
+         m.spend
+  from months m cross join earlier e
+  window w as (order by m.month)
+  order by m.month;
+end
+$$;
+revoke all on function public.business_metrics(date, date) from public, anon, authenticated, service_role;
+grant execute on function public.business_metrics(date, date) to authenticated, service_role;
+
+-- The funnel is one query, built per call: a CTE per step, s1 .. sN, each the users who
+-- reached that step with (user_id, at = their time for it, started = their step-1 time).
+-- Step names are validated identifiers, quoted as literals. Parameters: $1 since, $2 until,
+-- $3 within. Every step's time lies in [$1, $2 + $3]: said to the planner, that bound lets a
+-- step read just that window of an index instead of looking each user up.
+
+-- Step 1: the users whose time for it is in [since, until).
+create or replace function smsao.funnel_first_sql(step text) returns text
+  language plpgsql stable
+  set search_path = ''
+as $$
+begin
+  if step = 'signed_up' then
+    return 'select p.user_id, p.created_at as at, p.created_at as started from public.profiles p
+            where p.created_at >= $1 and p.created_at < $2';
+  elsif smsao.is_milestone(step) then
+    return pg_catalog.format(
+      'select m.user_id, m.first_at as at, m.first_at as started from smsao.user_milestones m
+       where m.milestone = %L and m.first_at >= $1 and m.first_at < $2', step);
+  end if;
+  -- A custom event: its first occurrence in the range.
+  return pg_catalog.format(
+    'select e.user_id, pg_catalog.min(e.occurred_at) as at, pg_catalog.min(e.occurred_at) as started
+     from public.business_events e where e.event_name = %L and e.occurred_at >= $1 and e.occurred_at < $2
+     group by e.user_id', step);
+end
+$$;
+revoke all on function smsao.funnel_first_sql(text) from public, anon, authenticated, service_role;
+
+-- Step k > 1 from the CTE `previous`: its earliest time at or after the previous step's time
+-- and no later than started + within.
+create or replace function smsao.funnel_next_sql(step text, previous text) returns text
+  language plpgsql stable
+  set search_path = ''
+as $$
+begin
+  if step = 'signed_up' then
+    return pg_catalog.format(
+      'select s.user_id, p.created_at as at, s.started from %I s join public.profiles p on p.user_id = s.user_id
+       where p.created_at >= s.at and p.created_at <= s.started + $3 and p.created_at between $1 and $2 + $3',
+      previous);
+  elsif smsao.is_milestone(step) then
+    return pg_catalog.format(
+      'select s.user_id, m.first_at as at, s.started from %I s
+       join smsao.user_milestones m on m.user_id = s.user_id and m.milestone = %L
+       where m.first_at >= s.at and m.first_at <= s.started + $3 and m.first_at between $1 and $2 + $3',
+      previous, step);
+  end if;
+  -- A custom event. A user's first occurrence ever (smsao.event_firsts) is the earliest at or
+  -- after their previous step's time when it is exact and not before that time: the firsts
+  -- inside the window come from one index range. Only users without one there are looked up
+  -- singly (did they do it before the window?); those who did it before their previous step,
+  -- or whose first is only a lower bound, are answered by their events.
+  return pg_catalog.format(
+    'select r.user_id, r.at, r.started from (
+       select s.user_id, s.started,
+              case when f.exact and f.first_at >= s.at then f.first_at
+                   when f.first_at is not null
+                        or exists (select from smsao.event_firsts b
+                                   where b.event_name = %2$L and b.user_id = s.user_id and b.first_at < $1)
+                   then (select pg_catalog.min(e.occurred_at) from public.business_events e
+                         where e.user_id = s.user_id and e.event_name = %2$L
+                           and e.occurred_at >= s.at and e.occurred_at <= s.started + $3)
+              end as at
+       from %1$I s
+       left join smsao.event_firsts f
+         on f.event_name = %2$L and f.user_id = s.user_id and f.first_at between $1 and $2 + $3
+       where f.first_at is null or f.first_at <= s.started + $3) r
+     where r.at <= r.started + $3',
+    previous, step);
+end
+$$;
+revoke all on function smsao.funnel_next_sql(text, text) from public, anon, authenticated, service_role;
+
+-- The whole query: the steps' CTEs, then how many users each one has.
+create or replace function smsao.funnel_sql(steps text[]) returns text
+  language plpgsql stable
+  set search_path = ''
+as $$
+declare
+  counting text := 'with s1 as (' || smsao.funnel_first_sql(steps[1]) || ')';
+begin
+  for i in 2 .. cardinality(steps) loop
+    counting := counting || pg_catalog.format(', s%s as (%s)', i, smsao.funnel_next_sql(steps[i], 's' || (i - 1)));
+  end loop;
+  return counting || ' select array[' || (select pg_catalog.string_agg(pg_catalog.format('(select pg_catalog.count(*) from s%s)', i), ', ')
+                                       from pg_catalog.generate_series(1, cardinality(steps)) i) || ']';
+end
+$$;
+revoke all on function smsao.funnel_sql(text[]) from public, anon, authenticated, service_role;
+
+create or replace function public.conversion_funnel(steps text[], since timestamptz, until timestamptz,
+                                                    within interval default '30 days')
+  returns table (step integer, event_name text, users bigint,
+                 conversion_from_first numeric, conversion_from_previous numeric)
+  language plpgsql security definer
+  set search_path = ''
+as $$
+declare
+  args jsonb := pg_catalog.jsonb_build_object('steps', steps, 'since', since, 'until', until, 'within', within);
+  counts bigint[];
+begin
+  if steps is null or coalesce(cardinality(steps), 0) not between 2 and 10 or pg_catalog.array_ndims(steps) <> 1 then
+    raise exception 'steps must be an array of 2 to 10 event names, got %', coalesce(steps::text, 'NULL')
+      using errcode = '22023';
+  end if;
+  for i in 1 .. cardinality(steps) loop
+    if steps[i] is null or steps[i] !~ '^[a-z][a-z0-9_]{1,62}$' then
+      raise exception 'steps[%] must be an event name matching ^[a-z][a-z0-9_]{1,62}$, got %',
+        i, coalesce(pg_catalog.quote_literal(steps[i]), 'NULL') using errcode = '22023';
+    end if;
+  end loop;
+  if since is null or not pg_catalog.isfinite(since) then
+    raise exception 'since must be a finite time, got %', coalesce(since::text, 'NULL') using errcode = '22023';
+  end if;
+  if until is null or not pg_catalog.isfinite(until) or until <= since then
+    raise exception 'until must be a finite time after since, got %', coalesce(until::text, 'NULL')
+      using errcode = '22023';
+  end if;
+  if within is null or within <= interval '0' or within > interval '3650 days' then
+    raise exception 'within must be a positive interval of at most 3650 days, got %', coalesce(within::text, 'NULL')
+      using errcode = '22023';
+  end if;
+  perform smsao.guard_analytics_read('conversion_funnel', args);
+  -- Planned for these values (EXECUTE): the first step's size decides between index ranges
+  -- with hash joins and lookups per user.
+  execute smsao.funnel_sql(steps) into counts using since, until, within;
+
+  return query
+  select i, steps[i], counts[i],
+         pg_catalog.round(counts[i]::numeric / nullif(counts[1], 0), 4),
+         pg_catalog.round(counts[i]::numeric / nullif(counts[greatest(i - 1, 1)], 0), 4)
+  from pg_catalog.generate_series(1, cardinality(steps)) i;
+end
+$$;
+revoke all on function public.conversion_funnel(text[], timestamptz, timestamptz, interval)
+  from public, anon, authenticated, service_role;
+grant execute on function public.conversion_funnel(text[], timestamptz, timestamptz, interval)
+  to authenticated, service_role;
+
+create or replace function public.retention_cohorts(from_month date, to_month date)
+  returns table (cohort_month date, months_since integer, cohort_size bigint, active_users bigint)
+  language plpgsql security definer
+  set search_path = ''
+as $$
+#variable_conflict use_column
+declare
+  args jsonb := pg_catalog.jsonb_build_object('from_month', from_month, 'to_month', to_month);
+begin
+  perform smsao.check_month_range(from_month, to_month);
+  perform smsao.guard_analytics_read('retention_cohorts', args);
+  return query
+  with members as (
+    select pg_catalog.date_trunc('month', p.created_at, 'UTC')::date as cohort, p.user_id
+    from public.profiles p
+    where p.created_at >= smsao.month_start(retention_cohorts.from_month)
+      and p.created_at < smsao.month_start((retention_cohorts.to_month + interval '1 month')::date)
+  ), grid as (
+    -- Each (cohort, k) with the bounds of month cohort + k, computed once per cell.
+    select c::date as cohort, k::integer as k,
+           (c + pg_catalog.make_interval(months => k)) at time zone 'UTC' as lo,
+           (c + pg_catalog.make_interval(months => k + 1)) at time zone 'UTC' as hi
+    from pg_catalog.generate_series(retention_cohorts.from_month::timestamp, retention_cohorts.to_month::timestamp,
+                                    interval '1 month') c
+    cross join lateral pg_catalog.generate_series(0,
+      ((pg_catalog.date_part('year', retention_cohorts.to_month) - pg_catalog.date_part('year', c)) * 12
+       + pg_catalog.date_part('month', retention_cohorts.to_month) - pg_catalog.date_part('month', c))::integer) k
+  ), active as (
+    select g.cohort, g.k, pg_catalog.count(*) as users
+    from grid g join members u on u.cohort = g.cohort
+    where exists (select from public.sms_logs s
+                  where s.user_id = u.user_id and s.created_at >= g.lo and s.created_at < g.hi)
+    group by g.cohort, g.k
+  )
+  select g.cohort, g.k,
+         (select pg_catalog.count(*) from members u where u.cohort = g.cohort),
+         coalesce(a.users, 0)
+  from grid g left join active a on a.cohort = g.cohort and a.k = g.k
+  order by g.cohort, g.k;
+end
+$$;
+revoke all on function public.retention_cohorts(date, date) from public, anon, authenticated, service_role;
+grant execute on function public.retention_cohorts(date, date) to authenticated, service_role;
+
+-- Opt an event name in to (or out of) the GA4 export: from then on its events are queued
+-- in the transaction that writes them. Admins and service_role; audited.
+create or replace function public.set_ga4_export(event_name text, enabled boolean) returns void
+  language plpgsql security definer
+  set search_path = ''
+as $$
+declare
+  args jsonb := pg_catalog.jsonb_build_object('event_name', event_name, 'enabled', enabled);
+  was  boolean;
+begin
+  if event_name is null or event_name !~ '^[a-z][a-z0-9_]{1,62}$' then
+    raise exception 'event_name must match ^[a-z][a-z0-9_]{1,62}$, got %',
+      coalesce(pg_catalog.quote_literal(event_name), 'NULL') using errcode = '22023';
+  end if;
+  if enabled is null then
+    raise exception 'enabled must be true or false, not NULL' using errcode = '22023';
+  end if;
+  perform smsao.guard_admin('set_ga4_export', args);
+  was := exists (select from smsao.ga4_export_events g where g.event_name = set_ga4_export.event_name);
+  if enabled then
+    insert into smsao.ga4_export_events (event_name, enabled_by) values (set_ga4_export.event_name, smsao.caller_id())
+    on conflict do nothing;
+  else
+    delete from smsao.ga4_export_events g where g.event_name = set_ga4_export.event_name;
+  end if;
+  insert into public.admin_audit_logs (admin_id, action, target_table, target_id, old_values, new_values)
+  values (smsao.caller_id(), 'set_ga4_export', 'ga4_export_events', set_ga4_export.event_name,
+          pg_catalog.jsonb_build_object('enabled', was), pg_catalog.jsonb_build_object('enabled', enabled));
+end
+$$;
+revoke all on function public.set_ga4_export(text, boolean) from public, anon, authenticated, service_role;
+grant execute on function public.set_ga4_export(text, boolean) to authenticated, service_role;
+
+-- Each user's first occurrence per custom event, recounted from business_events (exact).
+create or replace function smsao.backfill_event_firsts() returns void
+  language plpgsql
+  set search_path = ''
+as $$
+begin
+  insert into smsao.event_firsts as f (event_name, user_id, first_at)
+  select b.event_name, b.user_id, pg_catalog.min(b.occurred_at) from public.business_events b group by 1, 2
+  on conflict on constraint event_firsts_pkey do update set first_at = excluded.first_at, exact = true
+    where (f.first_at, f.exact) is distinct from (excluded.first_at, true);
+end
+$$;
+revoke all on function smsao.backfill_event_firsts() from public, anon, authenticated, service_role;
+
+-- The rollups from the data already there, when the analytics are installed (and by
+-- smsao.rebuild_analytics()): milestones and signups' day counts from the base tables,
+-- event counts and each user's first occurrence per name from business_events, every month
+-- marked for a recount.
+create or replace function smsao.backfill_analytics() returns void
+  language plpgsql
+  set search_path = ''
+as $$
+declare
+  ids uuid[];
+  times timestamptz[];
+begin
+  perform smsao.bump_event_counts(pg_catalog.array_agg('signed_up'::text), pg_catalog.array_agg(g.day),
+                                  pg_catalog.array_agg(g.n))
+  from (select (p.created_at at time zone 'UTC')::date as day, pg_catalog.count(*) as n from public.profiles p group by 1) g;
+  select pg_catalog.array_agg(g.user_id order by g.user_id), pg_catalog.array_agg(g.at order by g.user_id) into ids, times
+  from (select r.user_id, pg_catalog.min(r.created_at) as at from public.credit_requests r group by 1) g;
+  perform smsao.record_milestones('requested_credits', ids, times);
+  select pg_catalog.array_agg(g.user_id order by g.user_id), pg_catalog.array_agg(g.at order by g.user_id) into ids, times
+  from (select r.user_id, pg_catalog.min(r.processed_at) as at from public.credit_requests r
+        where r.status = 'approved' group by 1) g;
+  perform smsao.record_milestones('purchased_credits', ids, times);
+  select pg_catalog.array_agg(g.user_id order by g.user_id), pg_catalog.array_agg(g.at order by g.user_id) into ids, times
+  from (select s.user_id, pg_catalog.min(s.created_at) as at from public.sms_logs s group by 1) g;
+  perform smsao.record_milestones('sent_sms', ids, times);
+  select pg_catalog.array_agg(g.user_id order by g.user_id), pg_catalog.array_agg(g.at order by g.user_id) into ids, times
+  from (select c.user_id, pg_catalog.min(c.created_at) as at from public.campaigns c group by 1) g;
+  perform smsao.record_milestones('created_campaign', ids, times);
+  select pg_catalog.array_agg(g.user_id order by g.user_id), pg_catalog.array_agg(g.at order by g.user_id) into ids, times
+  from (select j.user_id, pg_catalog.min(j.completed_at) as at from public.contact_import_jobs j
+        where j.status = 'completed' and j.completed_at is not null group by 1) g;
+  perform smsao.record_milestones('imported_contacts', ids, times);
+  perform smsao.bump_event_counts(pg_catalog.array_agg(e.event_name), pg_catalog.array_agg(e.day),
+                                  pg_catalog.array_agg(e.events))
+  from (select (b.occurred_at at time zone 'UTC')::date as day, b.event_name, pg_catalog.count(*) as events
+        from public.business_events b group by 1, 2) e;
+  perform smsao.backfill_event_firsts();
+  perform smsao.mark_business_months(array['-infinity'::date]);
+end
+$$;
+revoke all on function smsao.backfill_analytics() from public, anon, authenticated, service_role;
+
+-- Rebuild every rollup from the base tables (a repair after writes that bypassed the
+-- triggers). Milestones whose rows were deleted since are forgotten: only what the base
+-- tables still show comes back. Owner only.
+create or replace function smsao.rebuild_analytics() returns void
+  language plpgsql
+  set search_path = ''
+as $$
+begin
+  lock table smsao.user_milestones, smsao.event_counts, smsao.event_firsts, smsao.business_months in exclusive mode;
+  delete from smsao.user_milestones;
+  delete from smsao.event_firsts;
+  delete from smsao.event_counts;
+  delete from smsao.business_months;
+  perform smsao.backfill_analytics();
+  perform smsao.refresh_business_months();
+end
+$$;
+revoke all on function smsao.rebuild_analytics() from public, anon, authenticated, service_role;
+
+-- What /metrics exports: the current month's revenue and paying customers, and the events
+-- counted per name since the start. Monitoring aggregates for operators (like the health
+-- check: not audited per scrape).
+create or replace function public.analytics_live_figures()
+  returns table (month date, revenue numeric, paying_customers bigint, events jsonb)
+  language plpgsql security definer
+  set search_path = ''
+as $$
+declare
+  current_month date := smsao.utc_month(pg_catalog.now());
+  figures smsao.business_months;
+begin
+  perform smsao.require_operator('analytics_live_figures');
+  select * into figures from smsao.fresh_business_months() b where b.month = current_month;
+  return query
+  select current_month, coalesce(figures.revenue, 0), coalesce(figures.paying_customers, 0),
+         coalesce((select pg_catalog.jsonb_object_agg(e.event_name, e.events)
+                   from (select c.event_name, pg_catalog.sum(c.events) as events
+                         from smsao.event_counts c group by c.event_name) e), '{}'::jsonb);
+end
+$$;
+revoke all on function public.analytics_live_figures() from public, anon, authenticated, service_role;
+grant execute on function public.analytics_live_figures() to authenticated, service_role;
+
+-- ==== sql/functions/analytics_triggers.sql ====
+-- Statement-level triggers of the analytics rollups (sql/triggers/analytics.sql). Each
+-- reads its statement's transition table once, aggregates it per user (or per month), and
+-- hands the result to smsao.record_milestones / smsao.mark_business_months: one call per
+-- statement, whatever its row count (ENGINEERING.md, "Learned since").
+
+-- signed_up is profiles.created_at itself (the funnel and the cohorts read profiles): a
+-- signup writes no milestone row, only its day count, and its GA4 event when opted in.
+create or replace function smsao.analytics_profiles_insert() returns trigger
+  language plpgsql security definer
+  set search_path = ''
+as $$
+declare
+  ids uuid[];
+  times timestamptz[];
+begin
+  perform smsao.bump_event_counts(pg_catalog.array_agg('signed_up'::text), pg_catalog.array_agg(g.day),
+                                  pg_catalog.array_agg(g.n))
+  from (select (n.created_at at time zone 'UTC')::date as day, pg_catalog.count(*) as n from new_rows n group by 1) g;
+  if exists (select from smsao.ga4_export_events g where g.event_name = 'signed_up') then
+    select pg_catalog.array_agg(n.user_id), pg_catalog.array_agg(n.created_at) into ids, times from new_rows n;
+    perform smsao.queue_ga4('signed_up', ids, times, pg_catalog.array_fill(null::jsonb, array[cardinality(ids)]));
+  end if;
+  return null;
+end
+$$;
+revoke all on function smsao.analytics_profiles_insert() from public, anon, authenticated, service_role;
+
+-- A profile deleted takes its signup out of the day counts, as the cohorts lose it.
+create or replace function smsao.analytics_profiles_delete() returns trigger
+  language plpgsql security definer
+  set search_path = ''
+as $$
+begin
+  perform smsao.bump_event_counts(pg_catalog.array_agg('signed_up'::text), pg_catalog.array_agg(g.day),
+                                  pg_catalog.array_agg(-g.n))
+  from (select (o.created_at at time zone 'UTC')::date as day, pg_catalog.count(*) as n from old_rows o group by 1) g;
+  return null;
+end
+$$;
+revoke all on function smsao.analytics_profiles_delete() from public, anon, authenticated, service_role;
+
+-- requested_credits (created_at), and for rows written already approved (a loader),
+-- purchased_credits and the months of their revenue.
+create or replace function smsao.analytics_credit_requests_insert() returns trigger
+  language plpgsql security definer
+  set search_path = ''
+as $$
+declare
+  ids uuid[];
+  times timestamptz[];
+  months date[];
+begin
+  select pg_catalog.array_agg(g.user_id), pg_catalog.array_agg(g.at) into ids, times
+  from (select n.user_id, pg_catalog.min(n.created_at) as at from new_rows n group by n.user_id) g;
+  perform smsao.record_milestones('requested_credits', ids, times);
+
+  ids := null;
+  times := null;
+  select pg_catalog.array_agg(g.user_id), pg_catalog.array_agg(g.at) into ids, times
+  from (select n.user_id, pg_catalog.min(n.processed_at) as at from new_rows n
+        where n.status = 'approved' group by n.user_id) g;
+  if ids is not null then
+    perform smsao.record_milestones('purchased_credits', ids, times);
+    select pg_catalog.array_agg(distinct pg_catalog.date_trunc('month', n.processed_at, 'UTC')::date) into months
+    from new_rows n where n.status = 'approved';
+    perform smsao.mark_business_months(months);
+  end if;
+  return null;
+end
+$$;
+revoke all on function smsao.analytics_credit_requests_insert() from public, anon, authenticated, service_role;
+
+-- An approval (or any change to an approved request's user, amount or time): the first
+-- purchase, and the months whose revenue moved.
+create or replace function smsao.analytics_credit_requests_update() returns trigger
+  language plpgsql security definer
+  set search_path = ''
+as $$
+declare
+  ids uuid[];
+  times timestamptz[];
+  months date[];
+begin
+  with changed as (
+    select o.status as old_status, o.processed_at as old_at, n.status, n.processed_at, n.user_id
+    from old_rows o join new_rows n on n.id = o.id
+    where (o.status = 'approved' or n.status = 'approved')
+      and (o.status, o.processed_at, o.amount, o.user_id) is distinct from (n.status, n.processed_at, n.amount, n.user_id)
+  )
+  select (select pg_catalog.array_agg(distinct m) from (
+            select pg_catalog.date_trunc('month', c.old_at, 'UTC')::date as m from changed c where c.old_status = 'approved'
+            union all
+            select pg_catalog.date_trunc('month', c.processed_at, 'UTC')::date from changed c where c.status = 'approved') x),
+         (select pg_catalog.array_agg(g.user_id) from (select c.user_id from changed c where c.status = 'approved'
+                                                       group by c.user_id order by c.user_id) g),
+         (select pg_catalog.array_agg(g.at) from (select c.user_id, pg_catalog.min(c.processed_at) as at from changed c
+                                                  where c.status = 'approved' group by c.user_id order by c.user_id) g)
+    into months, ids, times;
+  if months is not null then
+    perform smsao.mark_business_months(months);
+    perform smsao.record_milestones('purchased_credits', ids, times);
+  end if;
+  return null;
+end
+$$;
+revoke all on function smsao.analytics_credit_requests_update() from public, anon, authenticated, service_role;
+
+create or replace function smsao.analytics_credit_requests_delete() returns trigger
+  language plpgsql security definer
+  set search_path = ''
+as $$
+declare
+  months date[];
+begin
+  select pg_catalog.array_agg(distinct pg_catalog.date_trunc('month', o.processed_at, 'UTC')::date) into months
+  from old_rows o where o.status = 'approved';
+  perform smsao.mark_business_months(months);
+  return null;
+end
+$$;
+revoke all on function smsao.analytics_credit_requests_delete() from public, anon, authenticated, service_role;
+
+-- Refunds are negative revenue at their created_at.
+create or replace function smsao.analytics_refunds_insert() returns trigger
+  language plpgsql security definer
+  set search_path = ''
+as $$
+declare
+  months date[];
+begin
+  select pg_catalog.array_agg(distinct pg_catalog.date_trunc('month', n.created_at, 'UTC')::date) into months
+  from new_rows n where n.kind = 'refund';
+  perform smsao.mark_business_months(months);
+  return null;
+end
+$$;
+revoke all on function smsao.analytics_refunds_insert() from public, anon, authenticated, service_role;
+
+create or replace function smsao.analytics_refunds_delete() returns trigger
+  language plpgsql security definer
+  set search_path = ''
+as $$
+declare
+  months date[];
+begin
+  select pg_catalog.array_agg(distinct pg_catalog.date_trunc('month', o.created_at, 'UTC')::date) into months
+  from old_rows o where o.kind = 'refund';
+  perform smsao.mark_business_months(months);
+  return null;
+end
+$$;
+revoke all on function smsao.analytics_refunds_delete() from public, anon, authenticated, service_role;
+
+create or replace function smsao.analytics_refunds_update() returns trigger
+  language plpgsql security definer
+  set search_path = ''
+as $$
+declare
+  months date[];
+begin
+  select pg_catalog.array_agg(distinct pg_catalog.date_trunc('month', x.created_at, 'UTC')::date) into months
+  from (select o.created_at from old_rows o where o.kind = 'refund'
+        union all
+        select n.created_at from new_rows n where n.kind = 'refund') x;
+  perform smsao.mark_business_months(months);
+  return null;
+end
+$$;
+revoke all on function smsao.analytics_refunds_update() from public, anon, authenticated, service_role;
+
+-- A price change reprices every month from the earliest valid_from it touches.
+create or replace function smsao.analytics_prices_insert() returns trigger
+  language plpgsql security definer
+  set search_path = ''
+as $$
+declare
+  earliest date;
+begin
+  select smsao.utc_month(pg_catalog.min(n.valid_from)) into earliest from new_rows n;
+  perform smsao.mark_business_months(array[earliest]);
+  return null;
+end
+$$;
+revoke all on function smsao.analytics_prices_insert() from public, anon, authenticated, service_role;
+
+create or replace function smsao.analytics_prices_delete() returns trigger
+  language plpgsql security definer
+  set search_path = ''
+as $$
+declare
+  earliest date;
+begin
+  select smsao.utc_month(pg_catalog.min(o.valid_from)) into earliest from old_rows o;
+  perform smsao.mark_business_months(array[earliest]);
+  return null;
+end
+$$;
+revoke all on function smsao.analytics_prices_delete() from public, anon, authenticated, service_role;
+
+create or replace function smsao.analytics_prices_update() returns trigger
+  language plpgsql security definer
+  set search_path = ''
+as $$
+declare
+  earliest date;
+begin
+  select smsao.utc_month(pg_catalog.min(x.valid_from)) into earliest
+  from (select o.valid_from from old_rows o union all select n.valid_from from new_rows n) x;
+  perform smsao.mark_business_months(array[earliest]);
+  return null;
+end
+$$;
+revoke all on function smsao.analytics_prices_update() from public, anon, authenticated, service_role;
+
+-- Whole-table changes of the revenue sources: recount every month.
+create or replace function smsao.analytics_recount_all_months() returns trigger
+  language plpgsql security definer
+  set search_path = ''
+as $$
+begin
+  perform smsao.mark_business_months(array['-infinity'::date]);
+  return null;
+end
+$$;
+revoke all on function smsao.analytics_recount_all_months() from public, anon, authenticated, service_role;
+
+-- sent_sms, on every SMS written: only users without an earlier first SMS go on, and almost
+-- every sender has one. A statement of few users looks each one up (an index probe). One of
+-- many users (a bulk load over a large part of the senders) first asks one pass over the
+-- sent_sms rows which of them had sent before the statement's earliest row: when all had,
+-- as usual, that is the whole cost (probing each would cost several times more); the
+-- others, if any, are looked up singly. Reads only: no lock beyond what recording a first
+-- SMS takes (smsao.record_milestones).
+create or replace function smsao.analytics_sms_logs_insert() returns trigger
+  language plpgsql security definer
+  set search_path = ''
+as $$
+declare
+  ids uuid[];
+  times timestamptz[];
+  known uuid[];
+begin
+  select pg_catalog.array_agg(g.user_id), pg_catalog.array_agg(g.at) into ids, times
+  from (select n.user_id, pg_catalog.min(n.created_at) as at from new_rows n group by n.user_id) g;
+  if cardinality(ids) >= 1000 and cardinality(ids) * 32 > (select c.reltuples from pg_catalog.pg_class c
+                                                          where c.oid = 'smsao.user_milestones'::pg_catalog.regclass) then
+    -- Dynamic SQL, so that the array is planned as the constant it is (a hashed = ANY).
+    execute $q$
+      select pg_catalog.array_agg(m.user_id) from smsao.user_milestones m
+      where m.milestone = 'sent_sms' and m.first_at <= $2 and m.user_id = any ($1) $q$
+      into known using ids, (select pg_catalog.min(t) from unnest(times) t);
+    if cardinality(known) = cardinality(ids) then
+      return null;
+    end if;
+    execute $q$
+      select pg_catalog.array_agg(s.user_id), pg_catalog.array_agg(s.at) from unnest($1, $2) s(user_id, at)
+      where s.user_id not in (select unnest($3)) $q$
+      into ids, times using ids, times, coalesce(known, '{}');
+  end if;
+  -- One probe per user, whatever the planner thinks of the array's size (a scalar subquery
+  -- is never turned into a join that would hash every sent_sms row).
+  select pg_catalog.array_agg(s.user_id), pg_catalog.array_agg(s.at) into ids, times
+  from unnest(ids, times) s(user_id, at)
+  where coalesce((select m.first_at <= s.at from smsao.user_milestones m
+                  where m.user_id = s.user_id and m.milestone = 'sent_sms'), false) = false;
+  perform smsao.record_milestones('sent_sms', ids, times);
+  return null;
+end
+$$;
+revoke all on function smsao.analytics_sms_logs_insert() from public, anon, authenticated, service_role;
+
+create or replace function smsao.analytics_campaigns_insert() returns trigger
+  language plpgsql security definer
+  set search_path = ''
+as $$
+declare
+  ids uuid[];
+  times timestamptz[];
+begin
+  select pg_catalog.array_agg(g.user_id), pg_catalog.array_agg(g.at) into ids, times
+  from (select n.user_id, pg_catalog.min(n.created_at) as at from new_rows n group by n.user_id) g;
+  perform smsao.record_milestones('created_campaign', ids, times);
+  return null;
+end
+$$;
+revoke all on function smsao.analytics_campaigns_insert() from public, anon, authenticated, service_role;
+
+-- imported_contacts: a job completed (written completed, or moved there), at completed_at.
+create or replace function smsao.analytics_import_jobs_written() returns trigger
+  language plpgsql security definer
+  set search_path = ''
+as $$
+declare
+  ids uuid[];
+  times timestamptz[];
+begin
+  select pg_catalog.array_agg(g.user_id), pg_catalog.array_agg(g.at) into ids, times
+  from (select n.user_id, pg_catalog.min(n.completed_at) as at from new_rows n
+        where n.status = 'completed' and n.completed_at is not null group by n.user_id) g;
+  perform smsao.record_milestones('imported_contacts', ids, times);
+  return null;
+end
+$$;
+revoke all on function smsao.analytics_import_jobs_written() from public, anon, authenticated, service_role;
+
+-- Users' occurrences of custom events (one entry per name and user, its earliest time in
+-- the statement): keep each user's first time per name (smsao.event_firsts). The anti-join
+-- skips users already there earlier (the common case); the upsert settles concurrent
+-- writers. An occurrence before an inexact row's lower bound is the user's first for sure.
+create or replace function smsao.record_event_firsts(names text[], user_ids uuid[], times timestamptz[])
+  returns void
+  language plpgsql
+  set search_path = ''
+as $$
+begin
+  if coalesce(cardinality(names), 0) = 0 then
+    return;
+  end if;
+  insert into smsao.event_firsts as f (event_name, user_id, first_at)
+  select c.name, c.user_id, c.at from unnest(names, user_ids, times) c(name, user_id, at)
+  where not exists (select from smsao.event_firsts x
+                    where x.event_name = c.name and x.user_id = c.user_id and x.first_at <= c.at)
+  order by 1, 2
+  on conflict on constraint event_firsts_pkey do update set first_at = excluded.first_at, exact = true
+    where excluded.first_at < f.first_at;
+end
+$$;
+revoke all on function smsao.record_event_firsts(text[], uuid[], timestamptz[]) from public, anon, authenticated, service_role;
+
+-- Custom events: the day counts, each user's first occurrence per name (smsao.event_firsts,
+-- for the funnel), and the GA4 queue for the names opted in.
+create or replace function smsao.analytics_events_insert() returns trigger
+  language plpgsql security definer
+  set search_path = ''
+as $$
+declare
+  r record;
+begin
+  perform smsao.bump_event_counts(pg_catalog.array_agg(g.event_name), pg_catalog.array_agg(g.day),
+                                  pg_catalog.array_agg(g.events))
+  from (select n.event_name, (n.occurred_at at time zone 'UTC')::date as day, pg_catalog.count(*) as events
+        from new_rows n group by 1, 2) g;
+  perform smsao.record_event_firsts(pg_catalog.array_agg(g.event_name), pg_catalog.array_agg(g.user_id),
+                                    pg_catalog.array_agg(g.at))
+  from (select n.event_name, n.user_id, pg_catalog.min(n.occurred_at) as at from new_rows n group by 1, 2) g;
+  for r in select n.event_name, pg_catalog.array_agg(n.user_id order by n.id) as ids,
+                  pg_catalog.array_agg(n.occurred_at order by n.id) as times,
+                  pg_catalog.array_agg(n.properties order by n.id) as params
+           from new_rows n
+           where n.event_name in (select g.event_name from smsao.ga4_export_events g)
+           group by n.event_name loop
+    perform smsao.queue_ga4(r.event_name, r.ids, r.times, r.params);
+  end loop;
+  return null;
+end
+$$;
+revoke all on function smsao.analytics_events_insert() from public, anon, authenticated, service_role;
+
+-- Occurrences taken away (a deletion, or the old side of an update): a stored first time
+-- they may have been is kept as a lower bound, marked inexact (see smsao.event_firsts).
+create or replace function smsao.forget_event_firsts(names text[], user_ids uuid[], times timestamptz[])
+  returns void
+  language plpgsql
+  set search_path = ''
+as $$
+begin
+  update smsao.event_firsts f set exact = false
+  from (select g.name, g.user_id, pg_catalog.min(g.at) as at from unnest(names, user_ids, times) g(name, user_id, at)
+        group by 1, 2) g
+  where f.event_name = g.name and f.user_id = g.user_id and f.exact and g.at <= f.first_at;
+end
+$$;
+revoke all on function smsao.forget_event_firsts(text[], uuid[], timestamptz[]) from public, anon, authenticated, service_role;
+
+create or replace function smsao.analytics_events_delete() returns trigger
+  language plpgsql security definer
+  set search_path = ''
+as $$
+begin
+  perform smsao.bump_event_counts(pg_catalog.array_agg(g.event_name), pg_catalog.array_agg(g.day),
+                                  pg_catalog.array_agg(-g.events))
+  from (select o.event_name, (o.occurred_at at time zone 'UTC')::date as day, pg_catalog.count(*) as events
+        from old_rows o group by 1, 2) g;
+  perform smsao.forget_event_firsts(pg_catalog.array_agg(o.event_name), pg_catalog.array_agg(o.user_id),
+                                    pg_catalog.array_agg(o.occurred_at))
+  from old_rows o;
+  return null;
+end
+$$;
+revoke all on function smsao.analytics_events_delete() from public, anon, authenticated, service_role;
+
+-- Only the owner updates events (a correction): the old rows leave, the new ones come, for
+-- the day counts and the first occurrences alike.
+create or replace function smsao.analytics_events_update() returns trigger
+  language plpgsql security definer
+  set search_path = ''
+as $$
+begin
+  perform smsao.bump_event_counts(pg_catalog.array_agg(g.event_name), pg_catalog.array_agg(g.day),
+                                  pg_catalog.array_agg(g.events))
+  from (select x.event_name, (x.occurred_at at time zone 'UTC')::date as day, pg_catalog.sum(x.delta)::bigint as events
+        from (select o.event_name, o.occurred_at, -1 as delta from old_rows o
+              union all
+              select n.event_name, n.occurred_at, 1 from new_rows n) x
+        group by 1, 2) g;
+  perform smsao.forget_event_firsts(pg_catalog.array_agg(o.event_name), pg_catalog.array_agg(o.user_id),
+                                    pg_catalog.array_agg(o.occurred_at))
+  from old_rows o;
+  perform smsao.record_event_firsts(pg_catalog.array_agg(g.event_name), pg_catalog.array_agg(g.user_id),
+                                    pg_catalog.array_agg(g.at))
+  from (select n.event_name, n.user_id, pg_catalog.min(n.occurred_at) as at from new_rows n group by 1, 2) g;
+  return null;
+end
+$$;
+revoke all on function smsao.analytics_events_update() from public, anon, authenticated, service_role;
+
+-- TRUNCATE holds business_events exclusively: nothing is written beside it, so the custom
+-- events' counts and first occurrences go with the rows.
+create or replace function smsao.analytics_events_truncate() returns trigger
+  language plpgsql security definer
+  set search_path = ''
+as $$
+begin
+  delete from smsao.event_firsts;
+  delete from smsao.event_counts c where not exists (select from smsao.milestones m where m.name = c.event_name);
+  return null;
+end
+$$;
+revoke all on function smsao.analytics_events_truncate() from public, anon, authenticated, service_role;
+
+-- Admins' changes to prices and spend, one admin_audit_logs row per changed row. The
+-- statement's rows pair up by id (an update never changes it: identity always).
+create or replace function smsao.audit_analytics_insert() returns trigger
+  language plpgsql security definer
+  set search_path = ''
+as $$
+begin
+  insert into public.admin_audit_logs (admin_id, action, target_table, target_id, old_values, new_values)
+  select smsao.caller_id(), 'insert_' || tg_table_name, tg_table_name, n.row ->> 'id', null, n.row
+  from (select pg_catalog.to_jsonb(x) as row from new_rows x) n;
+  return null;
+end
+$$;
+revoke all on function smsao.audit_analytics_insert() from public, anon, authenticated, service_role;
+
+create or replace function smsao.audit_analytics_update() returns trigger
+  language plpgsql security definer
+  set search_path = ''
+as $$
+begin
+  insert into public.admin_audit_logs (admin_id, action, target_table, target_id, old_values, new_values)
+  select smsao.caller_id(), 'update_' || tg_table_name, tg_table_name, n.row ->> 'id', o.row, n.row
+  from (select pg_catalog.to_jsonb(x) as row from old_rows x) o
+  join (select pg_catalog.to_jsonb(x) as row from new_rows x) n on n.row -> 'id' = o.row -> 'id';
+  return null;
+end
+$$;
+revoke all on function smsao.audit_analytics_update() from public, anon, authenticated, service_role;
+
+create or replace function smsao.audit_analytics_delete() returns trigger
+  language plpgsql security definer
+  set search_path = ''
+as $$
+begin
+  insert into public.admin_audit_logs (admin_id, action, target_table, target_id, old_values, new_values)
+  select smsao.caller_id(), 'delete_' || tg_table_name, tg_table_name, o.row ->> 'id', o.row, null
+  from (select pg_catalog.to_jsonb(x) as row from old_rows x) o;
+  return null;
+end
+$$;
+revoke all on function smsao.audit_analytics_delete() from public, anon, authenticated, service_role;
+
+-- ==== sql/triggers/analytics_speed.sql ====
+-- Revision 0012_analytics_speed: the custom events' first occurrences (smsao.event_firsts)
+-- follow every change of business_events. Inserts and deletions go through the triggers of
+-- sql/triggers/analytics.sql (their functions maintain it too); updates and TRUNCATE here.
+create trigger business_events_analytics_update
+  after update on public.business_events referencing old table as old_rows new table as new_rows
+  for each statement execute function smsao.analytics_events_update();
+create trigger business_events_analytics_truncate
+  after truncate on public.business_events
+  for each statement execute function smsao.analytics_events_truncate();
+
+-- The first occurrences of the events already there. Creating the triggers above locked
+-- business_events against writes until the migration commits: none is missed.
+select smsao.backfill_event_firsts();
+
+-- ==== sql/policies/analytics_internal.sql ====
+-- Internal state of the analytics (schema smsao, not exposed by PostgREST): only the
+-- owner's SECURITY DEFINER functions and a DBA touch it. RLS without policies denies
+-- anyone else who might be granted access by mistake. The GA4 pseudonym key is here.
+alter table smsao.milestones enable row level security;
+revoke all on table smsao.milestones from public, anon, authenticated, service_role;
+alter table smsao.user_milestones enable row level security;
+revoke all on table smsao.user_milestones from public, anon, authenticated, service_role;
+alter table smsao.event_counts enable row level security;
+revoke all on table smsao.event_counts from public, anon, authenticated, service_role;
+alter table smsao.event_firsts enable row level security;
+revoke all on table smsao.event_firsts from public, anon, authenticated, service_role;
+alter table smsao.business_month_marks enable row level security;
+revoke all on table smsao.business_month_marks from public, anon, authenticated, service_role;
+alter table smsao.business_months enable row level security;
+revoke all on table smsao.business_months from public, anon, authenticated, service_role;
+alter table smsao.ga4_settings enable row level security;
+revoke all on table smsao.ga4_settings from public, anon, authenticated, service_role;
+alter table smsao.ga4_export_events enable row level security;
+revoke all on table smsao.ga4_export_events from public, anon, authenticated, service_role;
+alter table smsao.ga4_outbox enable row level security;
+revoke all on table smsao.ga4_outbox from public, anon, authenticated, service_role;
+
+-- The identity sequences of the analytics tables: Supabase's default privileges grant them
+-- to the app roles; identity columns need no sequence privilege.
+revoke all on sequence public.credit_prices_id_seq, public.acquisition_spend_id_seq,
+  public.business_events_id_seq, smsao.business_month_marks_id_seq,
+  smsao.ga4_outbox_id_seq from public, anon, authenticated, service_role;
