@@ -131,22 +131,20 @@ SETUP_SQL = setup_sql()
 
 
 def seed_state(conn, op: str, keys: int, hits: int, retain: int, window_min: int, denied: bool = False,
-               spread: int = 0) -> None:
+               vary: int = 0) -> None:
     """Steady state before a run, written straight into the limiter's tables: every key of
     the shape holds `hits` attempts admitted just now (seq 1..hits), kept in a ring of `retain`
     attempts and `window_min` minutes, exactly what `hits` admitted calls leave behind.
     denied: the key was already refused once in this window (its audit row is written), as
     every key of a flood is after its first refused call; the refusing runs measure that
     steady state (the first refusal of a key per window costs one logged audit insert).
-    spread: key i holds hits - i % spread attempts instead, so that the keys' newest attempts
-    fall anywhere in a chunk of 100 (revision 0013), not all at a chunk's end, where each key's
-    next admission would enter a new chunk (one admission in 100 does that in steady state)."""
+    vary: key i holds hits - i % vary attempts instead, so that the keys are not all at the same
+    point of their rings (as in a steady state)."""
     key = f"'user:' || ({UID.format(n='i')})"
-    if spread:
-        hits = f"({hits} - i % {spread})"
+    if vary:
+        hits = f"({hits} - i % {vary})"
     # Revision 0011: a ring of at most 100 attempts lives on the key row (attempt s in
-    # ring[(s - 1) % retain + 1]); larger rings in smsao.rate_limit_hits (slot s % retain);
-    # revision 0013: larger rings in chunks of 100 (chunk (s - 1) % retain / 100).
+    # ring[(s - 1) % retain + 1]); larger rings in smsao.rate_limit_hits (slot s % retain).
     on_row = retain <= 100 and has_column(conn, "rate_limit_keys", "ring")
     ring = (f"array(select case when s >= 1 then now() end "
             f"from generate_series({hits} - {retain} + 1, {hits}) s "
@@ -160,13 +158,6 @@ def seed_state(conn, op: str, keys: int, hits: int, retain: int, window_min: int
         from generate_series(1, {keys}) i""")
     if on_row:
         return
-    if has_column(conn, "rate_limit_hits", "chunk"):
-        conn.execute(f"""
-          insert into smsao.rate_limit_hits (caller_key, operation_type, chunk, last, ring)
-            select {key}, '{op}', (s - 1) % {retain} / 100, max(s), array_agg(now() order by (s - 1) % {retain})
-            from generate_series(1, {keys}) i, generate_series(greatest(1, {hits} - {retain} + 1), {hits}) s
-            group by i, (s - 1) % {retain} / 100""")
-        return
     conn.execute(f"""
       insert into smsao.rate_limit_hits (caller_key, operation_type, slot, seq, at)
         select {key}, '{op}', s % {retain}, s, now()
@@ -176,12 +167,6 @@ def seed_state(conn, op: str, keys: int, hits: int, retain: int, window_min: int
 def has_column(conn, table: str, column: str) -> bool:
     return conn.execute("select exists (select from pg_attribute where attrelid = ('smsao.' || %s)::regclass "
                         "and attname = %s and not attisdropped)", [table, column]).fetchone()[0]
-
-
-# A key's newest attempt number: on the key row, or (revision 0013, a ring in chunks) the newest
-# of its chunks, the key row holding a hint.
-NEWEST = """coalesce((select max(c.last) from smsao.rate_limit_hits c where c.caller_key = k.caller_key
-                     and c.operation_type = k.operation_type and k.ring is null), k.admitted)"""
 
 
 def script(call: str, keys: int) -> str:
@@ -258,7 +243,7 @@ class Bench:
         for sh in SHAPES:
             if sh.admit_hits:
                 seed_state(self.conn, f"admit_{sh.tag}", sh.keys, sh.admit_hits, sh.admit_max, 1,
-                           spread=100 if sh.admit_max > 100 else 0)
+                           vary=100 if sh.admit_max > 100 else 0)
             seed_state(self.conn, f"refuse_{sh.tag}", sh.keys, sh.refuse_max, sh.refuse_max, REFUSE_WINDOW,
                        denied=True)
         # The guarded contacts inserts find every caller's contact_operation key in place.
@@ -288,8 +273,7 @@ class Bench:
 
     def state(self, op: str) -> tuple[int, int]:
         """Attempts admitted on op's keys so far, and audit rows written by the limiter."""
-        newest = NEWEST if has_column(self.conn, "rate_limit_hits", "chunk") else "k.admitted"
-        return (self.one(f"select coalesce(sum({newest}), 0) from smsao.rate_limit_keys k where k.operation_type = %s",
+        return (self.one("select coalesce(sum(admitted), 0) from smsao.rate_limit_keys where operation_type = %s",
                          [op]),
                 self.one("select count(*) from public.function_call_audit "
                          "where function_name = 'enhanced_security_rate_limit' and arguments->>'operation_type' = %s",
@@ -402,9 +386,8 @@ def main() -> None:
                 cpus[v.key].append(cpu_per_call)
         median = {k: statistics.median(r) for k, r in runs.items()}
         cpu = {k: statistics.median(r) for k, r in cpus.items()}
-        newest = NEWEST if has_column(bench.conn, "rate_limit_hits", "chunk") else "k.admitted"
         sizes = bench.conn.execute(
-            f"select k.operation_type, count(*), max({newest}) from smsao.rate_limit_keys k group by 1 order by 1").fetchall()
+            "select operation_type, count(*), max(admitted) from smsao.rate_limit_keys group by 1 order by 1").fetchall()
         hit_rows = bench.one("select count(*) from smsao.rate_limit_hits")
 
         print(f"\nRate limiter, {args.clients} connections, one PostgREST-style transaction per call; "
