@@ -318,11 +318,12 @@ def test_jobs_scheduled_on_the_released_head_run_after_the_upgrade(released_db, 
         upgraded = smsao_db("migrate", "upgrade", "head", url=url, timeout=600)
         assert upgraded.returncode == 0, upgraded.stdout + upgraded.stderr
         with psycopg.connect(cron_url, autocommit=True) as conn:
-            last_run = conn.execute("select coalesce(max(runid), 0) from cron.job_run_details").fetchone()[0]
-        run = wait_for_run(cron_url, "smsao-performance-check", "succeeded", last_run)
+            last_run, upgraded_at = conn.execute("select coalesce(max(runid), 0), now() from cron.job_run_details"
+                                                 ).fetchone()
+        wait_for_run(cron_url, "smsao-performance-check", "succeeded", last_run)
         with psycopg.connect(url, autocommit=True) as conn:
             stored = conn.execute("select count(*) from public.performance_samples where sampled_at >= %s",
-                                  [run[1]]).fetchone()[0]
+                                  [upgraded_at]).fetchone()[0]
         assert stored >= 1, "the run after the upgrade stored no performance sample"
         problems = {s.job.jobname: s.problem for s in schedule.status(url) if s.problem}
         assert "smsao-performance-check" not in problems, problems
