@@ -305,3 +305,36 @@ def test_ring_on_the_row_grows_keeping_its_attempts_in_place(db):
     # Now: 12 attempts, the newest 4 are 1 minute old (inside the window), the others older.
     assert [attempt(db, me, op="g", max_attempts=7, window=2) for _ in range(4)] == [True] * 3 + [False]
     assert db.sql("select ring_size, admitted, cardinality(ring) from smsao.rate_limit_keys")[0] == (7, 15, 7)
+
+
+def admission_writes(db, caller, op, max_attempts, window) -> list[tuple]:
+    """One admitted call's row writes in the limiter's tables, (table, updates, inserts)."""
+    with db.connect() as conn:
+        conn.execute("begin")
+        begin_request(conn, caller)
+        assert conn.execute(RL, [op, max_attempts, window]).fetchone()[0] is True
+        written = conn.execute("select relname, n_tup_upd, n_tup_ins from pg_stat_xact_user_tables "
+                               "where schemaname = 'smsao' and relname like 'rate_limit%' "
+                               "order by relname").fetchall()
+        conn.execute("commit")
+    return written
+
+
+def test_a_large_ring_is_written_once_per_admission_and_stays_exact_after_wrapping(db):
+    """A large limit's admission writes the key row and one ring row: an insert until the
+    ring has wrapped, then an update of the oldest slot. Two wraps later the ring holds exactly
+    the newest max_attempts attempts and still refuses the one past the limit."""
+    me = Caller.user(db.create_user())
+    size = 101
+    assert attempt(db, me, op="wrap", max_attempts=size, window=5) is True            # creates the key
+    assert admission_writes(db, me, "wrap", size, 5) == [("rate_limit_hits", 0, 1), ("rate_limit_keys", 1, 0)]
+    assert [attempt(db, me, op="wrap", max_attempts=size, window=5) for _ in range(size - 1)] \
+        == [True] * (size - 2) + [False]
+    for _ in range(2):
+        age_hits(db, 5)
+        assert admission_writes(db, me, "wrap", size, 5) == [("rate_limit_hits", 1, 0), ("rate_limit_keys", 1, 0)]
+        assert [attempt(db, me, op="wrap", max_attempts=size, window=5) for _ in range(size)] \
+            == [True] * (size - 1) + [False]
+    assert db.sql("select count(*), min(seq), max(seq), count(distinct slot) from smsao.rate_limit_hits") \
+        == [(size, 2 * size + 1, 3 * size, size)]
+    assert db.one("select admitted from smsao.rate_limit_keys") == 3 * size
