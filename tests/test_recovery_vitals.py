@@ -152,7 +152,7 @@ def test_table_count_comparison_leaves_out_health_counters_only(db):
 def test_the_dashboard_and_metrics_show_the_recovery_vitals():
     from datetime import datetime, timezone
 
-    from runner import web
+    from runner.web import app as web
 
     metrics = {"backup_age_s": 93700.0, "restore_drill_age_s": None, "wal_archive_failing": 0}
     checks = {"backup_age_s": "warning", "restore_drill_age_s": "ok", "wal_archive_failing": "ok"}
