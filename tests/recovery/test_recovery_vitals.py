@@ -1,7 +1,7 @@
 """Issue 15, items 6 and 7: backups and drills as vital signs (backup_age_s,
 restore_drill_age_s, wal_archive_failing) and which servers get the package's own backup
 jobs. On the shared test cluster, which does not archive; the archiving vital on a real
-archiving cluster is in tests/test_recovery.py."""
+archiving cluster is in tests/recovery/test_recovery.py."""
 from __future__ import annotations
 
 import psycopg
