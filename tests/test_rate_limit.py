@@ -29,6 +29,26 @@ def kept_attempts(db) -> int:
                   " + (select count(*) from smsao.rate_limit_keys k, unnest(k.ring) r where r is not null)")
 
 
+def hammer_one_key(db, caller, args, sessions, per_session) -> list[bool]:
+    """Every session calls the limiter per_session times with args, all starting together;
+    the answers in the order they came."""
+    start = threading.Barrier(sessions)
+    admitted = []
+
+    def hammer():
+        with db.connect() as conn:
+            start.wait()
+            for _ in range(per_session):
+                admitted.append(request(conn, caller, RL, args)[0][0])
+
+    threads = [threading.Thread(target=hammer) for _ in range(sessions)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return admitted
+
+
 def test_admits_exactly_max_then_refuses_and_audits_once_per_window(db):
     uid = db.create_user()
     me = Caller.user(uid)
@@ -107,22 +127,8 @@ def test_wrong_type_is_refused(db):
 def test_exact_under_concurrency(db):
     """16 sessions hammering one key with max_attempts = 17 admit exactly 17."""
     me = Caller.user(db.create_user())
-    sessions, per_session = 16, 8
-    start = threading.Barrier(sessions)
-    admitted = []
-
-    def hammer():
-        with db.connect() as conn:
-            start.wait()
-            for _ in range(per_session):
-                admitted.append(request(conn, me, RL, ["hot", 17, 15])[0][0])
-
-    threads = [threading.Thread(target=hammer) for _ in range(sessions)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(admitted) == sessions * per_session
+    admitted = hammer_one_key(db, me, ["hot", 17, 15], sessions=16, per_session=8)
+    assert len(admitted) == 16 * 8
     assert admitted.count(True) == 17
     assert db.one("select count(*) from public.function_call_audit where outcome = 'rate_limited'") == 1
 
@@ -257,22 +263,8 @@ def test_large_limit_exact_under_concurrency(db):
     """A limit above 100 keeps its ring in rate_limit_hits; 12 sessions on one key with
     max_attempts = 150 admit exactly 150, and the ring keeps exactly those."""
     me = Caller.user(db.create_user())
-    sessions, per_session = 12, 15
-    start = threading.Barrier(sessions)
-    admitted = []
-
-    def hammer():
-        with db.connect() as conn:
-            start.wait()
-            for _ in range(per_session):
-                admitted.append(request(conn, me, RL, ["big", 150, 15])[0][0])
-
-    threads = [threading.Thread(target=hammer) for _ in range(sessions)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert admitted.count(True) == 150 and len(admitted) == sessions * per_session
+    admitted = hammer_one_key(db, me, ["big", 150, 15], sessions=12, per_session=15)
+    assert admitted.count(True) == 150 and len(admitted) == 12 * 15
     assert db.sql("select admitted, ring_size, ring is null from smsao.rate_limit_keys")[0] == (150, 150, True)
     assert db.one("select count(*) from smsao.rate_limit_hits where at > now() - interval '15 minutes'") == 150
     age_hits(db, 15)
