@@ -29,8 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common import SETTINGS, print_table, quiet_alembic  # noqa: E402
 
-from runner import backup as backups, demo, drill, migrate, pgserver  # noqa: E402
+from runner import demo, migrate  # noqa: E402
 from runner.embedded import Cluster  # noqa: E402
+from runner.recovery import backup as backups, drill, pgserver  # noqa: E402
 
 PG15 = Path("/usr/lib/postgresql/15/bin")
 

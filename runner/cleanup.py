@@ -9,9 +9,8 @@ from psycopg import errors
 from rich.console import Console
 from rich.table import Table
 
-from runner.db import connect
+from runner.db import connect, first_line
 from runner.errors import UserError
-from runner.health import first_line
 
 LABELS = {
     "otp_codes": "expired OTP codes",

@@ -170,9 +170,9 @@ def up(demo_data: Annotated[bool, typer.Option("--demo", help="Load demo data an
         raise UserError(f"the pg_cron jobs could not be scheduled: {exc}") from None
     changed = sum(1 for _, action, _ in applied if action != "unchanged")
     console().print(f"pg_cron: {len(applied)} jobs scheduled ({changed} created or updated)")
-    from runner import recovery_cli
+    from runner.recovery import commands as recovery
 
-    url = recovery_cli.after_up(cluster, backup_repo)  # pgBackRest + WAL archiving (may restart)
+    url = recovery.after_up(cluster, backup_repo)  # pgBackRest + WAL archiving (may restart)
     console().print(f"[green]embedded database ready[/green]: {redact(url)} "
                     "(`smsao-db url` prints it with the password)", highlight=False)
 
@@ -180,15 +180,15 @@ def up(demo_data: Annotated[bool, typer.Option("--demo", help="Load demo data an
 @app.command()
 def down(verbose: Verbose = False) -> None:
     """Stop the embedded PostgreSQL (its data stays in .smsao/)."""
-    from runner import recovery_cli
     from runner.embedded import Cluster
+    from runner.recovery import commands as recovery
 
     use_verbose(verbose)
     from runner.ha import commands as ha_commands
 
     if ha_commands.down():
         console().print("formation stopped")
-    recovery_cli.before_down()  # archive the newest WAL first
+    recovery.before_down()  # archive the newest WAL first
     stopped = Cluster().stop()
     console().print("embedded database stopped" if stopped else "embedded database was not running")
 
@@ -321,7 +321,7 @@ def health(json_output: JsonFlag = False, database_url: DatabaseUrl = None, verb
     """Run the health check. Exit 0 healthy, 1 warning, 2 critical, 3 unknown (Nagios)."""
     import json
 
-    from runner import health as healthcheck
+    from runner.monitoring import health as healthcheck
 
     try:
         report = healthcheck.fetch(options(database_url, verbose))
@@ -365,7 +365,7 @@ def monitor(
     verbose: Verbose = False,
 ) -> None:
     """Live terminal view: status, metrics, alerts, response time. Exit 0/1/2/3 with --once."""
-    from runner import monitor as live_view
+    from runner.monitoring import monitor as live_view
 
     target = options(database_url, verbose)
     if once:
@@ -413,7 +413,7 @@ def serve(
     verbose: Verbose = False,
 ) -> None:
     """Admin web dashboard, /api/health and Prometheus /metrics (localhost by default)."""
-    from runner import web
+    from runner.web import app as web
 
     target = options(database_url, verbose)
 
@@ -483,8 +483,8 @@ def analytics_export(
     raise typer.Exit(1 if validate and result.validation_messages else 0)
 
 
-# -- recovery (issue 12): the logic lives in runner/backup.py, drill.py, integrity.py and
-# upgrade_check.py, reached through runner/recovery_cli.py when the command runs.
+# -- recovery (issue 12): the logic lives in runner/recovery/, reached through
+# runner/recovery/commands.py when the command runs (given the URL: it never imports this module).
 RepoOption = Annotated[Optional[str], typer.Option(
     "--repo", metavar="DIR",
     help="Backup repository to read (default: the one `up` configured, or backup/ in the data home).")]
@@ -500,10 +500,10 @@ def backup(
 ) -> None:
     """Back up: embedded database, pgBackRest (full, then incremental; WAL archived continuously);
     a server given by URL, a logical pg_dump of the package's schemas."""
-    from runner import recovery_cli
+    from runner.recovery import commands as recovery
 
     use_verbose(verbose)
-    recovery_cli.backup(database_url, repo, full, json_output)
+    recovery.backup(database_url or GLOBAL.database_url, repo, full, json_output)
 
 
 @app.command()
@@ -517,10 +517,10 @@ def restore(
     verbose: Verbose = False,
 ) -> None:
     """Restore the latest backup, or the state at --target-time, into a new data directory."""
-    from runner import recovery_cli
+    from runner.recovery import commands as recovery
 
     use_verbose(verbose)
-    recovery_cli.restore(database_url, to, target_time, repo, dump)
+    recovery.restore(database_url or GLOBAL.database_url, to, target_time, repo, dump)
 
 
 @app.command()
@@ -533,19 +533,19 @@ def drill(
 ) -> None:
     """Restore drill: latest backup into a scratch cluster, verify + integrity there, row counts,
     RPO and RTO. Exit 0 only if nothing committed before the backup's end is missing."""
-    from runner import recovery_cli
+    from runner.recovery import commands as recovery
 
     use_verbose(verbose)
-    raise typer.Exit(recovery_cli.drill(database_url, repo, keep, json_output))
+    raise typer.Exit(recovery.drill(database_url or GLOBAL.database_url, repo, keep, json_output))
 
 
 @app.command()
 def integrity(json_output: JsonFlag = False, database_url: DatabaseUrl = None, verbose: Verbose = False) -> None:
     """Invariants a restore or a bug could break: balances = ledger, counters = recount, orphans
     accounted, indexes sound (amcheck). Exit 0 only when all hold."""
-    from runner import recovery_cli
+    from runner.recovery import commands as recovery
 
-    raise typer.Exit(recovery_cli.integrity(options(database_url, verbose), json_output))
+    raise typer.Exit(recovery.integrity(options(database_url, verbose), json_output))
 
 
 @app.command("upgrade-check")
@@ -558,9 +558,9 @@ def upgrade_check(
 ) -> None:
     """Major-version upgrade rehearsal on a copy: pg_upgrade with the binaries in --to-bin,
     start, verify, integrity; extensions the new binaries lack are dropped on the copy and named."""
-    from runner import recovery_cli
+    from runner.recovery import commands as recovery
 
-    raise typer.Exit(recovery_cli.upgrade_check(options(database_url, verbose), to_bin, keep, json_output))
+    raise typer.Exit(recovery.upgrade_check(options(database_url, verbose), to_bin, keep, json_output))
 
 
 # -- entry point ----------------------------------------------------------------------------

@@ -57,8 +57,14 @@ def redact_message(message: str, conninfo: str) -> str:
     return redact(message, *passwords_in(conninfo))
 
 
+def first_line(exc: BaseException) -> str:
+    """An error's first line (a database error's detail and hint lines are for logs)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def explain_connection_error(url: str, exc: Exception) -> UserError:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = first_line(exc)
     # The connection string by its structure; libpq's own text also by the password's value
     # (it may echo a token), which would also mask a user or database named like the password.
     text = redact_message(text, url)

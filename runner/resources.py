@@ -18,8 +18,8 @@ def _packaged(name: str, checkout_name: str) -> Path:
 SQL_DIR = _packaged("sql", "sql")
 MIGRATIONS_DIR = _packaged("migrations", "alembic")
 VERSIONS_DIR = MIGRATIONS_DIR / "versions"
-TEMPLATES_DIR = PACKAGE_DIR / "templates"
+TEMPLATES_DIR = PACKAGE_DIR / "web" / "templates"
 # What the dashboard's pages load (Chart.js and its license, the pages' scripts): one folder, one route.
-STATIC_DIR = PACKAGE_DIR / "static"
+STATIC_DIR = PACKAGE_DIR / "web" / "static"
 # The pgTAP test files of `smsao-db verify` (and of a user's pg_prove / `supabase test db`).
 TESTS_DIR = SQL_DIR / "tests"

@@ -21,9 +21,8 @@ import psycopg
 from psycopg import errors
 from psycopg.conninfo import make_conninfo
 
-from runner.db import connect, libpq_url
+from runner.db import connect, first_line, libpq_url
 from runner.errors import UserError
-from runner.health import first_line
 
 if TYPE_CHECKING:
     from rich.console import Console

@@ -147,7 +147,7 @@ def test_a_home_first_made_by_a_logical_backup_is_the_packages(db):
 
 # -- a backup repository the user names (`SMSAO_BACKUP_REPO`, `--repo`) is theirs too ----------------
 def test_a_new_backup_repository_is_made_private_to_the_server(scratch):
-    from runner import pgserver
+    from runner.recovery import pgserver
 
     repo = pgserver.repository_dir(scratch / "new-repo")
     st = repo.stat()
@@ -156,7 +156,7 @@ def test_a_new_backup_repository_is_made_private_to_the_server(scratch):
 
 
 def test_an_existing_backup_repository_keeps_its_mode_and_owner(scratch):
-    from runner import pgserver
+    from runner.recovery import pgserver
 
     repo = scratch / "shared-backups"
     repo.mkdir()
@@ -171,8 +171,8 @@ def test_an_existing_backup_repository_keeps_its_mode_and_owner(scratch):
 
 @pytest.mark.skipif(not AS_ROOT, reason="the server runs as another OS user only under root")
 def test_an_existing_backup_repository_the_server_cannot_write_is_refused_untouched(scratch):
-    from runner import pgserver
     from runner.errors import UserError
+    from runner.recovery import pgserver
 
     repo = scratch / "roots-backups"
     repo.mkdir(mode=0o755)

@@ -25,7 +25,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from runner import pgserver
+from runner.recovery import pgserver
 from support import SERVICE, Caller, request
 
 PERFORMANCE_JOB = "smsao-performance-check"

@@ -23,7 +23,7 @@ def packaged_names(checkout_glob: str, checkout_dir: str, package_dir: str) -> s
             (str(Path(f).relative_to(PROJECT_DIR)) for f in glob.glob(str(PROJECT_DIR / checkout_glob)))}
 
 
-def test_the_wheel_carries_the_migrations_the_sql_the_templates_and_the_static_files(installed_wheel):
+def test_the_wheel_carries_every_module_the_migrations_the_sql_the_templates_and_the_static_files(installed_wheel):
     _, wheel, _ = installed_wheel
     names = set(zipfile.ZipFile(wheel).namelist())
     expected = (packaged_names("alembic/*.py", "alembic", "runner/migrations")
@@ -31,12 +31,16 @@ def test_the_wheel_carries_the_migrations_the_sql_the_templates_and_the_static_f
                 | packaged_names("alembic/versions/*.py", "alembic", "runner/migrations")
                 | packaged_names("alembic/versions/*/*.sql", "alembic", "runner/migrations")
                 | packaged_names("sql/*/*.sql", "sql", "runner/sql")
-                | packaged_names("runner/templates/*", "runner", "runner")
-                | packaged_names("runner/static/*", "runner", "runner")
-                | packaged_names("runner/analytics/templates/*", "runner", "runner"))
+                | packaged_names("runner/web/templates/*", "runner", "runner")
+                | packaged_names("runner/web/static/*", "runner", "runner")
+                | packaged_names("runner/analytics/templates/*", "runner", "runner")
+                # every module of every subpackage: pyproject lists the packages by name
+                | packaged_names("runner/*.py", "runner", "runner")
+                | packaged_names("runner/*/*.py", "runner", "runner"))
     assert "runner/migrations/versions/0001_foundation/up.sql" in expected
-    assert {"runner/static/chart.umd.min.js", "runner/static/chart.js-LICENSE.md"} <= expected
+    assert {"runner/web/static/chart.umd.min.js", "runner/web/static/chart.js-LICENSE.md"} <= expected
     assert "runner/sql/demo/history.sql" in expected
+    assert {"runner/recovery/backup.py", "runner/web/app.py", "runner/monitoring/health.py"} <= expected
     assert expected - names == set()
 
 
@@ -89,7 +93,7 @@ def test_the_installed_wheel_serves_the_dashboard_with_its_charts(installed_whee
         status, page = http_get(port, "/")
         assert status == 200 and b'<script src="/static/dashboard.js"></script>' in page
         for name in ("chart.umd.min.js", "chart.js-LICENSE.md", "dashboard.js", "business.js"):
-            assert http_get(port, f"/static/{name}") == (200, (PROJECT_DIR / "runner" / "static" / name).read_bytes())
+            assert http_get(port, f"/static/{name}") == (200, (PROJECT_DIR / "runner" / "web" / "static" / name).read_bytes())
         drawn = chromium_datasets(f"http://127.0.0.1:{port}/", "response-chart")
         if drawn is not None:
             assert drawn == ["average", "worst"]

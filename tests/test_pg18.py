@@ -9,8 +9,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from runner import migrate, pgserver
-from runner.backup import init_scratch
+from runner import migrate
+from runner.recovery import pgserver
+from runner.recovery.backup import init_scratch
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +39,8 @@ def test_migrate_upgrade_head_on_postgresql_18_from_scratch(pg18):
         assert len(heads) == 1
         assert conn.execute("select count(*) from pg_proc where proname = 'production_system_health_check'"
                             ).fetchone()[0] == 1
-    from runner import integrity, verify
+    from runner import verify
+    from runner.recovery import integrity
 
     # These binaries have no pgTAP: verify loads this machine's pgTAP script into each file's transaction.
     assert [(r.name, r.detail) for r in verify.run(pg18.url()) if not r.passed] == []

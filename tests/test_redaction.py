@@ -8,9 +8,9 @@ import psycopg
 import pytest
 
 from cli_support import smsao_db
-from runner import pgserver
 from runner.db import redact
 from runner.embedded import free_port
+from runner.recovery import pgserver
 
 ROLE = "smsao_redact"
 # Made of pieces no message contains by chance, so that any piece found is a leak; with

@@ -1,11 +1,11 @@
 """The dashboard's Business page (GET /business), its CSV downloads, and the analytics figures
-of /metrics. runner/web.py mounts `routes()` and registers
+of /metrics. runner/web/app.py mounts `routes()` and registers
 `AnalyticsCollector` next to its own.
 
 The figures are the database's (runner/analytics/report.py calls business_metrics,
 conversion_funnel and retention_cohorts, each audited as an admin read). Charts are drawn by
 Chart.js from the figures the page carries as JSON; the library and the page's script
-(runner/static/business.js) are served by runner/web.py's /static/ route, as for the health
+(runner/web/static/business.js) are served by runner/web/app.py's /static/ route, as for the health
 dashboard: the page loads nothing from elsewhere.
 
 Query parameters of /business and /business/<table>.csv:

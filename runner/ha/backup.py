@@ -1,4 +1,4 @@
-"""Backups of the local formation: pgBackRest, as for the embedded server (runner/backup.py),
+"""Backups of the local formation: pgBackRest, as for the embedded server (runner/recovery/backup.py),
 with both nodes in one stanza and `backup-standby=y`, so the files are copied from the
 standby while it is healthy (the primary only serves the start/stop calls and the WAL).
 
@@ -6,17 +6,16 @@ Each node archives its own WAL with `pgbackrest archive-push`, its own data dire
 on its archive_command (a relative `%p` is resolved against pg1-path); `archive_mode = on`
 archives only on the primary, so after a failover the new primary takes over archiving.
 
-runner/backup.py and runner/drill.py work on "a cluster" (home, data_dir, port, url(),
+runner/recovery/backup.py and drill.py work on "a cluster" (home, data_dir, port, url(),
 running); FormationTarget is the formation seen that way: its home is the formation's
 folder (pgbackrest.conf, run/), its data directory and port the current primary's."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from runner import backup as backups
-from runner import pgserver
 from runner.errors import UserError
 from runner.ha.formation import NODES, Formation
+from runner.recovery import backup as backups, pgserver
 
 
 class FormationTarget:
@@ -118,7 +117,7 @@ def backup(formation: Formation, repo: str | Path | None = None, full: bool = Fa
 
 
 def drill(formation: Formation, repo: str | None, keep: bool) -> dict:
-    from runner import drill as drills
+    from runner.recovery import drill as drills
 
     pb = _pgbackrest(formation)
     if pb.conf.exists():

@@ -190,7 +190,7 @@ def kill_node(formation: Formation, name: str) -> None:
 
 def run(*, switchover: bool = False, clients: int = 4, ops_per_client: int = 400,
         max_seconds: float = 60, log=lambda msg: None, formation: Formation | None = None) -> DrillReport:
-    from runner import integrity
+    from runner.recovery import integrity
 
     formation = formation or Formation()
     if not formation.running:

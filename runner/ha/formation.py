@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from runner import pgserver
 from runner.embedded import default_home, find_bindir
 from runner.errors import UserError
+from runner.recovery import pgserver
 
 NODES = ("node1", "node2")
 DBNAME = "smsao"

@@ -1,9 +1,10 @@
 """The recovery commands' glue: which database, which kind of backup, and how the result is
-printed. The work is in runner/backup.py, drill.py, integrity.py and upgrade_check.py.
+printed. The work is in backup.py, drill.py, integrity.py and upgrade_check.py beside this.
 
 runner/cli.py keeps only thin command functions that call these (and one call each in
-`up` and `down`), importing this module when they run; output goes through this
-module's own consoles, so the CLI's way of making consoles does not matter here."""
+`up` and `down`), importing this module when they run; it passes the database URL it was
+given (after the command, else before it), so nothing here imports the CLI. Output goes
+through this module's own consoles, so the CLI's way of making consoles does not matter here."""
 from __future__ import annotations
 
 import json
@@ -25,20 +26,15 @@ def out(stderr: bool = False):
 
 
 def given_url(database_url: str | None) -> str | None:
-    """The database URL given to this command (after or before it, or DATABASE_URL), or None
-    for the embedded database."""
-    if database_url:
-        return database_url
-    from runner import cli
-
-    options = getattr(cli, "GLOBAL", None)  # global options given before the command
-    return getattr(options, "database_url", None) or os.environ.get("DATABASE_URL") or None
+    """The database URL the CLI was given (after or before the command), else DATABASE_URL,
+    or None for the embedded database."""
+    return database_url or os.environ.get("DATABASE_URL") or None
 
 
 def after_up(cluster, backup_repo: str | None) -> str:
     """`up`: set up pgBackRest and archiving (a warning, not a failure, when impossible).
     Returns the cluster's URL, which changes when turning archiving on restarts it."""
-    from runner import backup as backups
+    from runner.recovery import backup as backups
 
     try:
         out().print(backups.configure_embedded(cluster, backup_repo), highlight=False)
@@ -54,10 +50,11 @@ def schedule_backups(cluster) -> None:
     one line for what cannot be scheduled."""
     import sys
 
-    from runner import backup as backups, pgserver, schedule, scheduled_recovery
+    from runner import schedule
+    from runner.recovery import backup as backups, pgserver, scheduled
 
     try:
-        scheduled_recovery.install(cluster, backups.PgBackRest.for_cluster(cluster))
+        scheduled.install(cluster, backups.PgBackRest.for_cluster(cluster))
         applied = {name for name, _, _ in schedule.apply(cluster.url())}
     except UserError as exc:
         out(True).print(f"[yellow]warning:[/yellow] backups are not scheduled: {exc}", highlight=False)
@@ -77,8 +74,8 @@ def schedule_backups(cluster) -> None:
 
 def before_down() -> None:
     """`down`: archive the newest WAL first, so the repository alone covers up to the stop."""
-    from runner import backup as backups
     from runner.embedded import Cluster
+    from runner.recovery import backup as backups
 
     try:
         archived = backups.archive_before_stop(Cluster())
@@ -127,7 +124,7 @@ def _formation():
 
 
 def backup(database_url: str | None, repo: str | None, full: bool, as_json: bool) -> None:
-    from runner import backup as backups
+    from runner.recovery import backup as backups
 
     console = out()
     database_url = given_url(database_url)
@@ -168,7 +165,7 @@ def backup(database_url: str | None, repo: str | None, full: bool, as_json: bool
 
 def restore(database_url: str | None, to: str, target_time: str | None, repo: str | None,
             dump: str | None) -> None:
-    from runner import backup as backups
+    from runner.recovery import backup as backups
 
     console = out()
     database_url = given_url(database_url)
@@ -189,9 +186,7 @@ def restore(database_url: str | None, to: str, target_time: str | None, repo: st
 
 
 def drill(database_url: str | None, repo: str | None, keep: bool, as_json: bool) -> int:
-    from runner import drill as drills
-
-    from runner import backup as backups
+    from runner.recovery import backup as backups, drill as drills
 
     console = out()
     database_url = given_url(database_url)
@@ -222,7 +217,7 @@ def drill(database_url: str | None, repo: str | None, keep: bool, as_json: bool)
 def _backup_detail(report: dict, cluster, repo: str | None) -> dict:
     """What a backup's record keeps: its label and type, and for pgBackRest the row counts
     around it (the scheduled drill compares a restored copy with them)."""
-    from runner import backup as backups
+    from runner.recovery import backup as backups
 
     detail = {"label": report.get("label"), "type": report.get("type"), "kind": report.get("kind")}
     if cluster is not None and report.get("kind") == "pgbackrest":
@@ -234,7 +229,7 @@ def _backup_detail(report: dict, cluster, repo: str | None) -> dict:
 def _record(database_url: str | None, cluster, kind: str, started, ok: bool, error: str | None,
             detail: dict | None = None) -> None:
     """Every backup and drill, on any server, records its outcome where the health check reads it."""
-    from runner import backup as backups, scheduled_recovery
+    from runner.recovery import backup as backups, scheduled
 
     url = database_url
     if url is None and cluster is not None:
@@ -242,18 +237,18 @@ def _record(database_url: str | None, cluster, kind: str, started, ok: bool, err
             url = cluster.url() if cluster.running else None
         except (UserError, OSError):  # not even pg_ctl to ask (the run failed for that, and says so)
             url = None
-    warning = scheduled_recovery.record(url, kind, started, backups.now_utc(), ok, error, detail)
+    warning = scheduled.record(url, kind, started, backups.now_utc(), ok, error, detail)
     if warning and ok:  # a failure already prints its one line
         out(True).print(f"[yellow]warning:[/yellow] the {kind} ran, but {warning}", highlight=False)
 
 
 def integrity(url: str, as_json: bool) -> int:
-    from runner import integrity as checks
+    from runner.recovery import integrity as checks
 
     return checks.main(url, as_json, out())
 
 
 def upgrade_check(url: str, to_bin: str, keep: bool, as_json: bool) -> int:
-    from runner import upgrade_check as rehearsal
+    from runner.recovery import upgrade_check as rehearsal
 
     return rehearsal.main(url, to_bin, keep, as_json, out())

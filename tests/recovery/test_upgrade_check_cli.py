@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cli_support import smsao_db
-from runner import upgrade_check
+from runner.recovery import upgrade_check
 
 NEEDED = ("postgres", "initdb", "pg_ctl", "pg_upgrade")
 

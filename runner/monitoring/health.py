@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING
 import psycopg
 from psycopg import errors
 
-from runner.db import connect
+from runner.db import connect, first_line
 from runner.errors import UserError
-from runner.store import act_as_service_role
+from runner.monitoring.store import act_as_service_role
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -94,11 +94,6 @@ def fetch(url: str) -> dict:
             raise HealthUnknown(f"not allowed to run the health check: {first_line(exc)}") from None
         except psycopg.Error as exc:
             raise HealthUnknown(f"the health check failed: {first_line(exc)}") from None
-
-
-def first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def exit_code(report: dict) -> int:

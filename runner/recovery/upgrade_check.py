@@ -20,9 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from runner import pgserver
 from runner.db import connect, libpq_url
 from runner.errors import UserError
+from runner.recovery import pgserver
 
 PROGRAMS = ("postgres", "initdb", "pg_ctl", "pg_upgrade")
 
@@ -112,7 +112,7 @@ class Rehearsal:
         if not old_bindir or not (old_bindir / "pg_basebackup").exists():
             raise UserError(f"PostgreSQL {old_major} binaries (pg_basebackup) are not installed here: "
                             f"install postgresql-{old_major}")
-        from runner.backup import embedded_home
+        from runner.recovery.backup import embedded_home
 
         parent = embedded_home() if embedded_home().exists() else None
         scratch = Path(tempfile.mkdtemp(prefix="upgrade-check-", dir=parent))
@@ -231,7 +231,8 @@ class Rehearsal:
             return
 
         def checks():
-            from runner import integrity, verify
+            from runner import verify
+            from runner.recovery import integrity
 
             failed = [f"verify {r.name}: {r.detail}" for r in verify.run(new.url()) if not r.passed]
             failed += [f"integrity {r.name}: {r.detail}" for r in integrity.run(new.url()) if not r.passed]

@@ -1,7 +1,7 @@
 """Issue 15, items 6 and 7: backups and drills as vital signs (backup_age_s,
 restore_drill_age_s, wal_archive_failing) and which servers get the package's own backup
 jobs. On the shared test cluster, which does not archive; the archiving vital on a real
-archiving cluster is in tests/test_recovery.py."""
+archiving cluster is in tests/recovery/test_recovery.py."""
 from __future__ import annotations
 
 import psycopg
@@ -152,7 +152,7 @@ def test_table_count_comparison_leaves_out_health_counters_only(db):
 def test_the_dashboard_and_metrics_show_the_recovery_vitals():
     from datetime import datetime, timezone
 
-    from runner import web
+    from runner.web import app as web
 
     metrics = {"backup_age_s": 93700.0, "restore_drill_age_s": None, "wal_archive_failing": 0}
     checks = {"backup_age_s": "warning", "restore_drill_age_s": "ok", "wal_archive_failing": "ok"}

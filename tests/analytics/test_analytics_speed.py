@@ -9,7 +9,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 from analytics_support import Recount, add_user
-from runner import integrity
+from runner.recovery import integrity
 from support import SERVICE
 
 MARCH, APRIL = datetime(2026, 3, 1, tzinfo=timezone.utc), datetime(2026, 4, 1, tzinfo=timezone.utc)

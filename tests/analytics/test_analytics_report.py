@@ -50,8 +50,9 @@ def test_report_refuses_a_bad_month_count_in_one_line(db):
 
 
 def test_demo_data_gives_18_months_of_plausible_history(db):
-    from runner import demo, integrity
+    from runner import demo
     from runner.analytics import report
+    from runner.recovery import integrity
 
     assert demo.load(db.url)
     with db.connect() as conn:

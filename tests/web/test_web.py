@@ -20,11 +20,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from monitoring_support import add_config, service_role_login
 from support import PROJECT_DIR, Caller, login_url, new_home, remove_new_home, serving
+from runner import migrate
 from runner.embedded import Cluster, free_port
 from runner.errors import UserError
-from runner.store import DashboardStore
-from runner import migrate, web
-from runner.web import DashboardServer, prometheus_name
+from runner.monitoring.store import DashboardStore
+from runner.web import app as web
+from runner.web.app import DashboardServer, prometheus_name
 
 ARTIFACTS = PROJECT_DIR / "test-artifacts"
 SMSAO_DB = Path(sys.executable).parent / "smsao-db"
@@ -786,7 +787,7 @@ def test_scripts_come_only_from_the_app_itself(db, client):
         assert headers.get_all("Cache-Control") == ["no-cache"], name   # revalidated: never stale after an upgrade
         assert (headers["Content-Type"].startswith("text/javascript") if name.endswith(".js")
                 else headers["Content-Type"].startswith("text/plain")), name
-    for bad in ("/static/nope.js", "/static/..%2Fweb.py", "/static/../web.py", "/static/dashboard.css"):
+    for bad in ("/static/nope.js", "/static/..%2Fapp.py", "/static/../app.py", "/static/dashboard.css"):
         assert client.request("GET", bad)[0] == 404, bad
 
 

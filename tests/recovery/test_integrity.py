@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from cli_support import smsao_db
-from runner import integrity
+from runner.recovery import integrity
 
 
 def failing(url: str) -> dict[str, str]:

@@ -1,12 +1,12 @@
 """`smsao-db serve`: the admin web dashboard, `/api/health` and Prometheus `/metrics`.
 
 A Starlette app on uvicorn (httptools parser): the page is a Jinja2 template
-(runner/templates/), the scrape is prometheus-client's exposition of the latest stored
-snapshot, and every query is in runner.store (a few indexed reads; only the refresh button
+(runner/web/templates/), the scrape is prometheus-client's exposition of the latest stored
+snapshot, and every query is in runner.monitoring.store (a few indexed reads; only the refresh button
 runs the health check). Database work runs on a few daemon threads under a time budget, so
 that every GET answers within 2 s even when the database is down or hangs. Charts are drawn by
 Chart.js from data the page carries as JSON; the library (MIT, from the npm registry, its license
-beside it) and the pages' scripts are served from runner/static/ by this app (GET /static/<name>),
+beside it) and the pages' scripts are served from runner/web/static/ by this app (GET /static/<name>),
 so the page works on an isolated host, and the Content-Security-Policy lets scripts come from
 this origin only (no inline script). Without JavaScript the figures are on the page as text.
 
@@ -20,7 +20,7 @@ Malformed requests (bad Content-Length, bad Host) get a 4xx from uvicorn or the 
 
 Routes: GET / (page), GET /api/health, POST /api/refresh,
 POST /api/alerts/<id>/acknowledge, GET /metrics, GET /healthz (liveness, no database),
-GET /static/<name> (the files of runner/static/), and the Business page's (runner/analytics/web.py).
+GET /static/<name> (the files of runner/web/static/), and the Business page's (runner/analytics/web.py).
 """
 from __future__ import annotations
 
@@ -52,11 +52,12 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from runner import health
 from runner.analytics import web as analytics_web
+from runner.db import first_line
 from runner.errors import UserError
+from runner.monitoring import health
+from runner.monitoring.store import DashboardStore
 from runner.resources import STATIC_DIR, TEMPLATES_DIR
-from runner.store import DashboardStore
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +198,7 @@ def database_problem(exc: BaseException) -> str:
     """One line saying why the database could not be read."""
     if isinstance(exc, PoolTimeout):
         return "no connection to the database (is the server running?)"
-    return health.first_line(exc)
+    return first_line(exc)
 
 
 # -- Prometheus -----------------------------------------------------------------------------
@@ -541,7 +542,7 @@ def page_number(request: Request, name: str) -> int | None:
     return int(raw) if re.fullmatch(r"[1-9]\d{0,5}", raw) else None
 
 
-# The routes that use the database are async: their work goes to runner.web's own workers
+# The routes that use the database are async: their work goes to this app's own workers
 # under a time budget (within_budget), not to Starlette's thread pool.
 async def page(request: Request) -> Response:
     admin_page, pii_page = page_number(request, "admin_page"), page_number(request, "pii_page")
@@ -594,7 +595,7 @@ async def healthz(request: Request) -> Response:
 
 
 async def static_file(request: Request) -> Response:
-    """A file of runner/static/ named in STATIC_FILES. Revalidated on every page load (no-cache),
+    """A file of runner/web/static/ named in STATIC_FILES. Revalidated on every page load (no-cache),
     so an upgraded package's scripts are never mixed with an older page."""
     name = request.path_params["name"]
     if name not in STATIC_FILES:

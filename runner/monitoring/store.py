@@ -42,7 +42,7 @@ class DashboardStore:
 
     A read waits at most `wait_s` for a connection: when the server goes down, the pool's
     connections break and new ones are refused, and a page or a scrape then fails fast
-    (runner.web answers "database down") rather than hanging past a scrape timeout."""
+    (runner.web.app answers "database down") rather than hanging past a scrape timeout."""
 
     def __init__(self, url: str, pool_size: int = 4, statement_timeout_ms: int = 15_000, wait_s: float = 1.5):
         def configure(conn: psycopg.Connection) -> None:

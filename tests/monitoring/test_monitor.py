@@ -9,8 +9,8 @@ import time
 
 from monitoring_support import service_role_login
 from support import PROJECT_DIR
-from runner.monitor import AlertListener, frames, minute_values, sparkline
-from runner.store import DashboardStore
+from runner.monitoring.monitor import AlertListener, frames, minute_values, sparkline
+from runner.monitoring.store import DashboardStore
 
 
 def monitor_once(url: str) -> subprocess.CompletedProcess:

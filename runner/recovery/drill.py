@@ -29,9 +29,9 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
-from runner import backup as backups, pgserver
 from runner.db import connect
 from runner.errors import UserError
+from runner.recovery import backup as backups, pgserver
 
 SEGMENT_SIZE = 16 * 1024 * 1024  # initdb's default, which the embedded cluster uses
 
@@ -155,7 +155,8 @@ def rpo_embedded(cluster) -> dict:
 
 
 def _check_scratch(steps: Steps, server: pgserver.Server, before: dict, after: dict | None) -> None:
-    from runner import integrity, verify
+    from runner import verify
+    from runner.recovery import integrity
 
     url = server.url()
 

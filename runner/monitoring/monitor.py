@@ -5,7 +5,7 @@ reads counters) and reads what pg_cron stored: the last snapshot's time, open al
 the last hour of `performance_samples` as a sparkline. Between refreshes it waits on
 `LISTEN system_alerts`, so a new alert (a change of status recorded by pg_cron or by
 anyone) redraws the view at once. `--once` prints one frame and exits with the health
-exit code of runner.health (0 healthy, 1 warning, 2 critical, 3 unknown).
+exit code of runner.monitoring.health (0 healthy, 1 warning, 2 critical, 3 unknown).
 """
 from __future__ import annotations
 
@@ -20,10 +20,10 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from runner import health
-from runner.db import libpq_url, redact
+from runner.db import first_line, libpq_url, redact
 from runner.errors import UserError
-from runner.store import DashboardStore
+from runner.monitoring import health
+from runner.monitoring.store import DashboardStore
 
 BADGE_STYLES = {"healthy": "bold white on green4", "warning": "bold black on yellow3",
                 "critical": "bold white on red3", "unknown": "bold white on grey42"}
@@ -54,11 +54,6 @@ class Frame:
         return health.exit_code(self.report) if self.report else health.UNKNOWN
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def collect(store: DashboardStore) -> Frame:
     frame = Frame(now=datetime.now(timezone.utc))
     try:
@@ -66,9 +61,9 @@ def collect(store: DashboardStore) -> Frame:
     except psycopg.errors.UndefinedFunction:
         frame.error = "the health check is not installed in this database: run `smsao-db migrate upgrade`"
     except psycopg.errors.InsufficientPrivilege as exc:
-        frame.error = f"not allowed to run the health check: {_first_line(exc)}"
+        frame.error = f"not allowed to run the health check: {first_line(exc)}"
     except (psycopg.Error, PoolTimeout) as exc:
-        frame.error = f"the health check failed: {_first_line(exc)}"
+        frame.error = f"the health check failed: {first_line(exc)}"
     try:
         snap = store.latest_snapshot()
         frame.snapshot_at = snap["checked_at"] if snap else None
@@ -76,7 +71,7 @@ def collect(store: DashboardStore) -> Frame:
         frame.series = store.response_series(hours=1, bucket_minutes=1)
         frame.sample = store.latest_sample()
     except (psycopg.Error, PoolTimeout) as exc:
-        frame.error = frame.error or f"cannot read the monitoring tables: {_first_line(exc)}"
+        frame.error = frame.error or f"cannot read the monitoring tables: {first_line(exc)}"
     return frame
 
 

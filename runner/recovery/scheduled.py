@@ -22,9 +22,9 @@ import shutil
 from datetime import datetime
 from pathlib import Path
 
-from runner import pgserver
 from runner.db import connect
 from runner.errors import UserError
+from runner.recovery import pgserver
 
 SCRIPT_NAME = "scheduled-recovery.sh"
 INTEGRITY_NAME = "scheduled-integrity.sql"
@@ -34,11 +34,11 @@ DRILL_SCOPE_NOTE = ("the weekly restore drill runs restore, start, row counts an
 
 
 def integrity_sql() -> str:
-    """The integrity checks of runner/integrity.py as one psql script: a row per check
+    """The integrity checks of runner/recovery/integrity.py as one psql script: a row per check
     (name, violations, first violation), amcheck last."""
-    from runner import integrity
+    from runner.recovery import integrity
 
-    parts = ["-- Written by smsao-db up (runner/scheduled_recovery.py) from runner/integrity.py.",
+    parts = ["-- Written by smsao-db up (runner/recovery/scheduled.py) from runner/recovery/integrity.py.",
              "\\set ON_ERROR_STOP off"]
     for check in integrity.CHECKS:
         parts.append(f"select '{check.name}', count(*), min(v) from ({check.query.strip()}) as violations(v);")
@@ -57,7 +57,7 @@ def script(pb, bindir: Path, home: Path, integrity_file: Path) -> str:
     """The program the jobs run (see the module's docstring)."""
     q = shlex.quote
     return f"""#!/bin/sh
-# Written by smsao-db up (runner/scheduled_recovery.py); rewritten by every `up`.
+# Written by smsao-db up (runner/recovery/scheduled.py); rewritten by every `up`.
 # Run by the embedded database's scheduled jobs (pg_cron, COPY ... FROM PROGRAM) as the
 # server's OS user. Prints key<TAB>value lines and exits 0; the SQL side records the outcome.
 PGBACKREST={q(shutil.which("pgbackrest") or "pgbackrest")}

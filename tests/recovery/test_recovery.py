@@ -18,7 +18,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from runner import pgserver
+from runner.recovery import pgserver
 
 SMSAO_DB = Path(sys.executable).parent / "smsao-db"
 PG15 = Path("/usr/lib/postgresql/15/bin")
@@ -201,8 +201,8 @@ def test_bad_repositories_and_missing_tools_are_one_line_errors(live):
     assert "missing or damaged" in refused("restore", "--to", str(live.new_dir("x1")), "--repo", str(damaged))
 
     # A repository with its stanza but no backup yet.
-    from runner.backup import PgBackRest
     from runner.embedded import Cluster
+    from runner.recovery.backup import PgBackRest
 
     empty_repo = live.base / "repo-empty"
     pgserver.private_dir(empty_repo, 0o750)
@@ -230,7 +230,7 @@ def test_drill_passes_on_a_sound_backup(live):
 
 
 def _latest_backup(repo: Path) -> dict:
-    from runner.backup import STANZA
+    from runner.recovery.backup import STANZA
 
     proc = pgserver.run(["pgbackrest", f"--stanza={STANZA}", f"--repo1-path={repo}", "--log-path=/tmp",
                          "--lock-path=/tmp", "info", "--output=json"])
@@ -266,8 +266,8 @@ def test_drill_fails_when_a_backup_file_is_missing(live):
 def _edit_manifest(live: Live, change) -> tuple[Path, str]:
     """The latest backup's manifest (row counts around it), changed by `change`; returns the
     path and the original text, to put back."""
-    from runner.backup import PgBackRest
     from runner.embedded import Cluster
+    from runner.recovery.backup import PgBackRest
 
     pb = PgBackRest.for_cluster(Cluster(home=live.home))
     path = pb.meta_dir / f"{pb.latest()['label']}.json"
@@ -297,7 +297,7 @@ def test_drill_does_not_fail_a_sound_backup_when_health_counters_gained_and_lost
 
 
 def test_count_comparison_still_catches_every_other_table():
-    from runner.drill import compare_counts
+    from runner.recovery.drill import compare_counts
 
     ok, detail = compare_counts({"smsao.health_counters": 1, "public.profiles": 4},
                                 {"smsao.health_counters": 9, "public.profiles": 5},
@@ -340,7 +340,7 @@ def test_the_scheduled_backup_and_drill_run_as_the_server_os_user_and_record_the
     live.sql("call smsao.run_scheduled_drill()")
     ok, error, run_by, drill = newest_run(live, "drill")
     assert (ok, error, run_by, drill["backup"]) == (True, None, "pg_cron", detail["label"]), drill
-    from runner import integrity
+    from runner.recovery import integrity
 
     assert drill["integrity_checks"] == len(integrity.CHECKS) + 1  # and amcheck
     assert "verify needs `smsao-db drill`" in drill["scope"]

@@ -14,8 +14,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from analytics_support import add_user
 from support import PROJECT_DIR
-from runner.store import DashboardStore
-from runner.web import DashboardServer
+from runner.monitoring.store import DashboardStore
+from runner.web.app import DashboardServer
 
 ARTIFACTS = PROJECT_DIR / "test-artifacts"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -156,7 +156,7 @@ def test_the_chart_library_is_served_with_its_license(server):
     assert status == 200 and headers["content-type"].startswith("text/javascript") and "Chart" in body
     status, _, body = get(server, "/static/chart.js-LICENSE.md")
     assert status == 200 and "MIT License" in body
-    assert get(server, "/static/../web.py")[0] == 404
+    assert get(server, "/static/../app.py")[0] == 404
 
 
 def test_metrics_export_revenue_paying_customers_and_events(history, server):

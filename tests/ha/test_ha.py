@@ -21,8 +21,8 @@ from runner import migrate, schedule
 from runner.ha import backup as ha_backup
 from runner.ha import drill
 from runner.ha.formation import Formation
-from runner.store import DashboardStore
-from runner.web import DashboardServer
+from runner.monitoring.store import DashboardStore
+from runner.web.app import DashboardServer
 from cli_support import smsao_db
 from support import Caller, request
 

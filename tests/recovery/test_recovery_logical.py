@@ -19,7 +19,7 @@ import psycopg
 import pytest
 
 from conftest import janitor
-from runner import pgserver
+from runner.recovery import pgserver
 
 SMSAO_DB = Path(sys.executable).parent / "smsao-db"
 PG15 = Path("/usr/lib/postgresql/15/bin")

@@ -37,9 +37,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from runner import pgserver
 from runner.db import connect, libpq_url, redact, redact_message
 from runner.errors import UserError
+from runner.recovery import pgserver
 
 STANZA = "smsao"
 PACKAGE_SCHEMAS = ("public", "smsao", "auth", "smsao_migrations")
@@ -145,7 +145,7 @@ class PgBackRest:
         for d in (work, work / "log", work / "lock", work / "spool"):
             pgserver.private_dir(d, 0o750)
         self.conf.write_text("\n".join([
-            "# Written by smsao-db (runner/backup.py); `smsao-db up` rewrites it.",
+            "# Written by smsao-db (runner/recovery/backup.py); `smsao-db up` rewrites it.",
             "[global]",
             f"repo1-path={self.repo}",
             # Two full backups and everything needed to recover from either.
