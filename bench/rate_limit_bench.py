@@ -27,6 +27,8 @@ Key shapes (issue 10):
 Each shape against its floor: a single-row UPDATE of an UNLOGGED table keyed like the limiter,
 on the same keys, in the same transaction shape, in the same run (the hot key's floor updates
 one row from every connection, serialised on its row lock as the limiter is on its key).
+The 60-a-minute shape also runs that floor inside the least function the project's rules allow
+(SECURITY DEFINER, search_path pinned): what any compliant limiter pays before its own work.
 
 Server settings: fsync stays on (the default), synchronous_commit = off for every variant:
 the first refusal of a key in its window writes a logged audit row, and the figure should
@@ -111,6 +113,19 @@ create unlogged table bench.floor (
 insert into bench.floor (caller_key, operation_type)
   select 'user:' || ({UID.format(n='i')}), 'floor' from generate_series(1, {USERS}) i;
 grant select, update on bench.floor to authenticated;
+
+-- The same update in the least function the project's rules allow for state the caller may
+-- not touch (SECURITY DEFINER, search_path pinned): the issue's "run A".
+create function bench.floor_in_function() returns boolean
+  language plpgsql security definer set search_path = ''
+as $f$
+begin
+  update bench.floor f set n = f.n + 1
+   where f.caller_key = 'user:' || (select auth.uid()) and f.operation_type = 'floor';
+  return found;
+end
+$f$;
+grant execute on function bench.floor_in_function() to authenticated;
 
 -- The audited table's twin: same columns, constraints, indexes, foreign key, RLS policy,
 -- grants and cache-invalidation trigger as public.contacts, without the statement-level
@@ -223,6 +238,8 @@ def variants() -> list[Variant]:
     for sh in SHAPES:
         vs += [
             Variant("floor: UNLOGGED 1-row update", sh, "floor", FLOOR_CALL),
+            *([Variant("the floor in a function", sh, "floor_fn", "SELECT bench.floor_in_function()")]
+              if sh.tag == "k10" else []),
             Variant(f"admits ({sh.admit_max}/1 min)", sh, "admit", op=f"admit_{sh.tag}",
                     bounded=sh.keys == 1),
             Variant(f"refuses (full at {sh.refuse_max}/{REFUSE_WINDOW} min)", sh, "refuse",
@@ -418,7 +435,7 @@ def main() -> None:
         for v in variants():
             k = v.key
             floor_key = f"{v.shape.name}/floor: UNLOGGED 1-row update"
-            is_call = v.kind in ("admit", "refuse")
+            is_call = v.kind in ("admit", "refuse", "floor_fn")
             goal = {"admit": ADMIT_GOAL[v.shape.tag], "refuse": 0.6}.get(v.kind)
             met = "-" if goal is None else (f">= {goal}x " + ("met" if median[k] / median[floor_key] >= goal else "NOT met"))
             rows.append([v.shape.name if v.name != "SELECT 1" else "-",
