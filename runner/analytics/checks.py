@@ -8,7 +8,7 @@ deleted (the retention cleanup deletes old import jobs), so the stored first tim
 earlier than what the base tables still show, never later, and never missing."""
 from __future__ import annotations
 
-from runner.recovery.integrity import Check
+from runner.check import Check
 
 _PRICE = """coalesce((select p.price_per_credit from public.credit_prices p where p.valid_from <= {t}
                       order by p.valid_from desc limit 1), 0)"""

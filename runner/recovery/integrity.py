@@ -21,19 +21,13 @@ from dataclasses import asdict, dataclass
 
 import psycopg
 
+from runner.analytics.checks import CHECKS as ANALYTICS_CHECKS
+from runner.check import Check
 from runner.db import connect
 from runner.errors import UserError
 
 SCHEMAS = ("public", "smsao", "auth", "smsao_migrations")
 SAMPLE = 5  # violations quoted per failing check
-
-
-@dataclass
-class Check:
-    name: str
-    description: str
-    query: str
-    remedy: str
 
 
 @dataclass
@@ -140,9 +134,7 @@ CHECKS: list[Check] = [
     ),
 ]
 
-# The analytics rollups (issue 18), checked the same way; that module takes Check from here.
-from runner.analytics.checks import CHECKS as ANALYTICS_CHECKS  # noqa: E402
-
+# The analytics rollups (issue 18), checked the same way.
 CHECKS += ANALYTICS_CHECKS
 
 AMCHECK_REMEDY = ("rebuild the index (`reindex index concurrently ...`), then find the cause "

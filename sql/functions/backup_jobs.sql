@@ -3,7 +3,7 @@
 -- run by pg_cron with no crontab and no daemon. pg_cron runs them as the superuser that
 -- `smsao-db up` scheduled them with, so `COPY ... FROM PROGRAM` runs a program as the
 -- server's OS user: the script `up` writes beside pgBackRest's configuration
--- (runner/backup.py, scheduled_program), named in smsao.recovery_config. The work that
+-- (runner/recovery/backup.py, scheduled_program), named in smsao.recovery_config. The work that
 -- needs the database (row counts, the comparison, the record) is here; the program only
 -- runs pgBackRest, pg_ctl and psql and prints `key<TAB>value` lines.
 -- On a server given by URL there is no smsao.recovery_config row: nothing is scheduled
@@ -54,7 +54,7 @@ $$;
 revoke all on function smsao.recovery_cron_jobs() from public, anon, authenticated, service_role;
 
 -- Exact row counts of every permanent table of the package's schemas, as {"schema.table": n}
--- (runner/backup.py package_table_counts does the same from Python). UNLOGGED tables (the
+-- (runner/recovery/backup.py package_table_counts does the same from Python). UNLOGGED tables (the
 -- rate-limit windows) are left out: a restore or a crash empties them by design.
 create or replace function smsao.package_table_counts() returns jsonb
   language plpgsql stable
@@ -80,7 +80,7 @@ $$;
 revoke all on function smsao.package_table_counts() from public, anon, authenticated, service_role;
 
 -- What differs between a restored copy's row counts and the live database's around the
--- backup (runner/drill.py compare_counts is the same rule): a table nobody wrote during the
+-- backup (runner/recovery/drill.py compare_counts is the same rule): a table nobody wrote during the
 -- backup matches exactly, one written during it lies between its counts before and after.
 -- smsao.health_counters is not compared: the jobs merge its rows in place (it gains and loses
 -- rows within one backup), and the drill's integrity recounts check its sums instead.

@@ -2,7 +2,7 @@
 -- and the newest successful restore drill. Each NULL where nothing is configured (archiving
 -- off, no backup or drill ever recorded), never 0; its check is then 'ok'.
 
--- Records one run of `smsao-db backup` / `drill` (runner/recovery_cli.py) or of the scheduled
+-- Records one run of `smsao-db backup` / `drill` (runner/recovery/commands.py) or of the scheduled
 -- jobs (smsao.scheduled_backup / scheduled_drill). The owner and superusers only: a row here
 -- silences the backup alerts.
 create or replace function smsao.record_recovery_run(kind text, started_at timestamptz, finished_at timestamptz,
