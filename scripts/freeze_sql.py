@@ -64,8 +64,12 @@ def write(out: Path, header: str, parts: list[str]) -> None:
 
 
 def main(args: list[str]) -> None:
+    if not args or args[0] in ("-h", "--help"):
+        raise SystemExit(__doc__)
     restore = args[:1] == ["--restore"]
     revision, files = (args[1], args[2:]) if restore else (args[0], args[1:])
+    if not (VERSIONS_DIR / f"{revision}.py").exists():
+        raise SystemExit(f"no migration alembic/versions/{revision}.py: write it first, then freeze its SQL")
     if restore:
         parts = [previous_text(revision, f) for f in in_install_order(files)]
         write(VERSIONS_DIR / revision / "restore.sql",
