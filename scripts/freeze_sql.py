@@ -64,7 +64,10 @@ def write(out: Path, header: str, parts: list[str]) -> None:
 
 
 def main(args: list[str]) -> None:
-    if not args or args[0] in ("-h", "--help"):
+    if args[:1] in (["-h"], ["--help"]):
+        print(__doc__)
+        return
+    if not args:
         raise SystemExit(__doc__)
     restore = args[:1] == ["--restore"]
     revision, files = (args[1], args[2:]) if restore else (args[0], args[1:])
