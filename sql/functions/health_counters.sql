@@ -230,6 +230,7 @@ declare
   ids uuid[];
   counts bigint[];
   firsts timestamptz[];
+  earliest timestamptz;
 begin
   for r in select pg_catalog.date_bin('1 hour', n.created_at, bucket_origin) as bucket, count(*) as total,
                   count(*) filter (where n.status = 'failed') as failed
@@ -237,11 +238,12 @@ begin
     perform smsao.bump_counter('sms', r.bucket, r.total);
     perform smsao.bump_counter('sms_failed', r.bucket, r.failed);
   end loop;
-  select pg_catalog.array_agg(g.user_id), pg_catalog.array_agg(g.n), pg_catalog.array_agg(g.first_at)
-    into ids, counts, firsts
+  select pg_catalog.array_agg(g.user_id), pg_catalog.array_agg(g.n), pg_catalog.array_agg(g.first_at),
+         pg_catalog.min(g.first_at)
+    into ids, counts, firsts, earliest
   from (select n.user_id, count(*) as n, pg_catalog.min(n.created_at) as first_at from new_rows n group by 1) g;
   perform smsao.bump_counter('orphaned_sms_logs', '-infinity', smsao.entering_orphans(ids, counts));
-  perform smsao.record_first_sms(ids, firsts);
+  perform smsao.record_first_sms(ids, firsts, earliest);
   return null;
 end
 $$;
