@@ -8,7 +8,10 @@ and what partitioning costs the writers.
 Starts its own cluster (bench/common.py), migrated to head. Retention: two months of
 `function_call_audit` 30 and 31 months back, `--rows` each, loaded by one INSERT each (through
 the parent, as the app writes), vacuumed. Then, side by side:
-  drop     smsao.drop_expired_audit_partitions() for the older month: count, DETACH, DROP;
+  drop     the retention's two steps for the older month, each its own transaction as the
+           cleanup procedure commits them: smsao.detach_expired_audit_partitions() (count,
+           DETACH) then smsao.drop_detached_audit_partitions() (DROP), with an audit writer
+           beside them (single-row INSERTs: the longest shows how long the app waited);
            before it, the same three steps timed one by one in a transaction rolled back
            (the count reads the month cold, so the function's own count then reads it warm);
            --cold: both months are first evicted from the OS page cache (and the dropped one
@@ -28,6 +31,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import threading
 import time
 from pathlib import Path
 
@@ -74,12 +78,47 @@ def load_month(conn, months_back: int, rows: int) -> str:
     return name
 
 
-def timed_drop(conn, months_back: int) -> tuple[float, int]:
+class AuditWriter(threading.Thread):
+    """The app meanwhile: single-row audit INSERTs one after another on a connection of its
+    own; `longest` is the longest any of them took (a wait for the parent's lock shows here)."""
+
+    def __init__(self, url: str):
+        super().__init__(daemon=True)
+        self.url, self.longest, self.writes = url, 0.0, 0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            while not self.stop.is_set():
+                t0 = time.perf_counter()
+                conn.execute("insert into public.function_call_audit (function_name, outcome) values ('bench', 'ok')")
+                self.longest = max(self.longest, time.perf_counter() - t0)
+                self.writes += 1
+
+    def __enter__(self) -> "AuditWriter":
+        self.start()
+        time.sleep(0.2)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        time.sleep(0.2)
+        self.stop.set()
+        self.join()
+
+
+def timed_drop(conn, url: str, months_back: int) -> dict:
+    """The retention's two steps as the cleanup procedure commits them (each its own
+    transaction: `conn` is in autocommit), with an audit writer running beside them."""
     cutoff = month_start(conn, months_back - 1)
-    t0 = time.perf_counter()
-    rows = conn.execute("select coalesce(sum(row_count), 0) from smsao.drop_expired_audit_partitions("
-                        "'function_call_audit', %s)", [cutoff]).fetchone()[0]
-    return time.perf_counter() - t0, int(rows)
+    with AuditWriter(url) as writer:
+        t0 = time.perf_counter()
+        rows = conn.execute("select coalesce(sum(row_count), 0) from smsao.detach_expired_audit_partitions("
+                            "'function_call_audit', %s)", [cutoff]).fetchone()[0]
+        t1 = time.perf_counter()
+        conn.execute("select smsao.drop_detached_audit_partitions('function_call_audit')")
+        t2 = time.perf_counter()
+    return {"rows": int(rows), "detach": t1 - t0, "drop": t2 - t1, "total": t2 - t0,
+            "longest_write": writer.longest, "writes": writer.writes}
 
 
 def drop_steps(conn, months_back: int) -> dict[str, float]:
@@ -183,13 +222,18 @@ def main() -> None:
         log("drop steps, rolled back: " + ", ".join(f"{k} {v:.3f} s" for k, v in steps.items()))
         if args.cold:
             evict(conn, f"public.{dropped_month}")   # what the steps' count read, out again
-        drop_s, drop_rows = timed_drop(conn, 31)
+        drop = timed_drop(conn, url, 31)
+        drop_s, drop_rows = drop["total"], drop["rows"]
         log(f"dropped {dropped_month}: {drop_rows:,} rows in {drop_s:.3f} s")
         batch_s, batch_rows = timed_batches(conn, 30)
         log(f"batched delete of {deleted_month}: {batch_rows:,} rows in {batch_s:.1f} s")
         print_table(["retention of one month", "rows", "s", "rows/s", "vs drop"], [
             ["partition drop (count, detach, drop)", f"{drop_rows:,}", f"{drop_s:.3f}",
              f"{drop_rows / drop_s:,.0f}", "1x"],
+            ["  step 1, its transaction: count + DETACH", "", f"{drop['detach']:.3f}", "", ""],
+            ["  step 2, its transaction: DROP (files removed at commit)", "", f"{drop['drop']:.3f}", "", ""],
+            [f"  an audit writer beside it: longest of {drop['writes']:,} INSERTs", "",
+             f"{drop['longest_write']:.3f}", "", ""],
             ["  its steps alone: exact count (cold)", "", f"{steps['count']:.3f}", "", ""],
             ["  its steps alone: DETACH + DROP (no unlink)", "", f"{steps['detach'] + steps['drop']:.3f}", "", ""],
             ["batched delete (5,000 a batch, committed)", f"{batch_rows:,}", f"{batch_s:.2f}",

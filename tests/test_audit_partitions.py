@@ -200,3 +200,45 @@ def test_cleanup_dry_run_names_the_months_it_would_drop(db):
     assert f"PII access audit: dropped 1 month partition(s): {old}" in done.stdout
     assert old not in partitions(db, "pii_access_audit")
     assert db.one("select count(*) from public.pii_access_audit") == 0
+
+
+def test_retention_detaches_then_drops_in_separate_steps_so_audit_writes_wait_only_for_the_detach(db):
+    """The committing path takes an expired month in two steps: detached (and counted) in one
+    transaction, dropped in the next. While the drop's transaction is open, the app's audit
+    writes go through: only the DETACH held the parent."""
+    old = make_month(db, "function_call_audit", 30)
+    for i in range(5):
+        add(db, "function_call_audit", f"'{old[-7:-3]}-{old[-2:]}-02'::timestamptz + interval '{i} hours'", "go")
+    progress = None
+    with db.connect() as conn:
+        while True:   # the steps of the categories before, then the detach
+            progress = conn.execute("select next_progress from smsao.data_cleanup_step(%s, 5000)",
+                                    [psycopg.types.json.Jsonb(progress) if progress else None]).fetchone()[0]
+            if "function_call_audit" in progress.get("partitions_dropped", {}):
+                break
+        assert progress["partitions_dropped"]["function_call_audit"] == [old]
+        assert progress["categories"]["function_call_audit"] == 5
+        assert old not in partitions(db, "function_call_audit")          # detached, not yet dropped
+        assert db.one("select count(*) from public.function_call_audit") == 0
+        assert db.one("select to_regclass(%s) is not null", [f"public.{old}"])
+        conn.execute("begin")
+        conn.execute("select next_progress from smsao.data_cleanup_step(%s, 5000)",
+                     [psycopg.types.json.Jsonb(progress)])               # the drop, not committed
+        with db.connect() as app:
+            app.execute("set lock_timeout = '1s'")
+            app.execute(INSERT["function_call_audit"].format(at="now()"), ["during the drop"])
+        conn.execute("commit")
+    assert db.one("select to_regclass(%s)", [f"public.{old}"]) is None
+    assert db.one("select count(*) from public.function_call_audit") == 1
+
+
+def test_a_month_detached_by_an_interrupted_run_is_dropped_by_the_next_and_a_recent_one_is_left(db):
+    old = make_month(db, "admin_audit_logs", 28)
+    recent = make_month(db, "admin_audit_logs", 3)
+    add(db, "admin_audit_logs", f"'{old[-7:-3]}-{old[-2:]}-02'::timestamptz", "go")
+    db.sql(f"select * from smsao.detach_expired_audit_partitions('admin_audit_logs', now() - interval '2 years')")
+    db.sql(f"alter table public.admin_audit_logs detach partition public.{recent}")   # by hand, recent
+    report = db.one("call smsao.run_data_cleanup(5000)")
+    assert report["partitions_dropped"]["admin_audit_logs"] == []     # counted by the interrupted run
+    assert db.one("select to_regclass(%s)", [f"public.{old}"]) is None
+    assert db.one("select to_regclass(%s) is not null", [f"public.{recent}"])   # not the retention's

@@ -29,6 +29,26 @@ def kept_attempts(db) -> int:
                   " + (select count(*) from smsao.rate_limit_keys k, unnest(k.ring) r where r is not null)")
 
 
+def hammer_one_key(db, caller, args, sessions, per_session) -> list[bool]:
+    """Every session calls the limiter per_session times with args, all starting together;
+    the answers in the order they came."""
+    start = threading.Barrier(sessions)
+    admitted = []
+
+    def hammer():
+        with db.connect() as conn:
+            start.wait()
+            for _ in range(per_session):
+                admitted.append(request(conn, caller, RL, args)[0][0])
+
+    threads = [threading.Thread(target=hammer) for _ in range(sessions)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return admitted
+
+
 def test_admits_exactly_max_then_refuses_and_audits_once_per_window(db):
     uid = db.create_user()
     me = Caller.user(uid)
@@ -107,22 +127,8 @@ def test_wrong_type_is_refused(db):
 def test_exact_under_concurrency(db):
     """16 sessions hammering one key with max_attempts = 17 admit exactly 17."""
     me = Caller.user(db.create_user())
-    sessions, per_session = 16, 8
-    start = threading.Barrier(sessions)
-    admitted = []
-
-    def hammer():
-        with db.connect() as conn:
-            start.wait()
-            for _ in range(per_session):
-                admitted.append(request(conn, me, RL, ["hot", 17, 15])[0][0])
-
-    threads = [threading.Thread(target=hammer) for _ in range(sessions)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(admitted) == sessions * per_session
+    admitted = hammer_one_key(db, me, ["hot", 17, 15], sessions=16, per_session=8)
+    assert len(admitted) == 16 * 8
     assert admitted.count(True) == 17
     assert db.one("select count(*) from public.function_call_audit where outcome = 'rate_limited'") == 1
 
@@ -257,22 +263,8 @@ def test_large_limit_exact_under_concurrency(db):
     """A limit above 100 keeps its ring in rate_limit_hits; 12 sessions on one key with
     max_attempts = 150 admit exactly 150, and the ring keeps exactly those."""
     me = Caller.user(db.create_user())
-    sessions, per_session = 12, 15
-    start = threading.Barrier(sessions)
-    admitted = []
-
-    def hammer():
-        with db.connect() as conn:
-            start.wait()
-            for _ in range(per_session):
-                admitted.append(request(conn, me, RL, ["big", 150, 15])[0][0])
-
-    threads = [threading.Thread(target=hammer) for _ in range(sessions)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert admitted.count(True) == 150 and len(admitted) == sessions * per_session
+    admitted = hammer_one_key(db, me, ["big", 150, 15], sessions=12, per_session=15)
+    assert admitted.count(True) == 150 and len(admitted) == 12 * 15
     assert db.sql("select admitted, ring_size, ring is null from smsao.rate_limit_keys")[0] == (150, 150, True)
     assert db.one("select count(*) from smsao.rate_limit_hits where at > now() - interval '15 minutes'") == 150
     age_hits(db, 15)
@@ -305,3 +297,36 @@ def test_ring_on_the_row_grows_keeping_its_attempts_in_place(db):
     # Now: 12 attempts, the newest 4 are 1 minute old (inside the window), the others older.
     assert [attempt(db, me, op="g", max_attempts=7, window=2) for _ in range(4)] == [True] * 3 + [False]
     assert db.sql("select ring_size, admitted, cardinality(ring) from smsao.rate_limit_keys")[0] == (7, 15, 7)
+
+
+def admission_writes(db, caller, op, max_attempts, window) -> list[tuple]:
+    """One admitted call's row writes in the limiter's tables, (table, updates, inserts)."""
+    with db.connect() as conn:
+        conn.execute("begin")
+        begin_request(conn, caller)
+        assert conn.execute(RL, [op, max_attempts, window]).fetchone()[0] is True
+        written = conn.execute("select relname, n_tup_upd, n_tup_ins from pg_stat_xact_user_tables "
+                               "where schemaname = 'smsao' and relname like 'rate_limit%' "
+                               "order by relname").fetchall()
+        conn.execute("commit")
+    return written
+
+
+def test_a_large_ring_is_written_once_per_admission_and_stays_exact_after_wrapping(db):
+    """A large limit's admission writes the key row and one ring row: an insert until the
+    ring has wrapped, then an update of the oldest slot. Two wraps later the ring holds exactly
+    the newest max_attempts attempts and still refuses the one past the limit."""
+    me = Caller.user(db.create_user())
+    size = 101
+    assert attempt(db, me, op="wrap", max_attempts=size, window=5) is True            # creates the key
+    assert admission_writes(db, me, "wrap", size, 5) == [("rate_limit_hits", 0, 1), ("rate_limit_keys", 1, 0)]
+    assert [attempt(db, me, op="wrap", max_attempts=size, window=5) for _ in range(size - 1)] \
+        == [True] * (size - 2) + [False]
+    for _ in range(2):
+        age_hits(db, 5)
+        assert admission_writes(db, me, "wrap", size, 5) == [("rate_limit_hits", 1, 0), ("rate_limit_keys", 1, 0)]
+        assert [attempt(db, me, op="wrap", max_attempts=size, window=5) for _ in range(size)] \
+            == [True] * (size - 1) + [False]
+    assert db.sql("select count(*), min(seq), max(seq), count(distinct slot) from smsao.rate_limit_hits") \
+        == [(size, 2 * size + 1, 3 * size, size)]
+    assert db.one("select admitted from smsao.rate_limit_keys") == 3 * size

@@ -4,6 +4,14 @@ row, which brings a single-row INSERT into the partitioned tables level with the
 unpartitioned one (docs/scaling.md, section 2c). The keys are rebuilt under the tables'
 locks: the upgrade holds audit writes (every critical RPC) for that time.
 
+The rate limiter's admission is one plain statement: the caller's key computed inline, the
+ring on the key row updated without re-reading the key, and a large ring's row inserted
+until the ring has wrapped (an update after), instead of an upsert (section 2c).
+
+The retention's partition drop becomes two steps that the cleanup procedure commits apart:
+detach the expired months (the parent locked for milliseconds), then drop them (their files
+removed without holding the parent).
+
 Revision ID: 0013_scale_speed
 Revises: 0012_analytics_speed
 Create Date: 2026-12-05
@@ -24,3 +32,4 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     apply_frozen_sql(op, "0013_scale_speed/down.sql")
+    apply_frozen_sql(op, "0013_scale_speed/restore.sql")

@@ -36,8 +36,9 @@ revoke all on function smsao.rate_limit_key() from public, anon, authenticated, 
 --      newest version of the row (READ COMMITTED's re-check), so no more than max_attempts
 --      are ever admitted in a window, and the stamp is taken after the wait.
 --      Larger limits (up to 10,000) keep their ring in smsao.rate_limit_hits: the UPDATE of
---      the key row decides (reading the deciding attempt) and the same statement overwrites
---      one ring row; the key row's lock serialises them the same way.
+--      the key row decides (reading the deciding attempt), then one ring row is written (an
+--      insert until the ring has wrapped, an update after); the key row's lock serialises
+--      them the same way.
 --   2. Refusals write nothing: when the UPDATE matched no row, one look at the committed
 --      state says why (no key yet, a ring smaller than this limit, or full). A refusal
 --      records at most one function_call_audit row per key, operation and window
@@ -65,11 +66,10 @@ declare
   key      text collate "default";
   op       text collate "default" := operation_type;
   inline   boolean := max_attempts <= 100;   -- try the ring on the key row first
-  seen     bigint;
+  uid      uuid;
+  seen     bigint;                           -- the key's newest attempt number
   kept     integer;                          -- the key's ring size
   on_row   boolean;
-  admitted_now boolean;
-  looked   boolean := false;                 -- the key's state was read by the admitting statement
   denied   timestamptz;
   deciding timestamptz;
 begin
@@ -87,7 +87,15 @@ begin
   end if;
 
   win := pg_catalog.make_interval(mins => window_minutes);
-  key := smsao.rate_limit_key();
+  -- smsao.request_uid() inline: its call (settings pinned, exception block) costs as much
+  -- as the admission's own statement. Callers without a user id: smsao.rate_limit_key().
+  begin
+    uid := coalesce(nullif(pg_catalog.current_setting('request.jwt.claim.sub', true), ''),
+                    nullif(pg_catalog.current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub')::uuid;
+  exception when invalid_text_representation then
+    uid := null;
+  end;
+  key := case when uid is not null then 'user:' || uid::text else smsao.rate_limit_key() end;
   if key like 'ip:%' and (max_attempts > 100 or window_minutes > 60) then
     raise exception 'max_attempts must be at most 100 and window_minutes at most 60 for anonymous callers, got % and %',
       max_attempts, window_minutes using errcode = '22023';
@@ -97,74 +105,64 @@ begin
   -- created, pruned or its ring grew. A few rounds always suffice.)
   for round in 1..5 loop
     -- 1. Admit: one row write. clock_timestamp() is read when the row lock is held.
-    --    For a ring on the key row, the same statement also reads the key as its snapshot
-    --    saw it, so a refusal needs no second statement (a key seen full is full now).
     if inline then
-      with admit as (
-        update smsao.rate_limit_keys k
-           set ring[k.admitted % k.ring_size + 1] = pg_catalog.clock_timestamp(),
-               admitted = k.admitted + 1,
-               retain_window = greatest(k.retain_window, win),
-               window_ends = greatest(k.window_ends,
-                                      pg_catalog.clock_timestamp() + greatest(k.retain_window, win))
-         where k.caller_key = key and k.operation_type = op
-           and k.ring is not null and k.ring_size >= max_attempts
-           and (k.admitted < max_attempts
-                or coalesce(k.ring[(k.admitted - max_attempts) % k.ring_size + 1], '-infinity')
-                   <= pg_catalog.clock_timestamp() - win)
-        returning 1
-      )
-      select exists (select from admit), k.admitted, k.ring_size, k.ring is not null, k.denied_at,
-             case when k.admitted < max_attempts or k.ring_size < max_attempts or k.ring is null then null
-                  else coalesce(k.ring[(k.admitted - max_attempts) % k.ring_size + 1], '-infinity') end
-        into admitted_now, seen, kept, on_row, denied, deciding
-        from (select) as one
-        left join smsao.rate_limit_keys k on k.caller_key = key and k.operation_type = op;
-      if admitted_now then
+      update smsao.rate_limit_keys k
+         set ring[k.admitted % k.ring_size + 1] = pg_catalog.clock_timestamp(),
+             admitted = k.admitted + 1,
+             retain_window = greatest(k.retain_window, win),
+             window_ends = greatest(k.window_ends,
+                                    pg_catalog.clock_timestamp() + greatest(k.retain_window, win))
+       where k.caller_key = key and k.operation_type = op
+         and k.ring is not null and k.ring_size >= max_attempts
+         and (k.admitted < max_attempts
+              or coalesce(k.ring[(k.admitted - max_attempts) % k.ring_size + 1], '-infinity')
+                 <= pg_catalog.clock_timestamp() - win);
+      if found then
         return true;
       end if;
-      looked := on_row is not false;   -- a key with its ring elsewhere is looked at below
     else
       -- The deciding attempt is read with the statement's snapshot: after a wait for the row
       -- lock it may not see an attempt committed meanwhile, and then it does not admit (the
       -- look below, with a new snapshot, sends the call round again).
-      with k as (
-        update smsao.rate_limit_keys k
-           set admitted = k.admitted + 1,
-               retain_window = greatest(k.retain_window, win),
-               window_ends = greatest(k.window_ends,
-                                      pg_catalog.clock_timestamp() + greatest(k.retain_window, win))
-         where k.caller_key = key and k.operation_type = op
-           and k.ring is null and k.ring_size >= max_attempts
-           and (k.admitted < max_attempts
-                or (select h.at from smsao.rate_limit_hits h
-                     where h.caller_key = key and h.operation_type = op
-                       and h.slot = ((k.admitted - max_attempts + 1) % k.ring_size)::integer
-                       and h.seq = k.admitted - max_attempts + 1) <= pg_catalog.clock_timestamp() - win)
-        returning k.admitted, k.ring_size
-      )
-      insert into smsao.rate_limit_hits as h (caller_key, operation_type, slot, seq, at)
-      select key, op, (k.admitted % k.ring_size)::integer, k.admitted, pg_catalog.clock_timestamp() from k
-      on conflict on constraint rate_limit_hits_pkey do update set seq = excluded.seq, at = excluded.at;
+      update smsao.rate_limit_keys k
+         set admitted = k.admitted + 1,
+             retain_window = greatest(k.retain_window, win),
+             window_ends = greatest(k.window_ends,
+                                    pg_catalog.clock_timestamp() + greatest(k.retain_window, win))
+       where k.caller_key = key and k.operation_type = op
+         and k.ring is null and k.ring_size >= max_attempts
+         and (k.admitted < max_attempts
+              or (select h.at from smsao.rate_limit_hits h
+                   where h.caller_key = key and h.operation_type = op
+                     and h.slot = ((k.admitted - max_attempts + 1) % k.ring_size)::integer
+                     and h.seq = k.admitted - max_attempts + 1) <= pg_catalog.clock_timestamp() - win)
+      returning k.admitted, k.ring_size into seen, kept;
       if found then
+        -- Attempts max(1, n - size + 1) .. n each have their row (smsao.grow_rate_limit_ring
+        -- keeps that too), so attempt `seen`'s slot holds an older attempt's row only once the
+        -- ring has wrapped: a plain insert before, a plain update after.
+        if seen <= kept then
+          insert into smsao.rate_limit_hits (caller_key, operation_type, slot, seq, at)
+          values (key, op, (seen % kept)::integer, seen, pg_catalog.clock_timestamp());
+        else
+          update smsao.rate_limit_hits h set seq = seen, at = pg_catalog.clock_timestamp()
+           where h.caller_key = key and h.operation_type = op and h.slot = (seen % kept)::integer;
+        end if;
         return true;
       end if;
     end if;
 
     -- 2. Not admitted: why? Committed state, no lock.
-    if not looked then
-      select k.admitted, k.ring_size, k.ring is not null, k.denied_at,
-             case when k.admitted < max_attempts or k.ring_size < max_attempts then null
-                  when k.ring is not null
-                  then coalesce(k.ring[(k.admitted - max_attempts) % k.ring_size + 1], '-infinity')
-                  else (select h.at from smsao.rate_limit_hits h
-                         where h.caller_key = key and h.operation_type = op
-                           and h.slot = ((k.admitted - max_attempts + 1) % k.ring_size)::integer
-                           and h.seq = k.admitted - max_attempts + 1) end
-        into seen, kept, on_row, denied, deciding
-        from smsao.rate_limit_keys k where k.caller_key = key and k.operation_type = op;
-    end if;
-    looked := false;
+    select k.admitted, k.ring_size, k.ring is not null, k.denied_at,
+           case when k.admitted < max_attempts or k.ring_size < max_attempts then null
+                when k.ring is not null
+                then coalesce(k.ring[(k.admitted - max_attempts) % k.ring_size + 1], '-infinity')
+                else (select h.at from smsao.rate_limit_hits h
+                       where h.caller_key = key and h.operation_type = op
+                         and h.slot = ((k.admitted - max_attempts + 1) % k.ring_size)::integer
+                         and h.seq = k.admitted - max_attempts + 1) end
+      into seen, kept, on_row, denied, deciding
+      from smsao.rate_limit_keys k where k.caller_key = key and k.operation_type = op;
     if seen is null then
       -- A new key: its first attempt.
       insert into smsao.rate_limit_keys as k
