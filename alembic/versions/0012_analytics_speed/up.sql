@@ -801,7 +801,7 @@ revoke all on function smsao.analytics_recount_all_months() from public, anon, a
 -- every sender has one. Called by the sms_logs insert counter (smsao.count_sms_logs_insert,
 -- sql/functions/health_counters.sql) with the statement's users and each one's earliest row,
 -- from the grouping it makes for the orphan counters anyway: one pass over the statement's rows
--- serves both (a trigger of its own measured 1.22-1.25x a 10,000-user statement, this 1.17x);
+-- serves both (a trigger of its own measured 1.22-1.25x a 10,000-user statement, this 1.15x);
 -- `earliest` is the least of `times`, which that grouping finds for free.
 -- A statement of few users looks each one up (an index probe). One of many users (a bulk load
 -- over a large part of the senders) first asks one pass over the sent_sms rows which of them
