@@ -215,7 +215,9 @@ $$;
 revoke all on function smsao.count_credit_requests_delete() from public, anon, authenticated, service_role;
 
 -- sms_logs: per-hour totals and failures (`sms`, `sms_failed`), and orphaned_sms_logs.
--- Hours older than 48 h are not kept: the health check reads the last 25.
+-- Hours older than 48 h are not kept: the health check reads the last 25. The same grouping
+-- of the rows by user also feeds the analytics' sent_sms milestone (smsao.record_first_sms,
+-- sql/functions/analytics_triggers.sql): one pass over a bulk statement's rows for both.
 create or replace function smsao.count_sms_logs_insert() returns trigger
   language plpgsql security definer
   set search_path = ''
@@ -227,6 +229,8 @@ declare
   r record;
   ids uuid[];
   counts bigint[];
+  firsts timestamptz[];
+  earliest timestamptz;
 begin
   for r in select pg_catalog.date_bin('1 hour', n.created_at, bucket_origin) as bucket, count(*) as total,
                   count(*) filter (where n.status = 'failed') as failed
@@ -234,9 +238,12 @@ begin
     perform smsao.bump_counter('sms', r.bucket, r.total);
     perform smsao.bump_counter('sms_failed', r.bucket, r.failed);
   end loop;
-  select pg_catalog.array_agg(g.user_id), pg_catalog.array_agg(g.n) into ids, counts
-  from (select n.user_id, count(*) as n from new_rows n group by 1) g;
+  select pg_catalog.array_agg(g.user_id), pg_catalog.array_agg(g.n), pg_catalog.array_agg(g.first_at),
+         pg_catalog.min(g.first_at)
+    into ids, counts, firsts, earliest
+  from (select n.user_id, count(*) as n, pg_catalog.min(n.created_at) as first_at from new_rows n group by 1) g;
   perform smsao.bump_counter('orphaned_sms_logs', '-infinity', smsao.entering_orphans(ids, counts));
+  perform smsao.record_first_sms(ids, firsts, earliest);
   return null;
 end
 $$;

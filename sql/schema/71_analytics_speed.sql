@@ -31,11 +31,16 @@ create table smsao.event_firsts (
 create index event_firsts_time_idx on smsao.event_firsts (event_name, first_at) include (user_id, exact);
 
 -- Every SMS statement asks which of its users had sent before (sql/functions/
--- analytics_triggers.sql, smsao.analytics_sms_logs_insert): answered from this index alone,
+-- analytics_triggers.sql, smsao.record_first_sms): answered from this index alone,
 -- a probe is half the cost of the primary key's (which visits the table for first_at), and a
 -- pass over all senders reads only theirs. Written only on a user's first SMS.
 create index user_milestones_sent_sms_idx on smsao.user_milestones (user_id) include (first_at)
   where milestone = 'sent_sms';
+
+-- sent_sms is recorded from the sms_logs insert counter's own grouping of the statement's rows
+-- (smsao.count_sms_logs_insert calls smsao.record_first_sms): its trigger of revision 0010 goes.
+drop trigger if exists sms_logs_analytics_insert on public.sms_logs;
+drop function if exists smsao.analytics_sms_logs_insert();
 
 -- The funnel became one query built per call (smsao.funnel_first_sql, smsao.funnel_next_sql):
 -- the step functions of revision 0010, which passed arrays of users from step to step, go.

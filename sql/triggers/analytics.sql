@@ -9,9 +9,8 @@ create trigger profiles_analytics_insert
 create trigger profiles_analytics_delete
   after delete on public.profiles referencing old table as old_rows
   for each statement execute function smsao.analytics_profiles_delete();
-create trigger sms_logs_analytics_insert
-  after insert on public.sms_logs referencing new table as new_rows
-  for each statement execute function smsao.analytics_sms_logs_insert();
+-- sent_sms: no trigger of its own; the sms_logs insert counter (sql/triggers/health_counters.sql)
+-- hands it the statement's users (smsao.record_first_sms).
 create trigger campaigns_analytics_insert
   after insert on public.campaigns referencing new table as new_rows
   for each statement execute function smsao.analytics_campaigns_insert();

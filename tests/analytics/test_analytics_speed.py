@@ -120,3 +120,40 @@ def test_a_bulk_sms_statement_of_many_users_records_exactly_their_first_sms(db):
     days = dict(((d, e), n) for d, e, n in db.sql(
         "select day, event_name, sum(events)::int from smsao.event_counts group by 1, 2 having sum(events) <> 0"))
     assert days == Recount(db.conn).event_days()
+
+
+def test_one_sms_statement_mixing_orphans_new_and_old_senders_keeps_counters_and_milestones(db):
+    """The sms_logs insert counter groups the statement's rows once for the orphan counters and
+    sent_sms (revision 0012): owners with and without a profile, who sent before or never, in
+    one statement of many users (the single pass) and one of few (a probe each)."""
+    def users(n: int, with_profile: bool) -> list[uuid.UUID]:
+        ids = [uuid.uuid4() for _ in range(n)]
+        if with_profile:  # the signup trigger writes each profile
+            db.sql("insert into auth.users (id, email) select u, u || '@t.ao' from unnest(%s::uuid[]) u", [ids])
+        return ids
+
+    old, new, orphan_old, orphan_new = users(600, True), users(400, True), users(100, False), users(200, False)
+    send = ("insert into public.sms_logs (user_id, recipient, status, created_at)"
+            " select u, '+244900000001', case when i %% 7 = 0 then 'failed' else 'sent' end,"
+            " %s::timestamptz + i * interval '1 second' from unnest(%s::uuid[]) with ordinality x(u, i)")
+    db.sql(send, [at("2026-01-01"), old + orphan_old])
+    # Many users, two rows for some of them (the earliest counts), old senders' rows dated later.
+    db.sql(send, [at("2026-02-01"), old + new + orphan_old + orphan_new + new[:50] + orphan_new[:50]])
+    # Few users: one of each kind, one old sender's row dated before their first.
+    db.sql(send, [at("2025-12-01"), [old[0], uuid.uuid4(), orphan_old[0], users(1, True)[0]]])
+
+    stored = dict(db.sql("select user_id, first_at from smsao.user_milestones where milestone = 'sent_sms'"))
+    recount = Recount(db.conn)
+    assert stored == recount.milestones["sent_sms"] and len(stored) == 1302
+    assert stored[old[0]] == at("2025-12-01") + timedelta(seconds=1)
+    assert stored[old[1]] == at("2026-01-01") + timedelta(seconds=2)
+    assert stored[new[0]] == at("2026-02-01") + timedelta(seconds=601)
+    assert stored[orphan_new[0]] == at("2026-02-01") + timedelta(seconds=1101)
+    days = dict(((d, e), n) for d, e, n in db.sql(
+        "select day, event_name, sum(events)::int from smsao.event_counts group by 1, 2 having sum(events) <> 0"))
+    assert days == Recount(db.conn).event_days()
+    orphans = db.one("select sum(value) from smsao.health_counters where metric = 'orphaned_sms_logs'")
+    assert orphans == 2 * 100 + 1 + 200 + 50 + 1  # rows of the 302 owners without a profile
+    failures = {r.name: r.detail for r in integrity.run(db.url)
+                if not r.passed and r.name.startswith(("counter_", "analytics_"))}
+    assert failures == {}

@@ -14,3 +14,4 @@ drop table if exists smsao.event_firsts;
 drop index if exists public.profiles_created_brin;
 drop index if exists smsao.user_milestones_sent_sms_idx;
 drop function if exists smsao.funnel_sql(text[]);
+drop function if exists smsao.record_first_sms(uuid[], timestamptz[], timestamptz);
