@@ -5,15 +5,12 @@ and what partitioning costs the writers.
     .venv/bin/python bench/partition_bench.py              # 1M rows a month, ~3 minutes
     .venv/bin/python bench/partition_bench.py --rows 10000000 [--cold]
 
-Starts its own cluster (bench/common.py), migrated to head. Retention: three months of
-`function_call_audit` 30, 31 and 32 months back, `--rows` each, loaded by one INSERT each (through
+Starts its own cluster (bench/common.py), migrated to head. Retention: two months of
+`function_call_audit` 30 and 31 months back, `--rows` each, loaded by one INSERT each (through
 the parent, as the app writes), vacuumed. Then, side by side:
-  drop     the retention's two steps for the older month, each its own transaction as the
-           cleanup procedure commits them: smsao.detach_expired_audit_partitions() (count,
-           DETACH) then smsao.drop_detached_audit_partitions() (DROP), with an audit writer
-           beside them (single-row INSERTs: the longest shows how long the app waited);
-           the month 32 months back first goes the same way in one transaction, as
-           public.production_data_cleanup() (which cannot commit) does it;
+  drop     smsao.drop_expired_audit_partitions() for the older month: count, DETACH, DROP,
+           with an audit writer beside it (single-row INSERTs: the longest shows how long the
+           app waited; the DROP's files are removed after the commit has released the locks);
            before it, the same three steps timed one by one in a transaction rolled back
            (the count reads the month cold, so the function's own count then reads it warm);
            --cold: both months are first evicted from the OS page cache (and the dropped one
@@ -108,21 +105,16 @@ class AuditWriter(threading.Thread):
         self.join()
 
 
-def timed_drop(conn, url: str, months_back: int, one_transaction: bool = False) -> dict:
-    """The retention's two steps as the cleanup procedure commits them (each its own
-    transaction: `conn` is in autocommit), or both in one transaction as
-    public.production_data_cleanup() runs them, with an audit writer running beside them."""
+def timed_drop(conn, url: str, months_back: int) -> dict:
+    """smsao.drop_expired_audit_partitions (count, DETACH, DROP in one transaction, as the
+    cleanup runs it), with an audit writer running beside it."""
     cutoff = month_start(conn, months_back - 1)
     with AuditWriter(url) as writer:
         t0 = time.perf_counter()
-        step1 = ("drop_expired_audit_partitions" if one_transaction else "detach_expired_audit_partitions")
-        rows = conn.execute(f"select coalesce(sum(row_count), 0) from smsao.{step1}("
+        rows = conn.execute("select coalesce(sum(row_count), 0) from smsao.drop_expired_audit_partitions("
                             "'function_call_audit', %s)", [cutoff]).fetchone()[0]
-        t1 = time.perf_counter()
-        conn.execute("select smsao.drop_detached_audit_partitions('function_call_audit')")
-        t2 = time.perf_counter()
-    return {"rows": int(rows), "detach": t1 - t0, "drop": t2 - t1, "total": t2 - t0,
-            "longest_write": writer.longest, "writes": writer.writes}
+        total = time.perf_counter() - t0
+    return {"rows": int(rows), "total": total, "longest_write": writer.longest, "writes": writer.writes}
 
 
 def drop_steps(conn, months_back: int) -> dict[str, float]:
@@ -215,20 +207,17 @@ def main() -> None:
     with scratch_cluster() as url, psycopg.connect(url, autocommit=True) as conn:
         conn.execute(PLAIN)
         t0 = time.perf_counter()
-        at_once_month = load_month(conn, 32, args.rows)
         dropped_month = load_month(conn, 31, args.rows)
         deleted_month = load_month(conn, 30, args.rows)
-        log(f"loaded 3 x {args.rows:,} rows in {time.perf_counter() - t0:.1f} s")
+        log(f"loaded 2 x {args.rows:,} rows in {time.perf_counter() - t0:.1f} s")
         conn.execute("checkpoint")
         if args.cold:
-            gb = sum(evict(conn, f"public.{m}") for m in (at_once_month, dropped_month, deleted_month)) / 1e9
-            log(f"evicted {gb:.2f} GB of the three months from the page cache")
+            gb = sum(evict(conn, f"public.{m}") for m in (dropped_month, deleted_month)) / 1e9
+            log(f"evicted {gb:.2f} GB of the two months from the page cache")
         steps = drop_steps(conn, 31)
         log("drop steps, rolled back: " + ", ".join(f"{k} {v:.3f} s" for k, v in steps.items()))
         if args.cold:
             evict(conn, f"public.{dropped_month}")   # what the steps' count read, out again
-        at_once = timed_drop(conn, url, 32, one_transaction=True)
-        log(f"dropped {at_once_month} in one transaction: {at_once['rows']:,} rows in {at_once['total']:.3f} s")
         drop = timed_drop(conn, url, 31)
         drop_s, drop_rows = drop["total"], drop["rows"]
         log(f"dropped {dropped_month}: {drop_rows:,} rows in {drop_s:.3f} s")
@@ -237,16 +226,10 @@ def main() -> None:
         print_table(["retention of one month", "rows", "s", "rows/s", "vs drop"], [
             ["partition drop (count, detach, drop)", f"{drop_rows:,}", f"{drop_s:.3f}",
              f"{drop_rows / drop_s:,.0f}", "1x"],
-            ["  step 1, its transaction: count + DETACH", "", f"{drop['detach']:.3f}", "", ""],
-            ["  step 2, its transaction: DROP (files removed at commit)", "", f"{drop['drop']:.3f}", "", ""],
             [f"  an audit writer beside it: longest of {drop['writes']:,} INSERTs", "",
              f"{drop['longest_write']:.3f}", "", ""],
             ["  its steps alone: exact count (cold)", "", f"{steps['count']:.3f}", "", ""],
             ["  its steps alone: DETACH + DROP (no unlink)", "", f"{steps['detach'] + steps['drop']:.3f}", "", ""],
-            ["the same in one transaction (production_data_cleanup), another month", f"{at_once['rows']:,}",
-             f"{at_once['total']:.3f}", f"{at_once['rows'] / at_once['total']:,.0f}", ""],
-            [f"  an audit writer beside it: longest of {at_once['writes']:,} INSERTs", "",
-             f"{at_once['longest_write']:.3f}", "", ""],
             ["batched delete (5,000 a batch, committed)", f"{batch_rows:,}", f"{batch_s:.2f}",
              f"{batch_rows / batch_s:,.0f}", f"{batch_s / drop_s:.0f}x slower"]],
             title="Retention (function_call_audit)")

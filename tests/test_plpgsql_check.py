@@ -33,9 +33,8 @@ ACCEPTED_PERFORMANCE: list[tuple[str, str]] = [
     # It runs a program (COPY ... FROM PROGRAM, necessarily dynamic: the program's path is
     # data): volatile by nature, which plpgsql_check cannot see through dynamic SQL.
     ("smsao.run_recovery_program(text)", "routine is marked as VOLATILE, should be STABLE"),
-    # They detach and drop partitions, through dynamic SQL plpgsql_check cannot classify.
-    ("smsao.detach_expired_audit_partitions(text,timestamp with time zone)", "routine is marked as VOLATILE"),
-    ("smsao.drop_detached_audit_partitions(text)", "routine is marked as VOLATILE"),
+    # It detaches and drops partitions, through dynamic SQL plpgsql_check cannot classify.
+    ("smsao.drop_expired_audit_partitions(text,timestamp with time zone,boolean)", "routine is marked as VOLATILE"),
 ]
 
 

@@ -8,10 +8,6 @@ The rate limiter's admission is one plain statement: the caller's key computed i
 ring on the key row updated without re-reading the key, and a large ring's row inserted
 until the ring has wrapped (an update after), instead of an upsert (section 2c).
 
-The retention's partition drop becomes two steps that the cleanup procedure commits apart:
-detach the expired months (the parent locked for milliseconds), then drop them (their files
-removed without holding the parent).
-
 Revision ID: 0013_scale_speed
 Revises: 0012_analytics_speed
 Create Date: 2026-12-05

@@ -128,22 +128,25 @@ end
 $$;
 revoke all on function smsao.premake_audit_partitions(integer) from public, anon, authenticated, service_role;
 
--- The end of the month an audit partition holds, told from its name (`<table>_pYYYY_MM`);
--- NULL for any other name (the parents, the default partitions).
-create or replace function smsao.audit_partition_month_end(partition_name text) returns timestamptz
-  language sql stable
+-- Retention by partition: every month of `category` that ends at or before `cutoff` (so
+-- every row in it is older than the cutoff) is counted, detached and dropped; a month that
+-- straddles the cutoff stays, for the batched delete. Returns the partitions dropped (or,
+-- with dry_run, that would be) and their rows.
+-- DETACH and DROP take an ACCESS EXCLUSIVE lock on the parent for a moment; lock_timeout
+-- bounds the wait, and a month that could not be locked stays for the next run (its rows
+-- are then deleted in batches by this run, as before partitioning: the rule holds either
+-- way). DETACH ... CONCURRENTLY cannot run inside a function or procedure.
+create or replace function smsao.drop_expired_audit_partitions(category text, cutoff timestamptz,
+                                                                dry_run boolean default false)
+  returns table (partition_name text, row_count bigint)
+  language plpgsql security definer
   set search_path = ''
+  set smsao.audit_retention = 'on'
+  set lock_timeout = '2s'
 as $$
-  select case when partition_name ~ '^(admin_audit_logs|pii_access_audit|function_call_audit)_p\d{4}_\d{2}$'
-              then (pg_catalog.to_date(pg_catalog.right(partition_name, 7), 'YYYY_MM')::timestamp
-                    + interval '1 month') at time zone 'UTC' end
-$$;
-revoke all on function smsao.audit_partition_month_end(text) from public, anon, authenticated, service_role;
-
-create or replace function smsao.check_audit_retention_args(category text, cutoff timestamptz) returns void
-  language plpgsql stable
-  set search_path = ''
-as $$
+declare
+  p record;
+  n bigint;
 begin
   if category is null or category not in ('admin_audit_logs', 'pii_access_audit', 'function_call_audit') then
     raise exception 'category must be an audit table, got %', coalesce(category, 'NULL') using errcode = '22023';
@@ -152,99 +155,20 @@ begin
     raise exception 'cutoff must be at most now() - 2 years, got %', coalesce(cutoff::text, 'NULL')
       using errcode = '22023';
   end if;
-end
-$$;
-revoke all on function smsao.check_audit_retention_args(text, timestamptz) from public, anon, authenticated, service_role;
-
--- Retention by partition, in two steps, each its own transaction on the committing path
--- (smsao.data_cleanup_step), so that the app's audit writes wait only for the DETACH:
---   1. detach: every month of `category` that ends at or before `cutoff` (so every row in it
---      is older than the cutoff) is counted and detached. DETACH takes an ACCESS EXCLUSIVE
---      lock on the parent, held to the end of the transaction: a few milliseconds here. The
---      count runs first, holding no lock on the parent.
---   2. drop: the detached months are dropped. Their files are removed when that transaction
---      commits (a second or more for a month of 10M rows on a disk that trims on delete:
---      docs/scaling.md, 2c), holding only the detached table's own lock.
--- A month that straddles the cutoff stays, for the batched delete. lock_timeout bounds the
--- wait for the parent, and a month that could not be locked stays for the next run (its rows
--- are then deleted in batches by this run, as before partitioning: the rule holds either
--- way). A run interrupted between the steps leaves a detached month, which the next run's
--- drop step takes. DETACH ... CONCURRENTLY cannot run inside a function or procedure.
-create or replace function smsao.detach_expired_audit_partitions(category text, cutoff timestamptz)
-  returns table (partition_name text, row_count bigint)
-  language plpgsql security definer
-  set search_path = ''
-  set lock_timeout = '2s'
-as $$
-declare
-  p record;
-  n bigint;
-begin
-  perform smsao.check_audit_retention_args(category, cutoff);
   for p in select a.partition, a.name from smsao.audit_partitions() a
             where a.parent = category and a.to_ts <= cutoff order by a.to_ts loop
     begin
       execute pg_catalog.format('select count(*) from %s', p.partition) into n;
-      execute pg_catalog.format('alter table public.%I detach partition %s', category, p.partition);
+      if not dry_run then
+        execute pg_catalog.format('alter table public.%I detach partition %s', category, p.partition);
+        execute pg_catalog.format('drop table %s', p.partition);
+      end if;
       partition_name := p.name;
       row_count := n;
       return next;
     exception when lock_not_available then
       raise log 'retention: % is busy, its rows go in batches this time', p.name;
     end;
-  end loop;
-end
-$$;
-revoke all on function smsao.detach_expired_audit_partitions(text, timestamptz)
-  from public, anon, authenticated, service_role;
-
--- Step 2: drops every detached month of `category` past the 2 years (a table named like its
--- partitions that no longer is one); returns how many. A recent month detached by hand is
--- left alone (the drop guard would refuse it anyway).
-create or replace function smsao.drop_detached_audit_partitions(category text) returns integer
-  language plpgsql security definer
-  set search_path = ''
-  set smsao.audit_retention = 'on'
-as $$
-declare
-  t record;
-  dropped integer := 0;
-begin
-  perform smsao.check_audit_retention_args(category, pg_catalog.now() - interval '2 years');
-  for t in select c.oid::regclass as rel from pg_catalog.pg_class c
-            where c.relnamespace = 'public'::regnamespace and c.relkind = 'r' and not c.relispartition
-              and pg_catalog.starts_with(c.relname, category || '_p')
-              and smsao.audit_partition_month_end(c.relname) <= pg_catalog.now() - interval '2 years' loop
-    execute pg_catalog.format('drop table %s', t.rel);
-    dropped := dropped + 1;
-  end loop;
-  return dropped;
-end
-$$;
-revoke all on function smsao.drop_detached_audit_partitions(text) from public, anon, authenticated, service_role;
-
--- Both steps in one transaction (the contract's function, which cannot commit), or with
--- dry_run the months they would take and their rows.
-create or replace function smsao.drop_expired_audit_partitions(category text, cutoff timestamptz,
-                                                                dry_run boolean default false)
-  returns table (partition_name text, row_count bigint)
-  language plpgsql security definer
-  set search_path = ''
-as $$
-declare
-  p record;
-begin
-  if not dry_run then
-    return query select * from smsao.detach_expired_audit_partitions(category, cutoff);
-    perform smsao.drop_detached_audit_partitions(category);
-    return;
-  end if;
-  perform smsao.check_audit_retention_args(category, cutoff);
-  for p in select a.partition, a.name from smsao.audit_partitions() a
-            where a.parent = category and a.to_ts <= cutoff order by a.to_ts loop
-    partition_name := p.name;
-    execute pg_catalog.format('select count(*) from %s', p.partition) into row_count;
-    return next;
   end loop;
 end
 $$;
@@ -286,7 +210,9 @@ begin
   for d in select o.object_name from pg_catalog.pg_event_trigger_dropped_objects() o
             where o.object_type = 'table' and o.schema_name = 'public'
               and o.object_name ~ '^(admin_audit_logs|pii_access_audit|function_call_audit)(_p\d{4}_\d{2}|_default)?$' loop
-    month_end := smsao.audit_partition_month_end(d.object_name);
+    month_end := case when d.object_name ~ '_p\d{4}_\d{2}$'
+                      then (pg_catalog.to_date(pg_catalog.right(d.object_name, 7), 'YYYY_MM')::timestamp
+                            + interval '1 month') at time zone 'UTC' end;
     if pg_catalog.current_setting('smsao.audit_retention', true) is distinct from 'on'
        or month_end is null or month_end > pg_catalog.now() - interval '2 years' then
       raise exception 'dropping %.% is not allowed: audit trails are kept 2 years, and only the retention cleanup drops a month past them',

@@ -147,8 +147,7 @@ revoke all on function smsao.cleanup_batch(text, timestamptz, timestamptz, integ
 -- to start and then what the previous step returned; it carries the cutoffs (fixed when
 -- the run starts), the position and the counts, and is the final report once done:
 --   {"started_at", "cutoffs": {category: ts}, "categories": {category: deleted},
---    "total", "batches", "dry_run": false, "position": {"index", "resume_at", "partitions"}}
--- ("partitions": an audit category's months past the cutoff, detached, then done).
+--    "total", "batches", "dry_run": false, "position": {"index", "resume_at"}}
 -- Kept apart from the procedure so that the procedure body holds no expression at all
 -- (it cannot pin search_path, see smsao.run_data_cleanup).
 create or replace function smsao.data_cleanup_step(progress jsonb, batch_size integer,
@@ -164,7 +163,6 @@ declare
   b record;
   dropped jsonb;
   dropped_rows bigint;
-  phase text;
 begin
   if batch_size is null or batch_size < 1 then
     raise exception 'batch_size must be a positive integer' using errcode = '22023';
@@ -190,29 +188,22 @@ begin
   cat := cats[idx];
   resume := (progress #>> '{position,resume_at}')::timestamptz;
 
-  -- An audit category starts with its whole months past the cutoff, in two steps of their
-  -- own, each committed by the procedure: detach them (counted), then drop them (their files
-  -- removed without holding the parent: smsao.detach_expired_audit_partitions).
+  -- An audit category starts with its whole months past the cutoff: one step of its own,
+  -- so the procedure commits the drops before the batches.
   if cat in ('admin_audit_logs', 'pii_access_audit', 'function_call_audit')
-     and coalesce(progress #>> '{position,partitions}', 'detach') <> 'done' then
-    if progress #>> '{position,partitions}' is null then
-      select coalesce(pg_catalog.jsonb_agg(d.partition_name order by d.partition_name), '[]'::jsonb),
-             coalesce(sum(d.row_count), 0)::bigint
-        into dropped, dropped_rows
-        from smsao.detach_expired_audit_partitions(cat, (progress #>> array['cutoffs', cat])::timestamptz) d;
-      progress := pg_catalog.jsonb_set(progress, array['categories', cat],
-                    pg_catalog.to_jsonb((progress #>> array['categories', cat])::bigint + dropped_rows));
-      progress := progress || pg_catalog.jsonb_build_object(
-                    'total', (progress ->> 'total')::bigint + dropped_rows,
-                    'partitions_dropped', coalesce(progress -> 'partitions_dropped', '{}'::jsonb)
-                                          || pg_catalog.jsonb_build_object(cat, dropped));
-      phase := 'detached';
-    else
-      perform smsao.drop_detached_audit_partitions(cat);
-      phase := 'done';
-    end if;
-    progress := progress || pg_catalog.jsonb_build_object('position',
-                  pg_catalog.jsonb_build_object('index', idx, 'resume_at', resume, 'partitions', phase));
+     and not coalesce((progress #>> '{position,partitions_done}')::boolean, false) then
+    select coalesce(pg_catalog.jsonb_agg(d.partition_name order by d.partition_name), '[]'::jsonb),
+           coalesce(sum(d.row_count), 0)::bigint
+      into dropped, dropped_rows
+      from smsao.drop_expired_audit_partitions(cat, (progress #>> array['cutoffs', cat])::timestamptz) d;
+    progress := pg_catalog.jsonb_set(progress, array['categories', cat],
+                  pg_catalog.to_jsonb((progress #>> array['categories', cat])::bigint + dropped_rows));
+    progress := progress || pg_catalog.jsonb_build_object(
+                  'total', (progress ->> 'total')::bigint + dropped_rows,
+                  'partitions_dropped', coalesce(progress -> 'partitions_dropped', '{}'::jsonb)
+                                        || pg_catalog.jsonb_build_object(cat, dropped),
+                  'position', pg_catalog.jsonb_build_object('index', idx, 'resume_at', resume,
+                                                            'partitions_done', true));
     next_progress := progress;
     done := false;
     return;
@@ -234,7 +225,7 @@ begin
   end if;
   progress := progress || pg_catalog.jsonb_build_object('position',
                 pg_catalog.jsonb_build_object('index', idx, 'resume_at', resume,
-                  'partitions', case when b.finished then null else 'done' end));
+                  'partitions_done', not b.finished));
   done := idx > cardinality(cats);
   next_progress := case when done then progress - 'position' else progress end;
 end

@@ -11,9 +11,3 @@ create index pii_access_audit_created_idx on public.pii_access_audit (created_at
 alter table public.function_call_audit drop constraint function_call_audit_pkey,
   add constraint function_call_audit_pkey primary key (id, created_at);
 create index function_call_audit_created_idx on public.function_call_audit (created_at);
-
--- The retention's two-step partition drop (restore.sql puts back 0011's one-step function).
-drop function smsao.detach_expired_audit_partitions(text, timestamptz);
-drop function smsao.drop_detached_audit_partitions(text);
-drop function smsao.check_audit_retention_args(text, timestamptz);
-drop function smsao.audit_partition_month_end(text);
