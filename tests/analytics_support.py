@@ -182,3 +182,21 @@ class Recount:
         for _, e, t in self.events:
             counts[(t.astimezone(timezone.utc).date(), e)] += 1
         return dict(counts)
+
+
+def add_sales(db) -> tuple[datetime, datetime, list[uuid.UUID]]:
+    """Sales over two months at 2.5 a credit: three buyers of 100 credits last month, one of
+    them again this month (40 credits), and that buyer's SMS this month. Returns the first
+    instants of last month and this month (UTC) and the buyers."""
+    this_month = datetime.now(timezone.utc).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    last_month = (this_month - timedelta(days=1)).replace(day=1)
+    db.sql("insert into public.credit_prices (valid_from, price_per_credit) values ('2020-01-01', 2.5)")
+    buyers = [add_user(db.conn, last_month + timedelta(hours=i)) for i in range(3)]
+    for u in buyers:
+        db.sql("insert into public.credit_requests (user_id, amount, status, created_at, processed_at)"
+               " values (%s, 100, 'approved', %s, %s)", [u, last_month + timedelta(days=1), last_month + timedelta(days=2)])
+    db.sql("insert into public.credit_requests (user_id, amount, status, created_at, processed_at)"
+           " values (%s, 40, 'approved', %s, %s)", [buyers[0], this_month, this_month])
+    db.sql("insert into public.sms_logs (user_id, recipient, created_at) values (%s, '+244900000001', %s)",
+           [buyers[0], this_month])
+    return last_month, this_month, buyers

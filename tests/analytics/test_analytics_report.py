@@ -2,26 +2,14 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
 
-from analytics_support import add_user
+from analytics_support import add_sales
 from cli_support import smsao_db
 
 
 def test_report_shows_the_months_funnel_cohorts_and_events(db):
-    now = datetime.now(timezone.utc)
-    this_month = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    last_month = (this_month - timedelta(days=1)).replace(day=1)
-    db.sql("insert into public.credit_prices (valid_from, price_per_credit) values ('2020-01-01', 2.5)")
+    last_month, this_month, buyers = add_sales(db)
     db.sql("insert into public.acquisition_spend (month, channel, amount) values (%s, 'radio', 300)", [this_month.date()])
-    buyers = [add_user(db.conn, last_month + timedelta(hours=i)) for i in range(3)]
-    for u in buyers:
-        db.sql("insert into public.credit_requests (user_id, amount, status, created_at, processed_at)"
-               " values (%s, 100, 'approved', %s, %s)", [u, last_month + timedelta(days=1), last_month + timedelta(days=2)])
-    db.sql("insert into public.credit_requests (user_id, amount, status, created_at, processed_at)"
-           " values (%s, 40, 'approved', %s, %s)", [buyers[0], this_month, this_month])
-    db.sql("insert into public.sms_logs (user_id, recipient, created_at) values (%s, '+244900000001', %s)",
-           [buyers[0], this_month])
     db.sql("insert into public.business_events (user_id, event_name, occurred_at) values (%s, 'opened_app', %s)",
            [buyers[1], this_month])
 

@@ -6,20 +6,17 @@ from __future__ import annotations
 import csv
 import http.client
 import io
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from analytics_support import add_user
-from support import PROJECT_DIR
+from analytics_support import add_sales
+from browser_support import ARTIFACTS, browser  # noqa: F401 (a fixture)
 from runner.monitoring.store import DashboardStore
 from runner.web.app import DashboardServer
 
-ARTIFACTS = PROJECT_DIR / "test-artifacts"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 @pytest.fixture
@@ -51,34 +48,12 @@ def get(server, path: str) -> tuple[int, dict, str]:
 @pytest.fixture
 def history(db):
     """Three months of sales: three buyers last month, one again this month, an SMS, an event."""
-    now = datetime.now(timezone.utc)
-    this_month = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    last_month = (this_month - timedelta(days=1)).replace(day=1)
-    db.sql("insert into public.credit_prices (valid_from, price_per_credit) values ('2020-01-01', 2.5)")
+    last_month, this_month, buyers = add_sales(db)
     db.sql("insert into public.acquisition_spend (month, channel, amount) values (%s, 'radio', 300)", [last_month.date()])
-    buyers = [add_user(db.conn, last_month + timedelta(hours=i)) for i in range(3)]
-    for u in buyers:
-        db.sql("insert into public.credit_requests (user_id, amount, status, created_at, processed_at)"
-               " values (%s, 100, 'approved', %s, %s)", [u, last_month + timedelta(days=1), last_month + timedelta(days=2)])
-    db.sql("insert into public.credit_requests (user_id, amount, status, created_at, processed_at)"
-           " values (%s, 40, 'approved', %s, %s)", [buyers[0], this_month, this_month])
-    db.sql("insert into public.sms_logs (user_id, recipient, created_at) values (%s, '+244900000001', %s)",
-           [buyers[0], this_month])
     db.sql("insert into public.business_events (user_id, event_name, occurred_at) values (%s, 'opened_app', %s)",
            [buyers[1], last_month + timedelta(days=1, hours=12)])
     db.months = (last_month.date(), this_month.date())
     return db
-
-
-@pytest.fixture(scope="module")
-def browser():
-    playwright = pytest.importorskip("playwright.sync_api")
-    if not Path("/usr/bin/chromium").exists():
-        pytest.skip("Debian chromium is not installed (./dev test installs it)")
-    with playwright.sync_playwright() as p:
-        b = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 @pytest.fixture

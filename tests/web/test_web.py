@@ -19,6 +19,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from monitoring_support import add_config, service_role_login
+from browser_support import ARTIFACTS, browser  # noqa: F401 (a fixture)
 from support import PROJECT_DIR, Caller, login_url, new_home, remove_new_home, serving
 from runner import migrate
 from runner.embedded import Cluster, free_port
@@ -27,10 +28,7 @@ from runner.monitoring.store import DashboardStore
 from runner.web import app as web
 from runner.web.app import DashboardServer, prometheus_name
 
-ARTIFACTS = PROJECT_DIR / "test-artifacts"
 SMSAO_DB = Path(sys.executable).parent / "smsao-db"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 def report(status: str, **metrics) -> dict:
@@ -606,17 +604,6 @@ def test_malformed_requests_get_a_4xx_not_a_traceback_or_a_hang(db, server, capl
 
 
 # -- the page in a real browser -------------------------------------------------------------
-@pytest.fixture(scope="module")
-def browser():
-    playwright = pytest.importorskip("playwright.sync_api")
-    if not Path("/usr/bin/chromium").exists():
-        pytest.skip("Debian chromium is not installed (./dev test installs it)")
-    with playwright.sync_playwright() as p:
-        b = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
-
-
 @pytest.fixture
 def page(browser):
     context = browser.new_context(viewport={"width": 1200, "height": 1000})
