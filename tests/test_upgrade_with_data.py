@@ -25,7 +25,7 @@ from monitoring_support import wait_for_run
 from runner import migrate, schedule
 from support import PROJECT_DIR, SERVICE, Caller, request
 
-RELEASED = "0011_scale"
+RELEASED = "0013_scale_speed"
 VERSIONS = PROJECT_DIR / "alembic" / "versions"
 
 # sha256 of every file of every released revision: a released migration never changes what
@@ -71,6 +71,15 @@ RELEASED_FILES = {
     "0011_scale/restore.sql": "e24838c2ff732da5e771c4581917d4cfcd81cda2399356dfb7059add13afb4f5",
     "0011_scale/up.sql": "25b1502afe4943a7d1439c64a9a9fea2b30a4a499e4242fd6262472bc2dab871",
     "0011_scale.py": "6d5a6a468c6f04b651dadef51a85b76ffaccd4966895ce24868be2d38b2f3f46",
+    "0012_analytics_speed.py": "ebe5b36542a2e5567f621360f041fed3963d3b6db6ef156f711e0bacf23eb7f5",
+    "0012_analytics_speed/down.sql": "0d2230e1d5de5522bb3ed343f05ccd2aea8ade064268fe172a5261ba6c01be36",
+    "0012_analytics_speed/down_after_restore.sql": "47c83506f06228d497b73526f119c5e2b4bde07fdd0eccaa58500c98c910c566",
+    "0012_analytics_speed/restore.sql": "b47f5d652dd1987d184a4d92181565fd997344c397b7ed1243a2416cce0f672e",
+    "0012_analytics_speed/up.sql": "2b68945245b800fc8d23c5e0746549e3301e1a0baab947d733d206344d435fe6",
+    "0013_scale_speed.py": "d58596080b1c30ae7541de5bfdc337de23a37ab17ee7c7ba23d66455fe2c3361",
+    "0013_scale_speed/down.sql": "f3bb3aff4a491751788bc776efa2638be627cb1ffab26b471e08c82c3e44b2bf",
+    "0013_scale_speed/restore.sql": "e0f29062b8dd621330c3978971edbd7b4c664a805617f1e7af9a3726a2814221",
+    "0013_scale_speed/up.sql": "27ddd82b6c4f1e8c36bbe6b58d63dd9ae21e1963c947d5c4b85c20dece05cfe2",
 }
 RELEASED_REVISIONS = sorted({name.split("/")[0].removesuffix(".py") for name in RELEASED_FILES})
 
