@@ -160,23 +160,35 @@ def seed_state(conn, op: str, keys: int, hits: int, retain: int, window_min: int
         hits = f"({hits} - i % {vary})"
     # Revision 0011: a ring of at most 100 attempts lives on the key row (attempt s in
     # ring[(s - 1) % retain + 1]); larger rings in smsao.rate_limit_hits (slot s % retain).
+    # Revision 0014: a larger ring keeps its newest attempts, up to 100, in the array on the
+    # row (moved to the hits table 100 at a time: here at every hundredth attempt).
     on_row = retain <= 100 and has_column(conn, "rate_limit_keys", "ring")
+    arrays = retain > 100 and ring_is_required(conn)
     ring = (f"array(select case when s >= 1 then now() end "
             f"from generate_series({hits} - {retain} + 1, {hits}) s "
             f"order by ((s - 1) % {retain} + {retain}) % {retain})")
+    if arrays:
+        ring = f"array_fill(now(), array[{hits} % 100])"
     conn.execute(f"""
       insert into smsao.rate_limit_keys (caller_key, operation_type, admitted, ring_size, retain_window,
-                                         window_ends, denied_at{', ring' if on_row else ''})
+                                         window_ends, denied_at{', ring' if on_row or arrays else ''})
         select {key}, '{op}', {hits}, {retain}, make_interval(mins => {window_min}),
                now() + make_interval(mins => {window_min}), {'now()' if denied else 'null'}
-               {(', ' + ring) if on_row else ''}
+               {(', ' + ring) if on_row or arrays else ''}
         from generate_series(1, {keys}) i""")
     if on_row:
         return
+    moved = f"({hits} - {hits} % 100)" if arrays else hits
     conn.execute(f"""
       insert into smsao.rate_limit_hits (caller_key, operation_type, slot, seq, at)
         select {key}, '{op}', s % {retain}, s, now()
-        from generate_series(1, {keys}) i, generate_series(greatest(1, {hits} - {retain} + 1), {hits}) s""")
+        from generate_series(1, {keys}) i, generate_series(greatest(1, {moved} - {retain} + 1), {moved}) s""")
+
+
+def ring_is_required(conn) -> bool:
+    """Revision 0014 on: every key has an array (a large ring's newest attempts)."""
+    return conn.execute("select attnotnull from pg_attribute where attrelid = 'smsao.rate_limit_keys'::regclass "
+                        "and attname = 'ring'").fetchone() == (True,)
 
 
 def has_column(conn, table: str, column: str) -> bool:

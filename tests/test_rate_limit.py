@@ -260,15 +260,17 @@ def test_an_admission_is_one_write_of_the_key_row_with_no_advisory_lock(db):
 
 
 def test_large_limit_exact_under_concurrency(db):
-    """A limit above 100 keeps its ring in rate_limit_hits; 12 sessions on one key with
-    max_attempts = 150 admit exactly 150, and the ring keeps exactly those."""
+    """A limit above 100 keeps its newest attempts, up to 100, in the array on the key row and
+    the older ones in rate_limit_hits; 12 sessions on one key with max_attempts = 250 admit
+    exactly 250, across two moves of a full array, and the ring keeps exactly those."""
     me = Caller.user(db.create_user())
-    admitted = hammer_one_key(db, me, ["big", 150, 15], sessions=12, per_session=15)
-    assert admitted.count(True) == 150 and len(admitted) == 12 * 15
-    assert db.sql("select admitted, ring_size, ring is null from smsao.rate_limit_keys")[0] == (150, 150, True)
-    assert db.one("select count(*) from smsao.rate_limit_hits where at > now() - interval '15 minutes'") == 150
+    admitted = hammer_one_key(db, me, ["big", 250, 15], sessions=12, per_session=25)
+    assert admitted.count(True) == 250 and len(admitted) == 12 * 25
+    assert db.sql("select admitted, ring_size, cardinality(ring) from smsao.rate_limit_keys")[0] == (250, 250, 50)
+    assert db.sql("select count(*), min(seq), max(seq) from smsao.rate_limit_hits")[0] == (200, 1, 200)
+    assert kept_attempts(db) == 250
     age_hits(db, 15)
-    assert attempt(db, me, op="big", max_attempts=150) is True      # the window slid for the large ring
+    assert attempt(db, me, op="big", max_attempts=250) is True      # the window slid for the large ring
 
 
 def test_ring_moves_from_the_key_row_to_the_hits_table_and_stays_exact(db):
@@ -280,9 +282,12 @@ def test_ring_moves_from_the_key_row_to_the_hits_table_and_stays_exact(db):
     # The large limit sees the 3 attempts already made: 117 more, then full.
     got = [attempt(db, me, op="mix", max_attempts=120, window=5) for _ in range(118)]
     assert got == [True] * 117 + [False]
-    assert db.sql("select ring is null, ring_size, admitted from smsao.rate_limit_keys")[0] == (True, 120, 120)
+    # Attempts 1-3 went to the hits table with the ring's growth; 4-103 followed when the
+    # array filled; 104-120 are in the array.
+    assert db.sql("select ring_size, admitted, cardinality(ring) from smsao.rate_limit_keys")[0] == (120, 120, 17)
+    assert db.one("select max(seq) from smsao.rate_limit_hits") == 103
     assert kept_attempts(db) == 120
-    assert attempt(db, me, op="mix", max_attempts=3, window=5) is False   # the small limit, now from the hits
+    assert attempt(db, me, op="mix", max_attempts=3, window=5) is False   # the small limit, from the array
     age_hits(db, 5)
     assert [attempt(db, me, op="mix", max_attempts=3, window=5) for _ in range(4)] == [True] * 3 + [False]
 
@@ -313,20 +318,23 @@ def admission_writes(db, caller, op, max_attempts, window) -> list[tuple]:
 
 
 def test_a_large_ring_is_written_once_per_admission_and_stays_exact_after_wrapping(db):
-    """A large limit's admission writes the key row and one ring row: an insert until the
-    ring has wrapped, then an update of the oldest slot. Two wraps later the ring holds exactly
-    the newest max_attempts attempts and still refuses the one past the limit."""
+    """A large limit's admission writes the key row alone; the one that finds the array on the
+    row full (100 attempts) moves them to the hits table in one statement first. Three moves
+    later, the ring having wrapped, it holds the newest max_attempts attempts and still
+    refuses the one past the limit."""
     me = Caller.user(db.create_user())
     size = 101
-    assert attempt(db, me, op="wrap", max_attempts=size, window=5) is True            # creates the key
-    assert admission_writes(db, me, "wrap", size, 5) == [("rate_limit_hits", 0, 1), ("rate_limit_keys", 1, 0)]
-    assert [attempt(db, me, op="wrap", max_attempts=size, window=5) for _ in range(size - 1)] \
-        == [True] * (size - 2) + [False]
+    assert [attempt(db, me, op="wrap", max_attempts=size, window=5) for _ in range(size - 1)] == [True] * (size - 1)
+    assert db.one("select count(*) from smsao.rate_limit_hits") == 0
+    assert admission_writes(db, me, "wrap", size, 5) == [("rate_limit_hits", 0, 100), ("rate_limit_keys", 2, 0)]
+    assert attempt(db, me, op="wrap", max_attempts=size, window=5) is False
     for _ in range(2):
         age_hits(db, 5)
-        assert admission_writes(db, me, "wrap", size, 5) == [("rate_limit_hits", 1, 0), ("rate_limit_keys", 1, 0)]
+        assert admission_writes(db, me, "wrap", size, 5) == [("rate_limit_hits", 0, 0), ("rate_limit_keys", 1, 0)]
         assert [attempt(db, me, op="wrap", max_attempts=size, window=5) for _ in range(size)] \
             == [True] * (size - 1) + [False]
+    # Attempts 1-300 went in three moves (slot s % 101: the last 101 of them kept), 301-303
+    # are in the array.
     assert db.sql("select count(*), min(seq), max(seq), count(distinct slot) from smsao.rate_limit_hits") \
-        == [(size, 2 * size + 1, 3 * size, size)]
-    assert db.one("select admitted from smsao.rate_limit_keys") == 3 * size
+        == [(size, 200, 300, size)]
+    assert db.sql("select admitted, cardinality(ring) from smsao.rate_limit_keys") == [(3 * size, 3)]

@@ -27,21 +27,23 @@ revoke all on function smsao.rate_limit_key() from public, anon, authenticated, 
 -- Exact sliding window: admits when fewer than max_attempts attempts were admitted in the
 -- last window_minutes. State: smsao.rate_limit_keys, one row per (caller, operation), and a
 -- ring of the key's newest attempts, numbered 1, 2, 3... (sql/schema/40_hardening.sql,
--- 60_scale.sql). The max_attempts-th newest attempt decides: the call is refused when it
--- was admitted inside the window.
---   1. An admission is one conditional UPDATE of the key row. For limits up to 100 the ring
---      is an array on that row, so the UPDATE both decides and records: it overwrites the
---      slot of the attempt that decides it (the max_attempts-th newest), and the row lock
---      serialises concurrent admissions: a call that waited re-checks its WHERE against the
---      newest version of the row (READ COMMITTED's re-check), so no more than max_attempts
---      are ever admitted in a window, and the stamp is taken after the wait.
---      Larger limits (up to 10,000) keep their ring in smsao.rate_limit_hits: the UPDATE of
---      the key row decides (reading the deciding attempt), then one ring row is written (an
---      insert until the ring has wrapped, an update after); the key row's lock serialises
---      them the same way.
+-- 60_scale.sql, 64_large_rings.sql). The max_attempts-th newest attempt decides: the call is
+-- refused when it was admitted inside the window.
+--   1. An admission is one conditional UPDATE of the key row, which both decides and
+--      records, and whose row lock serialises concurrent admissions: a call that waited
+--      re-checks its WHERE against the newest version of the row (READ COMMITTED's
+--      re-check), so no more than max_attempts are ever admitted in a window, and the stamp
+--      is taken after the wait.
+--      For limits up to 100 the whole ring is an array on that row: the UPDATE overwrites
+--      the slot of the attempt that decides it (the max_attempts-th newest).
+--      Larger limits (up to 10,000) keep their older attempts in smsao.rate_limit_hits and
+--      their newest ones, up to 100, appended to the array on the key row; the deciding
+--      attempt is read from whichever holds it. One admission in 100 finds the array full
+--      and first moves it to the hits table (smsao.flush_rate_limit_ring, under the key
+--      row's lock): 100 rows in one statement, instead of one row written by every call.
 --   2. Refusals write nothing: when the UPDATE matched no row, one look at the committed
---      state says why (no key yet, a ring smaller than this limit, or full). A refusal
---      records at most one function_call_audit row per key, operation and window
+--      state says why (no key yet, a ring smaller than this limit, a full array, or full).
+--      A refusal records at most one function_call_audit row per key, operation and window
 --      (smsao.record_rate_limit_denial).
 -- No advisory lock. Every lookup is by full primary key, so no plan depends on the tables'
 -- statistics (they are stale after a crash empties the UNLOGGED tables, or after pruning).
@@ -65,11 +67,12 @@ declare
   -- primary key (default collation): every lookup below would scan the whole table.
   key      text collate "default";
   op       text collate "default" := operation_type;
-  inline   boolean := max_attempts <= 100;   -- try the ring on the key row first
+  inline   boolean := max_attempts <= 100;   -- try the small ring's UPDATE first
   uid      uuid;
   seen     bigint;                           -- the key's newest attempt number
   kept     integer;                          -- the key's ring size
-  on_row   boolean;
+  on_row   boolean;                          -- the whole ring is on the key row (limits up to 100)
+  newest   integer;                          -- a large ring: its attempts in the array on the row
   denied   timestamptz;
   deciding timestamptz;
 begin
@@ -102,7 +105,7 @@ begin
   end if;
 
   -- (A round ends without an answer only when the key changed shape under the call: it was
-  -- created, pruned or its ring grew. A few rounds always suffice.)
+  -- created, pruned, its ring grew or its array was moved. A few rounds always suffice.)
   for round in 1..5 loop
     -- 1. Admit: one row write. clock_timestamp() is read when the row lock is held.
     if inline then
@@ -113,74 +116,64 @@ begin
              window_ends = greatest(k.window_ends,
                                     pg_catalog.clock_timestamp() + greatest(k.retain_window, win))
        where k.caller_key = key and k.operation_type = op
-         and k.ring is not null and k.ring_size >= max_attempts
+         and k.ring_size <= 100 and k.ring_size >= max_attempts
          and (k.admitted < max_attempts
               or coalesce(k.ring[(k.admitted - max_attempts) % k.ring_size + 1], '-infinity')
                  <= pg_catalog.clock_timestamp() - win);
-      if found then
-        return true;
-      end if;
     else
-      -- The deciding attempt is read with the statement's snapshot: after a wait for the row
-      -- lock it may not see an attempt committed meanwhile, and then it does not admit (the
-      -- look below, with a new snapshot, sends the call round again).
+      -- The array holds attempts admitted - cardinality(ring) + 1 .. admitted, in order; the
+      -- hits table every older attempt the ring keeps (attempt s in slot s % ring_size). A
+      -- deciding attempt read from the hits table is read with the statement's snapshot:
+      -- after a wait for the row lock it may not see the array moved there meanwhile, and
+      -- then it does not admit (the look below, with a new snapshot, sends the call round).
       update smsao.rate_limit_keys k
-         set admitted = k.admitted + 1,
+         set ring = k.ring || pg_catalog.clock_timestamp(),
+             admitted = k.admitted + 1,
              retain_window = greatest(k.retain_window, win),
              window_ends = greatest(k.window_ends,
                                     pg_catalog.clock_timestamp() + greatest(k.retain_window, win))
        where k.caller_key = key and k.operation_type = op
-         and k.ring is null and k.ring_size >= max_attempts
+         and k.ring_size > 100 and k.ring_size >= max_attempts
+         and pg_catalog.cardinality(k.ring) < 100
          and (k.admitted < max_attempts
-              or (select h.at from smsao.rate_limit_hits h
-                   where h.caller_key = key and h.operation_type = op
-                     and h.slot = ((k.admitted - max_attempts + 1) % k.ring_size)::integer
-                     and h.seq = k.admitted - max_attempts + 1) <= pg_catalog.clock_timestamp() - win)
-      returning k.admitted, k.ring_size into seen, kept;
-      if found then
-        -- Attempts max(1, n - size + 1) .. n each have their row (smsao.grow_rate_limit_ring
-        -- keeps that too), so attempt `seen`'s slot holds an older attempt's row only once the
-        -- ring has wrapped: a plain insert before, a plain update after.
-        if seen <= kept then
-          insert into smsao.rate_limit_hits (caller_key, operation_type, slot, seq, at)
-          values (key, op, (seen % kept)::integer, seen, pg_catalog.clock_timestamp());
-        else
-          update smsao.rate_limit_hits h set seq = seen, at = pg_catalog.clock_timestamp()
-           where h.caller_key = key and h.operation_type = op and h.slot = (seen % kept)::integer;
-        end if;
-        return true;
-      end if;
+              or case when pg_catalog.cardinality(k.ring) >= max_attempts
+                      then coalesce(k.ring[pg_catalog.cardinality(k.ring) - max_attempts + 1], '-infinity')
+                      else (select h.at from smsao.rate_limit_hits h
+                             where h.caller_key = key and h.operation_type = op
+                               and h.slot = ((k.admitted - max_attempts + 1) % k.ring_size)::integer
+                               and h.seq = k.admitted - max_attempts + 1) end
+                 <= pg_catalog.clock_timestamp() - win);
+    end if;
+    if found then
+      return true;
     end if;
 
     -- 2. Not admitted: why? Committed state, no lock.
-    select k.admitted, k.ring_size, k.ring is not null, k.denied_at,
+    select k.admitted, k.ring_size, k.ring_size <= 100, pg_catalog.cardinality(k.ring), k.denied_at,
            case when k.admitted < max_attempts or k.ring_size < max_attempts then null
-                when k.ring is not null
+                when k.ring_size <= 100
                 then coalesce(k.ring[(k.admitted - max_attempts) % k.ring_size + 1], '-infinity')
+                when pg_catalog.cardinality(k.ring) >= max_attempts
+                then coalesce(k.ring[pg_catalog.cardinality(k.ring) - max_attempts + 1], '-infinity')
                 else (select h.at from smsao.rate_limit_hits h
                        where h.caller_key = key and h.operation_type = op
                          and h.slot = ((k.admitted - max_attempts + 1) % k.ring_size)::integer
                          and h.seq = k.admitted - max_attempts + 1) end
-      into seen, kept, on_row, denied, deciding
+      into seen, kept, on_row, newest, denied, deciding
       from smsao.rate_limit_keys k where k.caller_key = key and k.operation_type = op;
     if seen is null then
-      -- A new key: its first attempt.
+      -- A new key: its first attempt, in the array on the row whatever the limit.
       insert into smsao.rate_limit_keys as k
         (caller_key, operation_type, admitted, ring_size, retain_window, window_ends, ring)
       values (key, op, 1, max_attempts, win, pg_catalog.clock_timestamp() + win,
-              case when max_attempts <= 100 then array[pg_catalog.clock_timestamp()] end)
+              array[pg_catalog.clock_timestamp()])
       on conflict on constraint rate_limit_keys_pkey do nothing;
       if found then
-        if max_attempts > 100 then
-          insert into smsao.rate_limit_hits as h (caller_key, operation_type, slot, seq, at)
-          values (key, op, (1 % max_attempts)::integer, 1, pg_catalog.clock_timestamp())
-          on conflict on constraint rate_limit_hits_pkey do update set seq = excluded.seq, at = excluded.at;
-        end if;
         return true;
       end if;
       continue;
     end if;
-    if max_attempts > kept or (on_row and max_attempts > 100) then
+    if max_attempts > kept then
       perform smsao.grow_rate_limit_ring(key, op, max_attempts);
       inline := max_attempts <= 100;
       continue;
@@ -190,6 +183,9 @@ begin
         perform smsao.record_rate_limit_denial(key, op, max_attempts, window_minutes);
       end if;
       return false;
+    end if;
+    if not on_row and newest >= 100 then
+      perform smsao.flush_rate_limit_ring(key, op);   -- admissible, but the array is full
     end if;
     inline := on_row;   -- admissible now (the window slid, or the key changed): again
   end loop;
@@ -204,10 +200,11 @@ grant execute on function public.enhanced_security_rate_limit(text, integer, int
 
 -- A call with a larger limit than the key's ring: the ring grows to it, under the key row's
 -- lock (which every admission of the key takes too). Up to 100 attempts the ring stays on
--- the key row; past that it moves to smsao.rate_limit_hits (slot seq % size). Attempts the
--- old ring had already dropped are kept as '-infinity' (outside every window), so that every
--- attempt number in the new ring has its entry: the deciding look of a large ring never
--- finds a gap.
+-- the key row; past that its attempts move to smsao.rate_limit_hits (slot seq % size) and
+-- the array on the row starts empty. A large ring growing keeps its array and re-slots the
+-- attempts in the hits table. Attempts the old ring had already dropped are kept as
+-- '-infinity' (outside every window), so that every attempt number in the new ring has its
+-- entry: the deciding look of a large ring never finds a gap.
 create or replace function smsao.grow_rate_limit_ring(key text, op text, new_size integer) returns void
   language plpgsql
   set search_path = ''
@@ -217,6 +214,7 @@ declare
   size   integer;
   stamps timestamptz[];
   grown  timestamptz[];
+  moved  bigint;                           -- the newest attempt the hits table holds
   seqs   bigint[];
   ats    timestamptz[];
 begin
@@ -226,7 +224,7 @@ begin
   if not found or size >= new_size then
     return;   -- pruned, or grown by another call meanwhile
   end if;
-  if stamps is not null and new_size <= 100 then
+  if new_size <= 100 then
     -- On the row: attempt j moves from slot (j - 1) % size + 1 to (j - 1) % new_size + 1.
     select pg_catalog.array_agg(case when j > n - size then stamps[((j - 1) % size + 1)::integer]
                                      else '-infinity'::timestamptz end order by (j - 1) % new_size)
@@ -236,26 +234,58 @@ begin
      where k.caller_key = key and k.operation_type = op;
     return;
   end if;
-  if stamps is not null then
+  if size <= 100 then
     seqs := array(select j from pg_catalog.generate_series(greatest(n - size + 1, 1), n) j);
     ats := array(select stamps[((j - 1) % size + 1)::integer] from pg_catalog.unnest(seqs) j);
+    moved := n;
+    stamps := '{}';
   else
-    with moved as (
+    with taken as (
       delete from smsao.rate_limit_hits h where h.caller_key = key and h.operation_type = op
       returning h.seq, h.at
     )
-    select pg_catalog.array_agg(m.seq), pg_catalog.array_agg(m.at) into seqs, ats from moved m;
+    select pg_catalog.array_agg(t.seq), pg_catalog.array_agg(t.at) into seqs, ats from taken t;
+    moved := n - pg_catalog.cardinality(stamps);   -- the newer ones stay in the array
   end if;
   -- (A multi-argument unnest is FROM-clause syntax, not a pg_catalog function.)
   insert into smsao.rate_limit_hits (caller_key, operation_type, slot, seq, at)
   select key, op, (j % new_size)::integer, j, coalesce(m.at, '-infinity')
-    from pg_catalog.generate_series(greatest(n - new_size + 1, 1), n) j
+    from pg_catalog.generate_series(greatest(n - new_size + 1, 1), moved) j
     left join unnest(seqs, ats) as m(seq, at) on m.seq = j;
-  update smsao.rate_limit_keys k set ring = null, ring_size = new_size
+  update smsao.rate_limit_keys k set ring = stamps, ring_size = new_size
    where k.caller_key = key and k.operation_type = op;
 end
 $$;
 revoke all on function smsao.grow_rate_limit_ring(text, text, integer) from public, anon, authenticated, service_role;
+
+-- A large ring's array on the key row is full (100 attempts): they move to the hits table
+-- in one statement, under the key row's lock, and the array starts again empty. Attempt s
+-- goes to slot s % ring_size, over the attempt ring_size older, which the ring no longer
+-- keeps.
+create or replace function smsao.flush_rate_limit_ring(key text, op text) returns void
+  language plpgsql
+  set search_path = ''
+as $$
+declare
+  n      bigint;
+  size   integer;
+  stamps timestamptz[];
+begin
+  select k.admitted, k.ring_size, k.ring into n, size, stamps
+    from smsao.rate_limit_keys k where k.caller_key = key and k.operation_type = op
+  for update;
+  if not found or size <= 100 or pg_catalog.cardinality(stamps) < 100 then
+    return;   -- pruned, or moved by another call meanwhile
+  end if;
+  insert into smsao.rate_limit_hits as h (caller_key, operation_type, slot, seq, at)
+  select key, op, ((n - 100 + i) % size)::integer, n - 100 + i, coalesce(stamps[i], '-infinity')
+    from pg_catalog.generate_series(1, 100) i
+  on conflict on constraint rate_limit_hits_pkey do update set seq = excluded.seq, at = excluded.at;
+  update smsao.rate_limit_keys k set ring = '{}'
+   where k.caller_key = key and k.operation_type = op;
+end
+$$;
+revoke all on function smsao.flush_rate_limit_ring(text, text) from public, anon, authenticated, service_role;
 
 -- A refusal: counted nowhere in the key's state, and written to function_call_audit only
 -- when it is the key's first refusal within its window, so a flood of refused calls
