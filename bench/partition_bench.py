@@ -16,6 +16,9 @@ the parent, as the app writes), vacuumed. Then, side by side:
            --cold: both months are first evicted from the OS page cache (and the dropped one
            again after the steps), as a month two years old is: the DROP's commit truncates its
            files, and for a month still in the cache the kernel frees every cached page then
+  floor    the filesystem alone: files of the dropped month's sizes (heap and indexes, each
+           segment), written beside the data directory and flushed, then unlinked: what any
+           DROP of that month costs on this disk, whatever the database does
   batched  the same code path the retention used before partitions, for the other month:
            smsao.cleanup_batch() in batches of 5,000, each committed (as run_data_cleanup)
 Inserts: the same rows into function_call_audit (partitioned, with its guards) and into
@@ -158,6 +161,42 @@ def evict(conn, table: str) -> int:
     return evicted
 
 
+def relation_files(conn, table: str) -> list[Path]:
+    """The files of a table and its indexes (every 1 GB segment)."""
+    data = Path(conn.execute("show data_directory").fetchone()[0])
+    rels = conn.execute("select pg_relation_filepath(%s::regclass) union all "
+                        "select pg_relation_filepath(indexrelid) from pg_index where indrelid = %s::regclass",
+                        [table, table]).fetchall()
+    return [f for (rel,) in rels for f in data.glob(rel + "*")]
+
+
+def timed_rm(sizes: list[int], beside: Path, cold: bool) -> float:
+    """The filesystem's own floor for a DROP: files of the same sizes, written in the data
+    directory's filesystem and flushed to disk (evicted from the page cache too with --cold),
+    removed with unlink. Seconds the unlinks take."""
+    folder = beside / "rm-floor"
+    folder.mkdir()
+    chunk = bytes(8 << 20)
+    files = []
+    for i, size in enumerate(sizes):
+        path = folder / str(i)
+        with open(path, "wb") as f:
+            for _ in range(size // len(chunk)):
+                f.write(chunk)
+            f.write(bytes(size % len(chunk)))
+            f.flush()
+            os.fsync(f.fileno())
+            if cold:
+                os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+        files.append(path)
+    t0 = time.perf_counter()
+    for path in files:
+        path.unlink()
+    elapsed = time.perf_counter() - t0
+    folder.rmdir()
+    return elapsed
+
+
 def past_months(conn, months: int) -> None:
     """Empty monthly partitions for the last `months` months (those the migration did not make)."""
     for back in range(1, months + 1):
@@ -218,9 +257,13 @@ def main() -> None:
         log("drop steps, rolled back: " + ", ".join(f"{k} {v:.3f} s" for k, v in steps.items()))
         if args.cold:
             evict(conn, f"public.{dropped_month}")   # what the steps' count read, out again
+        files = relation_files(conn, f"public.{dropped_month}")
+        sizes, data_parent = [f.stat().st_size for f in files], files[0].parents[3]
         drop = timed_drop(conn, url, 31)
         drop_s, drop_rows = drop["total"], drop["rows"]
         log(f"dropped {dropped_month}: {drop_rows:,} rows in {drop_s:.3f} s")
+        rm_s = timed_rm(sizes, data_parent, args.cold)
+        log(f"floor: unlink of {len(sizes)} files, {sum(sizes) / 1e9:.2f} GB, in {rm_s:.3f} s")
         batch_s, batch_rows = timed_batches(conn, 30)
         log(f"batched delete of {deleted_month}: {batch_rows:,} rows in {batch_s:.1f} s")
         print_table(["retention of one month", "rows", "s", "rows/s", "vs drop"], [
@@ -230,6 +273,8 @@ def main() -> None:
              f"{drop['longest_write']:.3f}", "", ""],
             ["  its steps alone: exact count (cold)", "", f"{steps['count']:.3f}", "", ""],
             ["  its steps alone: DETACH + DROP (no unlink)", "", f"{steps['detach'] + steps['drop']:.3f}", "", ""],
+            [f"floor: the filesystem unlinking files of its size ({sum(sizes) / 1e9:.2f} GB)", "", f"{rm_s:.3f}", "",
+             f"drop {drop_s / rm_s:.2f}x this"],
             ["batched delete (5,000 a batch, committed)", f"{batch_rows:,}", f"{batch_s:.2f}",
              f"{batch_rows / batch_s:,.0f}", f"{batch_s / drop_s:.0f}x slower"]],
             title="Retention (function_call_audit)")

@@ -20,6 +20,9 @@ Key shapes (issue 10):
             not a key's first call, which inserts it; refuses on full keys, 5 per 60 minutes)
   10k large 10,000 callers at a large limit, as the 1k keys shape (keys holding 300 hits,
             admits at 10,000 per minute; refuses at 300 per 60 minutes)
+  (both large shapes also admit past their limit: keys holding 300-399 attempts two minutes
+   old, called at 300 per minute, so the deciding attempt is read from the hits table, a
+   large limit's steady state)
   hot key   every connection as one caller (admits at 10,000 per minute, a fresh key each
             round and a bounded number of calls, --hot-calls per connection, so that every
             call is admitted and the key holds up to thousands of hits; refuses on a key
@@ -93,6 +96,7 @@ def set_users(users: int) -> None:
             sh.name = f"{users // 1000}k keys"
     SETUP_SQL = setup_sql()
 REFUSE_WINDOW = 60
+SLID = 300                   # large shapes, past their limit: max_attempts per 1 minute
 
 def setup_sql() -> str:
     return f"""
@@ -146,7 +150,7 @@ SETUP_SQL = setup_sql()
 
 
 def seed_state(conn, op: str, keys: int, hits: int, retain: int, window_min: int, denied: bool = False,
-               vary: int = 0) -> None:
+               vary: int = 0, age_min: int = 0) -> None:
     """Steady state before a run, written straight into the limiter's tables: every key of
     the shape holds `hits` attempts admitted just now (seq 1..hits), kept in a ring of `retain`
     attempts and `window_min` minutes, exactly what `hits` admitted calls leave behind.
@@ -154,41 +158,44 @@ def seed_state(conn, op: str, keys: int, hits: int, retain: int, window_min: int
     every key of a flood is after its first refused call; the refusing runs measure that
     steady state (the first refusal of a key per window costs one logged audit insert).
     vary: key i holds hits - i % vary attempts instead, so that the keys are not all at the same
-    point of their rings (as in a steady state)."""
+    point of their rings (as in a steady state).
+    age_min: the attempts were admitted that many minutes ago (0: just now)."""
     key = f"'user:' || ({UID.format(n='i')})"
     if vary:
         hits = f"({hits} - i % {vary})"
     # Revision 0011: a ring of at most 100 attempts lives on the key row (attempt s in
     # ring[(s - 1) % retain + 1]); larger rings in smsao.rate_limit_hits (slot s % retain).
     # Revision 0014: a larger ring keeps its newest attempts, up to 100, in the array on the
-    # row (moved to the hits table 100 at a time: here at every hundredth attempt).
+    # row, and the older ones in chunks of 100 (chunk c: attempts 100c + 1 .. 100c + 100, in
+    # slot c % (retain / 100 + 2), rounded up).
     on_row = retain <= 100 and has_column(conn, "rate_limit_keys", "ring")
-    arrays = retain > 100 and ring_is_required(conn)
-    ring = (f"array(select case when s >= 1 then now() end "
+    chunks = retain > 100 and has_column(conn, "rate_limit_hits", "stamps")
+    stamp = f"now() - make_interval(mins => {age_min})"
+    ring = (f"array(select case when s >= 1 then {stamp} end "
             f"from generate_series({hits} - {retain} + 1, {hits}) s "
             f"order by ((s - 1) % {retain} + {retain}) % {retain})")
-    if arrays:
-        ring = f"array_fill(now(), array[{hits} % 100])"
+    if chunks:
+        ring = f"array_fill({stamp}, array[{hits} % 100])"
     conn.execute(f"""
       insert into smsao.rate_limit_keys (caller_key, operation_type, admitted, ring_size, retain_window,
-                                         window_ends, denied_at{', ring' if on_row or arrays else ''})
+                                         window_ends, denied_at{', ring' if on_row or chunks else ''})
         select {key}, '{op}', {hits}, {retain}, make_interval(mins => {window_min}),
                now() + make_interval(mins => {window_min}), {'now()' if denied else 'null'}
-               {(', ' + ring) if on_row or arrays else ''}
+               {(', ' + ring) if on_row or chunks else ''}
         from generate_series(1, {keys}) i""")
     if on_row:
         return
-    moved = f"({hits} - {hits} % 100)" if arrays else hits
+    if chunks:
+        conn.execute(f"""
+          insert into smsao.rate_limit_hits (caller_key, operation_type, slot, chunk, stamps)
+            select {key}, '{op}', c % (({retain} + 99) / 100 + 1), c, array_fill({stamp}, array[100])
+            from generate_series(1, {keys}) i,
+                 generate_series((greatest(1, {hits} - {retain} + 1) - 1) / 100, {hits} / 100 - 1) c""")
+        return
     conn.execute(f"""
       insert into smsao.rate_limit_hits (caller_key, operation_type, slot, seq, at)
-        select {key}, '{op}', s % {retain}, s, now()
-        from generate_series(1, {keys}) i, generate_series(greatest(1, {moved} - {retain} + 1), {moved}) s""")
-
-
-def ring_is_required(conn) -> bool:
-    """Revision 0014 on: every key has an array (a large ring's newest attempts)."""
-    return conn.execute("select attnotnull from pg_attribute where attrelid = 'smsao.rate_limit_keys'::regclass "
-                        "and attname = 'ring'").fetchone() == (True,)
+        select {key}, '{op}', s % {retain}, s, {stamp}
+        from generate_series(1, {keys}) i, generate_series(greatest(1, {hits} - {retain} + 1), {hits}) s""")
 
 
 def has_column(conn, table: str, column: str) -> bool:
@@ -221,6 +228,7 @@ class Variant:
     call: str = ""
     op: str = ""              # the limiter's operation_type (admit / refuse)
     bounded: bool = False     # hot admits: a fixed number of calls per connection
+    max_attempts: int = 0     # admits: the call's limit (0: the shape's admit_max)
 
     @property
     def key(self) -> str:
@@ -254,6 +262,8 @@ def variants() -> list[Variant]:
               if sh.tag == "k10" else []),
             Variant(f"admits ({sh.admit_max}/1 min)", sh, "admit", op=f"admit_{sh.tag}",
                     bounded=sh.keys == 1),
+            *([Variant(f"admits past its limit ({SLID}/1 min, window slid)", sh, "admit", op=f"slid_{sh.tag}",
+                       max_attempts=SLID)] if sh.admit_max > 100 and sh.keys > 1 else []),
             Variant(f"refuses (full at {sh.refuse_max}/{REFUSE_WINDOW} min)", sh, "refuse",
                     rl(f"refuse_{sh.tag}", sh.refuse_max, REFUSE_WINDOW), op=f"refuse_{sh.tag}"),
         ]
@@ -283,6 +293,10 @@ class Bench:
             if sh.admit_hits:
                 seed_state(self.conn, f"admit_{sh.tag}", sh.keys, sh.admit_hits, sh.admit_max, 1,
                            vary=100 if sh.admit_max > 100 else 0)
+            if sh.admit_max > 100 and sh.keys > 1:
+                # A large limit's steady state: past its limit (300-399 attempts, two minutes
+                # old), so that the deciding attempt is read from the hits table.
+                seed_state(self.conn, f"slid_{sh.tag}", sh.keys, SLID + 99, SLID, 1, vary=100, age_min=2)
             seed_state(self.conn, f"refuse_{sh.tag}", sh.keys, sh.refuse_max, sh.refuse_max, REFUSE_WINDOW,
                        denied=True)
         # The guarded contacts inserts find every caller's contact_operation key in place.
@@ -327,7 +341,7 @@ class Bench:
             # A fresh key per run for the hot key (each run admits up to clients x hot_calls,
             # under its 10,000 a minute); the others keep their keys and seeded hits.
             op = f"{v.op}_r{self.round}" if v.bounded else v.op
-            call = rl(op, v.shape.admit_max, 1)
+            call = rl(op, v.max_attempts or v.shape.admit_max, 1)
         path = self.workdir / "script.sql"
         path.write_text(script(call, v.shape.keys))
         self.conn.execute("vacuum analyze")

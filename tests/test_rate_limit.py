@@ -15,18 +15,19 @@ def attempt(db, caller, op="op", max_attempts=3, window=15):
 
 def age_hits(db, minutes):
     """Move every stored attempt `minutes` into the past: the clock moving forward."""
-    db.sql("update smsao.rate_limit_hits set at = at - make_interval(mins => %s)", [minutes])
-    # Rings kept on the key row (limits up to 100): every slot, same positions.
-    db.sql("update smsao.rate_limit_keys set ring = array(select r - make_interval(mins => %s) "
-           "from unnest(ring) with ordinality as u(r, i) order by i) where ring is not null", [minutes])
+    # Every stamp, in the chunks of large rings and in the arrays on the key rows, in place.
+    for table, column in (("rate_limit_hits", "stamps"), ("rate_limit_keys", "ring")):
+        db.sql(f"update smsao.{table} set {column} = array(select r - make_interval(mins => %s) "
+               f"from unnest({column}) with ordinality as u(r, i) order by i)", [minutes])
     db.sql("update smsao.rate_limit_keys set window_ends = window_ends - make_interval(mins => %s), "
            "denied_at = denied_at - make_interval(mins => %s)", [minutes, minutes])
 
 
 def kept_attempts(db) -> int:
-    """Attempts kept, in both kinds of ring: on the key row, and in smsao.rate_limit_hits."""
-    return db.one("select (select count(*) from smsao.rate_limit_hits)"
-                  " + (select count(*) from smsao.rate_limit_keys k, unnest(k.ring) r where r is not null)")
+    """Attempts kept, on the key rows and in the chunks of smsao.rate_limit_hits (without the
+    '-infinity' that stands for an attempt a ring had dropped when it grew)."""
+    return db.one("select (select count(*) from smsao.rate_limit_hits h, unnest(h.stamps) r where r > '-infinity')"
+                  " + (select count(*) from smsao.rate_limit_keys k, unnest(k.ring) r where r > '-infinity')")
 
 
 def hammer_one_key(db, caller, args, sessions, per_session) -> list[bool]:
@@ -261,13 +262,14 @@ def test_an_admission_is_one_write_of_the_key_row_with_no_advisory_lock(db):
 
 def test_large_limit_exact_under_concurrency(db):
     """A limit above 100 keeps its newest attempts, up to 100, in the array on the key row and
-    the older ones in rate_limit_hits; 12 sessions on one key with max_attempts = 250 admit
-    exactly 250, across two moves of a full array, and the ring keeps exactly those."""
+    the older ones in rate_limit_hits, in chunks of 100; 12 sessions on one key with
+    max_attempts = 250 admit exactly 250, across two moves of a full array, and the ring
+    keeps exactly those."""
     me = Caller.user(db.create_user())
     admitted = hammer_one_key(db, me, ["big", 250, 15], sessions=12, per_session=25)
     assert admitted.count(True) == 250 and len(admitted) == 12 * 25
     assert db.sql("select admitted, ring_size, cardinality(ring) from smsao.rate_limit_keys")[0] == (250, 250, 50)
-    assert db.sql("select count(*), min(seq), max(seq) from smsao.rate_limit_hits")[0] == (200, 1, 200)
+    assert db.sql("select count(*), min(chunk), max(chunk) from smsao.rate_limit_hits")[0] == (2, 0, 1)
     assert kept_attempts(db) == 250
     age_hits(db, 15)
     assert attempt(db, me, op="big", max_attempts=250) is True      # the window slid for the large ring
@@ -282,10 +284,10 @@ def test_ring_moves_from_the_key_row_to_the_hits_table_and_stays_exact(db):
     # The large limit sees the 3 attempts already made: 117 more, then full.
     got = [attempt(db, me, op="mix", max_attempts=120, window=5) for _ in range(118)]
     assert got == [True] * 117 + [False]
-    # Attempts 1-3 went to the hits table with the ring's growth; 4-103 followed when the
-    # array filled; 104-120 are in the array.
-    assert db.sql("select ring_size, admitted, cardinality(ring) from smsao.rate_limit_keys")[0] == (120, 120, 17)
-    assert db.one("select max(seq) from smsao.rate_limit_hits") == 103
+    # Attempts 1-3 stayed in the array when the ring grew; 1-100 went to the hits table as
+    # chunk 0 when it filled; 101-120 are in the array.
+    assert db.sql("select ring_size, admitted, cardinality(ring) from smsao.rate_limit_keys")[0] == (120, 120, 20)
+    assert db.sql("select chunk, cardinality(stamps) from smsao.rate_limit_hits") == [(0, 100)]
     assert kept_attempts(db) == 120
     assert attempt(db, me, op="mix", max_attempts=3, window=5) is False   # the small limit, from the array
     age_hits(db, 5)
@@ -319,22 +321,68 @@ def admission_writes(db, caller, op, max_attempts, window) -> list[tuple]:
 
 def test_a_large_ring_is_written_once_per_admission_and_stays_exact_after_wrapping(db):
     """A large limit's admission writes the key row alone; the one that finds the array on the
-    row full (100 attempts) moves them to the hits table in one statement first. Three moves
-    later, the ring having wrapped, it holds the newest max_attempts attempts and still
-    refuses the one past the limit."""
+    row full (100 attempts) first moves them to the hits table as one chunk row. The ring
+    of 101 spans 3 chunk slots: four moves later the fourth chunk has taken the first one's
+    slot, and the ring still refuses the attempt past the limit."""
     me = Caller.user(db.create_user())
     size = 101
     assert [attempt(db, me, op="wrap", max_attempts=size, window=5) for _ in range(size - 1)] == [True] * (size - 1)
     assert db.one("select count(*) from smsao.rate_limit_hits") == 0
-    assert admission_writes(db, me, "wrap", size, 5) == [("rate_limit_hits", 0, 100), ("rate_limit_keys", 2, 0)]
+    assert admission_writes(db, me, "wrap", size, 5) == [("rate_limit_hits", 0, 1), ("rate_limit_keys", 2, 0)]
     assert attempt(db, me, op="wrap", max_attempts=size, window=5) is False
-    for _ in range(2):
+    for _ in range(3):
         age_hits(db, 5)
         assert admission_writes(db, me, "wrap", size, 5) == [("rate_limit_hits", 0, 0), ("rate_limit_keys", 1, 0)]
         assert [attempt(db, me, op="wrap", max_attempts=size, window=5) for _ in range(size)] \
             == [True] * (size - 1) + [False]
-    # Attempts 1-300 went in three moves (slot s % 101: the last 101 of them kept), 301-303
-    # are in the array.
-    assert db.sql("select count(*), min(seq), max(seq), count(distinct slot) from smsao.rate_limit_hits") \
-        == [(size, 200, 300, size)]
-    assert db.sql("select admitted, cardinality(ring) from smsao.rate_limit_keys") == [(3 * size, 3)]
+    # Attempts 1-400 went in four chunks (slot chunk % 3: the last three kept), 401-404 are in
+    # the array.
+    assert db.sql("select slot, chunk from smsao.rate_limit_hits order by chunk") == [(1, 1), (2, 2), (0, 3)]
+    assert db.sql("select admitted, cardinality(ring) from smsao.rate_limit_keys") == [(4 * size, 4)]
+
+
+def test_a_large_ring_grows_keeping_its_chunks(db):
+    """A large ring grown to a larger limit: its chunks move to the new ring's slots and the
+    attempts still inside the window keep counting."""
+    me = Caller.user(db.create_user())
+    assert [attempt(db, me, op="grow", max_attempts=150) for _ in range(151)] == [True] * 150 + [False]
+    age_hits(db, 16)                                              # those 150 leave the window
+    assert all(attempt(db, me, op="grow", max_attempts=150) for _ in range(80))
+    assert db.sql("select chunk from smsao.rate_limit_hits order by chunk") == [(0,), (1,)]
+    # 80 attempts in the window: a limit of 350 admits 270 more.
+    assert [attempt(db, me, op="grow", max_attempts=350) for _ in range(271)] == [True] * 270 + [False]
+    # Attempts 1-400 in four chunks (slot chunk % 5 now), 401-500 in the array, full until
+    # the next admission moves it.
+    assert db.sql("select ring_size, admitted, cardinality(ring) from smsao.rate_limit_keys") == [(350, 500, 100)]
+    assert db.sql("select slot, chunk from smsao.rate_limit_hits order by chunk") == [(c, c) for c in range(4)]
+    assert kept_attempts(db) == 500
+
+
+def test_a_call_that_waited_for_a_chunk_move_reads_the_moved_chunk(db):
+    """The race a chunk's number guards. Call A's snapshot sees the key at attempt 399 (its
+    array not full), while one transaction B holds the key row after attempts 400 and 401,
+    the second of which moved attempts 301-400 to the hits table as chunk 3, into the slot of
+    chunk 0 (a ring of 101 spans 3 slots). B commits; A, re-checking the newest row after its
+    wait, must not decide on chunk 0's old attempts, which its snapshot still sees in that
+    slot. Attempts 301-401 are all inside the window, so A is refused."""
+    me = Caller.user(db.create_user())
+    for _ in range(3):                                  # attempts 1-300, each hundred aged out
+        assert all(attempt(db, me, op="race", max_attempts=101) for _ in range(100))
+        age_hits(db, 16)
+    assert all(attempt(db, me, op="race", max_attempts=101) for _ in range(99))    # 301-399
+    assert db.sql("select slot, chunk from smsao.rate_limit_hits order by slot") == [(0, 0), (1, 1), (2, 2)]
+    answer = []
+    with db.connect() as b, db.connect() as a:
+        b.execute("begin")
+        begin_request(b, me)
+        assert [b.execute(RL, ["race", 101, 15]).fetchone()[0] for _ in range(2)] == [True, True]   # 400, 401
+        a_pid = a.execute("select pg_backend_pid()").fetchone()[0]
+        waiter = threading.Thread(target=lambda: answer.append(request(a, me, RL, ["race", 101, 15])[0][0]))
+        waiter.start()
+        while not db.one("select wait_event_type = 'Lock' from pg_stat_activity where pid = %s", [a_pid]):
+            time.sleep(0.01)
+        b.execute("commit")
+        waiter.join()
+    assert answer == [False]
+    assert db.sql("select admitted, cardinality(ring) from smsao.rate_limit_keys") == [(401, 1)]
+    assert db.sql("select slot, chunk from smsao.rate_limit_hits order by slot") == [(0, 3), (1, 1), (2, 2)]

@@ -36,11 +36,12 @@ revoke all on function smsao.rate_limit_key() from public, anon, authenticated, 
 --      is taken after the wait.
 --      For limits up to 100 the whole ring is an array on that row: the UPDATE overwrites
 --      the slot of the attempt that decides it (the max_attempts-th newest).
---      Larger limits (up to 10,000) keep their older attempts in smsao.rate_limit_hits and
---      their newest ones, up to 100, appended to the array on the key row; the deciding
---      attempt is read from whichever holds it. One admission in 100 finds the array full
---      and first moves it to the hits table (smsao.flush_rate_limit_ring, under the key
---      row's lock): 100 rows in one statement, instead of one row written by every call.
+--      Larger limits (up to 10,000) keep their older attempts in smsao.rate_limit_hits, in
+--      chunks of 100 (one row each), and their newest ones, up to 100, appended to the array
+--      on the key row; the deciding attempt is read from whichever holds it. One admission
+--      in 100 finds the array full and first moves it to the hits table as one chunk row
+--      (smsao.flush_rate_limit_ring, under the key row's lock), instead of every call
+--      writing a row there.
 --   2. Refusals write nothing: when the UPDATE matched no row, one look at the committed
 --      state says why (no key yet, a ring smaller than this limit, a full array, or full).
 --      A refusal records at most one function_call_audit row per key, operation and window
@@ -122,10 +123,13 @@ begin
                  <= pg_catalog.clock_timestamp() - win);
     else
       -- The array holds attempts admitted - cardinality(ring) + 1 .. admitted, in order; the
-      -- hits table every older attempt the ring keeps (attempt s in slot s % ring_size). A
-      -- deciding attempt read from the hits table is read with the statement's snapshot:
-      -- after a wait for the row lock it may not see the array moved there meanwhile, and
-      -- then it does not admit (the look below, with a new snapshot, sends the call round).
+      -- hits table the older ones the ring keeps, in chunks of 100 (attempt s in chunk
+      -- (s - 1) / 100, at (s - 1) % 100 + 1; chunk c in slot c % (ring_size / 100 + 2),
+      -- rounded up: as many chunks as the ring spans). A deciding attempt read from the hits
+      -- table is read with the statement's snapshot: after a wait for the row lock it may
+      -- not see the chunk moved there meanwhile (its slot still holds an older chunk
+      -- number), and then it does not admit (the look below, with a new snapshot, sends the
+      -- call round again).
       update smsao.rate_limit_keys k
          set ring = k.ring || pg_catalog.clock_timestamp(),
              admitted = k.admitted + 1,
@@ -138,10 +142,12 @@ begin
          and (k.admitted < max_attempts
               or case when pg_catalog.cardinality(k.ring) >= max_attempts
                       then coalesce(k.ring[pg_catalog.cardinality(k.ring) - max_attempts + 1], '-infinity')
-                      else (select h.at from smsao.rate_limit_hits h
+                      else (select h.stamps[((k.admitted - max_attempts) % 100 + 1)::integer]
+                              from smsao.rate_limit_hits h
                              where h.caller_key = key and h.operation_type = op
-                               and h.slot = ((k.admitted - max_attempts + 1) % k.ring_size)::integer
-                               and h.seq = k.admitted - max_attempts + 1) end
+                               and h.slot = (((k.admitted - max_attempts) / 100)
+                                             % ((k.ring_size + 99) / 100 + 1))::integer
+                               and h.chunk = (k.admitted - max_attempts) / 100) end
                  <= pg_catalog.clock_timestamp() - win);
     end if;
     if found then
@@ -155,10 +161,12 @@ begin
                 then coalesce(k.ring[(k.admitted - max_attempts) % k.ring_size + 1], '-infinity')
                 when pg_catalog.cardinality(k.ring) >= max_attempts
                 then coalesce(k.ring[pg_catalog.cardinality(k.ring) - max_attempts + 1], '-infinity')
-                else (select h.at from smsao.rate_limit_hits h
+                else (select h.stamps[((k.admitted - max_attempts) % 100 + 1)::integer]
+                        from smsao.rate_limit_hits h
                        where h.caller_key = key and h.operation_type = op
-                         and h.slot = ((k.admitted - max_attempts + 1) % k.ring_size)::integer
-                         and h.seq = k.admitted - max_attempts + 1) end
+                         and h.slot = (((k.admitted - max_attempts) / 100)
+                                       % ((k.ring_size + 99) / 100 + 1))::integer
+                         and h.chunk = (k.admitted - max_attempts) / 100) end
       into seen, kept, on_row, newest, denied, deciding
       from smsao.rate_limit_keys k where k.caller_key = key and k.operation_type = op;
     if seen is null then
@@ -200,11 +208,12 @@ grant execute on function public.enhanced_security_rate_limit(text, integer, int
 
 -- A call with a larger limit than the key's ring: the ring grows to it, under the key row's
 -- lock (which every admission of the key takes too). Up to 100 attempts the ring stays on
--- the key row; past that its attempts move to smsao.rate_limit_hits (slot seq % size) and
--- the array on the row starts empty. A large ring growing keeps its array and re-slots the
--- attempts in the hits table. Attempts the old ring had already dropped are kept as
--- '-infinity' (outside every window), so that every attempt number in the new ring has its
--- entry: the deciding look of a large ring never finds a gap.
+-- the key row; past that its attempts up to the last multiple of 100 move to
+-- smsao.rate_limit_hits in chunks of 100 (chunk c holds attempts 100c + 1 .. 100c + 100,
+-- in slot c % (ring_size / 100 + 2), rounded up) and the newer ones stay in the array. A
+-- large ring growing keeps its array and re-slots its chunks. Attempts the old ring had
+-- already dropped are kept as '-infinity' (outside every window), so that every attempt the
+-- new ring spans has its entry: the deciding look of a large ring never finds a gap.
 create or replace function smsao.grow_rate_limit_ring(key text, op text, new_size integer) returns void
   language plpgsql
   set search_path = ''
@@ -214,9 +223,9 @@ declare
   size   integer;
   stamps timestamptz[];
   grown  timestamptz[];
-  moved  bigint;                           -- the newest attempt the hits table holds
-  seqs   bigint[];
-  ats    timestamptz[];
+  slots  integer := (new_size + 99) / 100 + 1;   -- chunk slots of the new ring
+  oldest bigint;                                 -- the first chunk the new ring spans
+  moved  bigint;                                 -- attempts up to this one are in chunks
 begin
   select k.admitted, k.ring_size, k.ring into n, size, stamps
     from smsao.rate_limit_keys k where k.caller_key = key and k.operation_type = op
@@ -234,34 +243,44 @@ begin
      where k.caller_key = key and k.operation_type = op;
     return;
   end if;
+  oldest := (greatest(n - new_size + 1, 1) - 1) / 100;
   if size <= 100 then
-    seqs := array(select j from pg_catalog.generate_series(greatest(n - size + 1, 1), n) j);
-    ats := array(select stamps[((j - 1) % size + 1)::integer] from pg_catalog.unnest(seqs) j);
-    moved := n;
-    stamps := '{}';
+    -- From the row: attempt j (kept when j > n - size) is at stamps[(j - 1) % size + 1].
+    moved := n / 100 * 100;
+    insert into smsao.rate_limit_hits (caller_key, operation_type, slot, chunk, stamps)
+    select key, op, (c % slots)::integer, c,
+           array(select coalesce(case when j > n - size then stamps[((j - 1) % size + 1)::integer] end,
+                                 '-infinity')
+                   from pg_catalog.generate_series(c * 100 + 1, c * 100 + 100) j order by j)
+      from pg_catalog.generate_series(oldest, moved / 100 - 1) c;
+    grown := array(select coalesce(case when j > n - size then stamps[((j - 1) % size + 1)::integer] end,
+                                   '-infinity')
+                     from pg_catalog.generate_series(moved + 1, n) j order by j);
   else
-    with taken as (
-      delete from smsao.rate_limit_hits h where h.caller_key = key and h.operation_type = op
-      returning h.seq, h.at
-    )
-    select pg_catalog.array_agg(t.seq), pg_catalog.array_agg(t.at) into seqs, ats from taken t;
-    moved := n - pg_catalog.cardinality(stamps);   -- the newer ones stay in the array
+    -- A large ring: its chunks move to the new ring's slots (through negative ones: a chunk
+    -- may land where another still is), and the chunks it had dropped come back empty.
+    moved := n - pg_catalog.cardinality(stamps);
+    delete from smsao.rate_limit_hits h where h.caller_key = key and h.operation_type = op and h.chunk < oldest;
+    update smsao.rate_limit_hits h set slot = -1 - h.slot where h.caller_key = key and h.operation_type = op;
+    update smsao.rate_limit_hits h set slot = (h.chunk % slots)::integer
+     where h.caller_key = key and h.operation_type = op;
+    insert into smsao.rate_limit_hits (caller_key, operation_type, slot, chunk, stamps)
+    select key, op, (c % slots)::integer, c, pg_catalog.array_fill('-infinity'::timestamptz, array[100])
+      from pg_catalog.generate_series(oldest, moved / 100 - 1) c
+     where not exists (select from smsao.rate_limit_hits h
+                        where h.caller_key = key and h.operation_type = op and h.chunk = c);
+    grown := stamps;
   end if;
-  -- (A multi-argument unnest is FROM-clause syntax, not a pg_catalog function.)
-  insert into smsao.rate_limit_hits (caller_key, operation_type, slot, seq, at)
-  select key, op, (j % new_size)::integer, j, coalesce(m.at, '-infinity')
-    from pg_catalog.generate_series(greatest(n - new_size + 1, 1), moved) j
-    left join unnest(seqs, ats) as m(seq, at) on m.seq = j;
-  update smsao.rate_limit_keys k set ring = stamps, ring_size = new_size
+  update smsao.rate_limit_keys k set ring = grown, ring_size = new_size
    where k.caller_key = key and k.operation_type = op;
 end
 $$;
 revoke all on function smsao.grow_rate_limit_ring(text, text, integer) from public, anon, authenticated, service_role;
 
--- A large ring's array on the key row is full (100 attempts): they move to the hits table
--- in one statement, under the key row's lock, and the array starts again empty. Attempt s
--- goes to slot s % ring_size, over the attempt ring_size older, which the ring no longer
--- keeps.
+-- A large ring's array on the key row is full (100 attempts, the last one a multiple of
+-- 100): they move to the hits table as one chunk row, under the key row's lock, and the
+-- array starts again empty. Chunk c goes to slot c % (ring_size / 100 + 2), rounded up,
+-- over the chunk that many older, which the ring no longer spans.
 create or replace function smsao.flush_rate_limit_ring(key text, op text) returns void
   language plpgsql
   set search_path = ''
@@ -277,10 +296,9 @@ begin
   if not found or size <= 100 or pg_catalog.cardinality(stamps) < 100 then
     return;   -- pruned, or moved by another call meanwhile
   end if;
-  insert into smsao.rate_limit_hits as h (caller_key, operation_type, slot, seq, at)
-  select key, op, ((n - 100 + i) % size)::integer, n - 100 + i, coalesce(stamps[i], '-infinity')
-    from pg_catalog.generate_series(1, 100) i
-  on conflict on constraint rate_limit_hits_pkey do update set seq = excluded.seq, at = excluded.at;
+  insert into smsao.rate_limit_hits as h (caller_key, operation_type, slot, chunk, stamps)
+  values (key, op, ((n / 100 - 1) % ((size + 99) / 100 + 1))::integer, n / 100 - 1, stamps)
+  on conflict on constraint rate_limit_hits_pkey do update set chunk = excluded.chunk, stamps = excluded.stamps;
   update smsao.rate_limit_keys k set ring = '{}'
    where k.caller_key = key and k.operation_type = op;
 end

@@ -133,12 +133,13 @@ with old_snapshot as (insert into public.system_health_snapshots (system_status,
                     values (1, now() - interval '29 days') returning id)
 insert into kept select 'old snapshot', id from old_snapshot union all select 'new snapshot', id from new_snapshot
            union all select 'old sample', id from old_sample union all select 'new sample', id from new_sample;
+-- Two keys of a large limit (200), each with its first 100 attempts in one chunk.
 insert into smsao.rate_limit_keys (caller_key, operation_type, admitted, ring_size, retain_window, window_ends) values
-  ('verify:expired', 'verify_probe', 1, 1, interval '1 minute', clock_timestamp() - interval '1 second'),
-  ('verify:live', 'verify_probe', 1, 1, interval '1 minute', clock_timestamp() + interval '1 minute');
-insert into smsao.rate_limit_hits (caller_key, operation_type, slot, seq, at) values
-  ('verify:expired', 'verify_probe', 0, 1, clock_timestamp() - interval '61 seconds'),
-  ('verify:live', 'verify_probe', 0, 1, clock_timestamp());
+  ('verify:expired', 'verify_probe', 100, 200, interval '1 minute', clock_timestamp() - interval '1 second'),
+  ('verify:live', 'verify_probe', 100, 200, interval '1 minute', clock_timestamp() + interval '1 minute');
+insert into smsao.rate_limit_hits (caller_key, operation_type, slot, chunk, stamps) values
+  ('verify:expired', 'verify_probe', 0, 0, array_fill(clock_timestamp() - interval '61 seconds', array[100])),
+  ('verify:live', 'verify_probe', 0, 0, array_fill(clock_timestamp(), array[100]));
 select lives_ok('select smsao.prune_housekeeping()', 'the daily housekeeping runs');
 select results_eq($$select k.what, case when k.what like '%snapshot'
                                         then exists (select from public.system_health_snapshots s where s.id = k.id)
