@@ -150,7 +150,7 @@ SETUP_SQL = setup_sql()
 
 
 def seed_state(conn, op: str, keys: int, hits: int, retain: int, window_min: int, denied: bool = False,
-               vary: int = 0, age_min: int = 0) -> None:
+               vary: int = 0, age_min: int = 0, due_for: int = 0) -> None:
     """Steady state before a run, written straight into the limiter's tables: every key of
     the shape holds `hits` attempts admitted just now (seq 1..hits), kept in a ring of `retain`
     attempts and `window_min` minutes, exactly what `hits` admitted calls leave behind.
@@ -159,7 +159,9 @@ def seed_state(conn, op: str, keys: int, hits: int, retain: int, window_min: int
     steady state (the first refusal of a key per window costs one logged audit insert).
     vary: key i holds hits - i % vary attempts instead, so that the keys are not all at the same
     point of their rings (as in a steady state).
-    age_min: the attempts were admitted that many minutes ago (0: just now)."""
+    age_min: the attempts were admitted that many minutes ago (0: just now).
+    due_for: a large key's row keeps the chunk that decides its next call at this limit, as
+    any admission past the limit leaves it (0: none, as calls below their limit leave it)."""
     key = f"'user:' || ({UID.format(n='i')})"
     if vary:
         hits = f"({hits} - i % {vary})"
@@ -174,14 +176,16 @@ def seed_state(conn, op: str, keys: int, hits: int, retain: int, window_min: int
     ring = (f"array(select case when s >= 1 then {stamp} end "
             f"from generate_series({hits} - {retain} + 1, {hits}) s "
             f"order by ((s - 1) % {retain} + {retain}) % {retain})")
+    due = (f", ({hits} - {due_for}) / 100, array_fill({stamp}, array[100])" if chunks and due_for else "")
     if chunks:
         ring = f"array_fill({stamp}, array[{hits} % 100])"
     conn.execute(f"""
       insert into smsao.rate_limit_keys (caller_key, operation_type, admitted, ring_size, retain_window,
-                                         window_ends, denied_at{', ring' if on_row or chunks else ''})
+                                         window_ends, denied_at{', ring' if on_row or chunks else ''}
+                                         {', due_chunk, due' if due else ''})
         select {key}, '{op}', {hits}, {retain}, make_interval(mins => {window_min}),
                now() + make_interval(mins => {window_min}), {'now()' if denied else 'null'}
-               {(', ' + ring) if on_row or chunks else ''}
+               {(', ' + ring) if on_row or chunks else ''} {due}
         from generate_series(1, {keys}) i""")
     if on_row:
         return
@@ -296,7 +300,8 @@ class Bench:
             if sh.admit_max > 100 and sh.keys > 1:
                 # A large limit's steady state: past its limit (300-399 attempts, two minutes
                 # old), so that the deciding attempt is read from the hits table.
-                seed_state(self.conn, f"slid_{sh.tag}", sh.keys, SLID + 99, SLID, 1, vary=100, age_min=2)
+                seed_state(self.conn, f"slid_{sh.tag}", sh.keys, SLID + 99, SLID, 1, vary=100, age_min=2,
+                           due_for=SLID)
             seed_state(self.conn, f"refuse_{sh.tag}", sh.keys, sh.refuse_max, sh.refuse_max, REFUSE_WINDOW,
                        denied=True)
         # The guarded contacts inserts find every caller's contact_operation key in place.

@@ -15,8 +15,9 @@ def attempt(db, caller, op="op", max_attempts=3, window=15):
 
 def age_hits(db, minutes):
     """Move every stored attempt `minutes` into the past: the clock moving forward."""
-    # Every stamp, in the chunks of large rings and in the arrays on the key rows, in place.
-    for table, column in (("rate_limit_hits", "stamps"), ("rate_limit_keys", "ring")):
+    # Every stamp, in the chunks of large rings, in the arrays on the key rows and in the
+    # copies of chunks kept there, in place.
+    for table, column in (("rate_limit_hits", "stamps"), ("rate_limit_keys", "ring"), ("rate_limit_keys", "due")):
         db.sql(f"update smsao.{table} set {column} = array(select r - make_interval(mins => %s) "
                f"from unnest({column}) with ordinality as u(r, i) order by i)", [minutes])
     db.sql("update smsao.rate_limit_keys set window_ends = window_ends - make_interval(mins => %s), "

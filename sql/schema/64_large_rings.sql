@@ -5,7 +5,9 @@
 -- 100c + 1 .. 100c + 100 in stamps[1..100], in slot c % (ring_size / 100 + 2), rounded up).
 -- The admission that finds the array full (one in 100) moves it there as one chunk row
 -- (sql/functions/rate_limit.sql). Every key has an array now (a key written without one
--- gets an empty one).
+-- gets an empty one). A large key also keeps on its row a copy of the chunk that holds the
+-- attempt deciding its next call (due_chunk, due): chunks never change once written, and
+-- the copy spares the admission a read of the hits table, but for one call in 100.
 
 -- The existing large rings, one row per attempt (attempt s in slot s % ring_size), become
 -- chunks up to their last multiple of 100 and an array of the newer attempts, converted in
@@ -38,7 +40,8 @@ update smsao.rate_limit_hits set slot = -1 - slot;
 alter table smsao.rate_limit_hits drop column at, alter column stamps set not null;
 alter table smsao.rate_limit_hits rename column seq to chunk;
 
-alter table smsao.rate_limit_keys alter column ring set not null, alter column ring set default '{}',
+alter table smsao.rate_limit_keys add column due_chunk bigint, add column due timestamptz[],
+  alter column ring set not null, alter column ring set default '{}',
   add constraint rate_limit_keys_ring_check
     check (pg_catalog.cardinality(ring) = 0
            or (pg_catalog.array_lower(ring, 1) >= 1

@@ -5,7 +5,7 @@
 -- negative slots, with an empty stamps array, while the chunk rows still hold theirs.
 drop function smsao.flush_rate_limit_ring(text, text);
 alter table smsao.rate_limit_keys alter column ring drop not null, alter column ring drop default,
-  drop constraint rate_limit_keys_ring_check;
+  drop constraint rate_limit_keys_ring_check, drop column due_chunk, drop column due;
 alter table smsao.rate_limit_hits rename column chunk to seq;
 alter table smsao.rate_limit_hits add column at timestamptz;
 insert into smsao.rate_limit_hits (caller_key, operation_type, slot, seq, at, stamps)

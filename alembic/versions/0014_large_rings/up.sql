@@ -8,7 +8,9 @@
 -- 100c + 1 .. 100c + 100 in stamps[1..100], in slot c % (ring_size / 100 + 2), rounded up).
 -- The admission that finds the array full (one in 100) moves it there as one chunk row
 -- (sql/functions/rate_limit.sql). Every key has an array now (a key written without one
--- gets an empty one).
+-- gets an empty one). A large key also keeps on its row a copy of the chunk that holds the
+-- attempt deciding its next call (due_chunk, due): chunks never change once written, and
+-- the copy spares the admission a read of the hits table, but for one call in 100.
 
 -- The existing large rings, one row per attempt (attempt s in slot s % ring_size), become
 -- chunks up to their last multiple of 100 and an array of the newer attempts, converted in
@@ -41,7 +43,8 @@ update smsao.rate_limit_hits set slot = -1 - slot;
 alter table smsao.rate_limit_hits drop column at, alter column stamps set not null;
 alter table smsao.rate_limit_hits rename column seq to chunk;
 
-alter table smsao.rate_limit_keys alter column ring set not null, alter column ring set default '{}',
+alter table smsao.rate_limit_keys add column due_chunk bigint, add column due timestamptz[],
+  alter column ring set not null, alter column ring set default '{}',
   add constraint rate_limit_keys_ring_check
     check (pg_catalog.cardinality(ring) = 0
            or (pg_catalog.array_lower(ring, 1) >= 1
@@ -88,10 +91,12 @@ revoke all on function smsao.rate_limit_key() from public, anon, authenticated, 
 --      the slot of the attempt that decides it (the max_attempts-th newest).
 --      Larger limits (up to 10,000) keep their older attempts in smsao.rate_limit_hits, in
 --      chunks of 100 (one row each), and their newest ones, up to 100, appended to the array
---      on the key row; the deciding attempt is read from whichever holds it. One admission
---      in 100 finds the array full and first moves it to the hits table as one chunk row
---      (smsao.flush_rate_limit_ring, under the key row's lock), instead of every call
---      writing a row there.
+--      on the key row; the deciding attempt is read from whichever holds it. The key row
+--      also keeps a copy of the chunk that holds the deciding attempt (due), so that the
+--      hits table is read once per 100 admissions, when the deciding attempt moves on to
+--      the next chunk. One admission in 100 finds the array full and first moves it to the
+--      hits table as one chunk row (smsao.flush_rate_limit_ring, under the key row's lock),
+--      instead of every call writing a row there.
 --   2. Refusals write nothing: when the UPDATE matched no row, one look at the committed
 --      state says why (no key yet, a ring smaller than this limit, a full array, or full).
 --      A refusal records at most one function_call_audit row per key, operation and window
@@ -183,6 +188,18 @@ begin
       update smsao.rate_limit_keys k
          set ring = k.ring || pg_catalog.clock_timestamp(),
              admitted = k.admitted + 1,
+             -- The deciding attempt's chunk, kept on the row: read from the hits table once
+             -- per 100 admissions, when the deciding attempt enters the next chunk.
+             due_chunk = case when k.admitted < max_attempts or pg_catalog.cardinality(k.ring) >= max_attempts
+                              then k.due_chunk else (k.admitted - max_attempts) / 100 end,
+             due = case when k.admitted < max_attempts or pg_catalog.cardinality(k.ring) >= max_attempts
+                             or k.due_chunk = (k.admitted - max_attempts) / 100
+                        then k.due
+                        else (select h.stamps from smsao.rate_limit_hits h
+                               where h.caller_key = key and h.operation_type = op
+                                 and h.slot = (((k.admitted - max_attempts) / 100)
+                                               % ((k.ring_size + 99) / 100 + 1))::integer
+                                 and h.chunk = (k.admitted - max_attempts) / 100) end,
              retain_window = greatest(k.retain_window, win),
              window_ends = greatest(k.window_ends,
                                     pg_catalog.clock_timestamp() + greatest(k.retain_window, win))
@@ -192,6 +209,8 @@ begin
          and (k.admitted < max_attempts
               or case when pg_catalog.cardinality(k.ring) >= max_attempts
                       then coalesce(k.ring[pg_catalog.cardinality(k.ring) - max_attempts + 1], '-infinity')
+                      when k.due_chunk = (k.admitted - max_attempts) / 100
+                      then k.due[((k.admitted - max_attempts) % 100 + 1)::integer]
                       else (select h.stamps[((k.admitted - max_attempts) % 100 + 1)::integer]
                               from smsao.rate_limit_hits h
                              where h.caller_key = key and h.operation_type = op
@@ -211,6 +230,8 @@ begin
                 then coalesce(k.ring[(k.admitted - max_attempts) % k.ring_size + 1], '-infinity')
                 when pg_catalog.cardinality(k.ring) >= max_attempts
                 then coalesce(k.ring[pg_catalog.cardinality(k.ring) - max_attempts + 1], '-infinity')
+                when k.due_chunk = (k.admitted - max_attempts) / 100
+                then k.due[((k.admitted - max_attempts) % 100 + 1)::integer]
                 else (select h.stamps[((k.admitted - max_attempts) % 100 + 1)::integer]
                         from smsao.rate_limit_hits h
                        where h.caller_key = key and h.operation_type = op
