@@ -24,6 +24,9 @@ vacuumed), so every measurement starts from the same data:
   +hand    where an invariant needs more rows than the statement writes (a balance set
            directly needs its ledger rows; a ledger row moves its balance), the floor plus
            those writes done by hand, triggers still off: what any design must pay.
+  +hand, keys  the same, with only the project's own triggers off (ALTER TABLE ... DISABLE
+           TRIGGER USER, rolled back with the rest): the declared foreign keys are checked,
+           as they are for any writer of these tables.
 
 Columns: seconds (median of --repeat runs, product and floor interleaved), product/floor,
 and growth (time at the largest N over time at the smallest) for product and floor. The
@@ -148,13 +151,16 @@ def run_once(conn: psycopg.Connection, op: Op, n: int, variant: str, timeout: in
     """Seconds of the variant's statements in one transaction, then rolled back; None when
     they ran past `timeout` seconds (cancelled)."""
     stmts = op.product if variant == "product" else (op.floor or op.product)
-    if variant == "hand":
+    if variant in ("hand", "hand_keys"):
         stmts = stmts + op.hand
     conn.execute("begin")
     elapsed = None
     try:
         conn.execute(f"set local statement_timeout = '{timeout}s'")
-        if variant != "product":
+        if variant == "hand_keys":
+            for table in op.tables:
+                conn.execute(f"alter table {table} disable trigger user")
+        elif variant != "product":
             conn.execute("set local session_replication_role = replica")
         if op.role:
             conn.execute(f"set local role {op.role}")
@@ -222,7 +228,7 @@ def main() -> None:
             for n in sizes:
                 if op.max_rows and n > op.max_rows:
                     continue
-                variants = ["product", "floor"] + (["hand"] if op.hand else [])
+                variants = ["product", "floor"] + (["hand", "hand_keys"] if op.hand else [])
                 samples = {v: [] for v in variants}
                 for _ in range(args.repeat):
                     for v in variants:            # interleaved: load elsewhere falls on all alike
@@ -255,9 +261,10 @@ def main() -> None:
             rows.append([op.name, f"{n:,}", fmt_s(r["product"]), fmt_s(r["floor"]), fmt_x(ratio, over),
                          "yes" if ratio is not None and ratio <= 3 and not over else "NO",
                          fmt_s(hand), fmt_x(div(p, hand), over) if hand else "-",
+                         fmt_s(r.get("hand_keys")), fmt_x(div(p, r["hand_keys"]), over) if hand else "-",
                          ("< " if over else "") + f"{n / p:,.0f}"])
     print_table(["table / operation", "rows", "product s", "floor s", "product/floor", "<= 3x",
-                 "+hand s", "product/+hand", "product rows/s"], rows,
+                 "+hand s", "product/+hand", "+hand, keys s", "product/+hand, keys", "product rows/s"], rows,
                 title=f"One statement of N rows, rolled back; median of {args.repeat}; "
                       "floor = triggers off (session_replication_role = replica)"
                       + (f"; with {args.with_sql}" if args.with_sql else ""))
