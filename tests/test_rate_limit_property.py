@@ -79,6 +79,12 @@ def rate_limited_rows(db) -> int:
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(windows=windows, limits=limits, steps=steps)
 def test_matches_sliding_window_model(db, callers, windows, limits, steps):
+    check_against_model(db, callers, windows, limits, steps)
+
+
+def check_against_model(db, callers, windows, limits, steps) -> None:
+    """Play the steps against the limiter and the model: ("advance", minutes), ("call", who,
+    op) or ("burst", who, op, calls); every answer and the audited refusals must agree."""
     db.sql("truncate smsao.rate_limit_keys, smsao.rate_limit_hits")
     audited_before = rate_limited_rows(db)
     model = Model()
@@ -87,9 +93,10 @@ def test_matches_sliding_window_model(db, callers, windows, limits, steps):
             age_hits(db, step[1])
             model.advance(step[1])
             continue
-        _, who, op = step
-        got = attempt(db, callers[who], op=op, max_attempts=limits[op], window=windows[op])
-        assert got is model.call(who, op, limits[op], windows[op]), f"step {i}: {step}"
+        who, op, calls = step[1], step[2], step[3] if step[0] == "burst" else 1
+        for n in range(calls):
+            got = attempt(db, callers[who], op=op, max_attempts=limits[op], window=windows[op])
+            assert got is model.call(who, op, limits[op], windows[op]), f"step {i}, call {n}: {step}"
     assert rate_limited_rows(db) - audited_before == model.audited_refusals
 
 
@@ -135,16 +142,4 @@ large_steps = st.lists(st.one_of(burst, burst, advance), min_size=3, max_size=10
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(windows=windows, limits=large_limits, steps=large_steps)
 def test_large_limits_match_sliding_window_model(db, callers, windows, limits, steps):
-    db.sql("truncate smsao.rate_limit_keys, smsao.rate_limit_hits")
-    audited_before = rate_limited_rows(db)
-    model = Model()
-    for i, step in enumerate(steps):
-        if step[0] == "advance":
-            age_hits(db, step[1])
-            model.advance(step[1])
-            continue
-        _, who, op, calls = step
-        for n in range(calls):
-            got = attempt(db, callers[who], op=op, max_attempts=limits[op], window=windows[op])
-            assert got is model.call(who, op, limits[op], windows[op]), f"step {i}, call {n}: {step}"
-    assert rate_limited_rows(db) - audited_before == model.audited_refusals
+    check_against_model(db, callers, windows, limits, steps)
