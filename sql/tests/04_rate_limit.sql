@@ -96,7 +96,7 @@ grant execute on all functions in schema smsao_test to anon, authenticated, serv
 -- Rate limiting (CONTRACT section 3): enhanced_security_rate_limit admits exactly
 -- max_attempts per window and key (caller, operation), refuses and audits the rest, and
 -- every critical operation is limited by its operation_type (PT429 when refused).
-select plan(28);
+select plan(29);
 
 -- Calls the limiter `tries` times as the current caller; the answers in order.
 create function smsao_test.attempts(operation text, max_attempts integer, window_minutes integer, tries integer)
@@ -145,6 +145,8 @@ select is(smsao_test.attempts('verify_probe_other', 3, 1, 1), array[true],
           'the key is (caller, operation): another operation_type starts afresh');
 select is(smsao_test.attempts('verify_probe', 5, 1, 3), array[true, true, false],
           'a larger max_attempts on the same key counts the attempts already admitted');
+select is(smsao_test.attempts('verify_probe_large', 150, 1, 151), array_fill(true, array[150]) || false,
+          'a large limit (150) admits exactly 150, across the move of its newest 100 attempts to the hits table');
 select smsao_test.act_as('bob');
 select is(smsao_test.attempts('verify_probe', 3, 1, 1), array[true], 'another user starts afresh');
 select smsao_test.act_as_owner();
