@@ -42,8 +42,8 @@ revoke all on function smsao.rate_limit_key() from public, anon, authenticated, 
 --      also keeps a copy of the chunk that holds the deciding attempt (due), so that the
 --      hits table is read once per 100 admissions, when the deciding attempt moves on to
 --      the next chunk. One admission in 100 finds the array full and first moves it to the
---      hits table as one chunk row (smsao.flush_rate_limit_ring, under the key row's lock),
---      instead of every call writing a row there.
+--      hits table as one chunk row (smsao.prepare_rate_limit_row, under the key row's lock,
+--      which also copies the next deciding chunk), instead of every call writing a row there.
 --   2. Refusals write nothing: when the UPDATE matched no row, one look at the committed
 --      state says why (no key yet, a ring smaller than this limit, a full array, or full).
 --      A refusal records at most one function_call_audit row per key, operation and window
@@ -71,12 +71,10 @@ declare
   key      text collate "default";
   op       text collate "default" := operation_type;
   inline   boolean := max_attempts <= 100;   -- try the small ring's UPDATE first
-  from_row boolean := true;                  -- a large ring: first the UPDATE that reads its row only
   uid      uuid;
   seen     bigint;                           -- the key's newest attempt number
   kept     integer;                          -- the key's ring size
   on_row   boolean;                          -- the whole ring is on the key row (limits up to 100)
-  newest   integer;                          -- a large ring: its attempts in the array on the row
   denied   timestamptz;
   deciding timestamptz;
 begin
@@ -128,73 +126,34 @@ begin
       -- The array holds attempts admitted - cardinality(ring) + 1 .. admitted, in order; the
       -- hits table the older ones the ring spans, in chunks of 100 (attempt s in chunk
       -- (s - 1) / 100, at (s - 1) % 100 + 1; chunk c in slot c % (ring_size / 100 + 2),
-      -- rounded up), and the row a copy of the chunk of the deciding attempt (due). First
-      -- the UPDATE that decides from the row alone (below the limit, or the deciding attempt
-      -- in the array or in the copy): a statement without subqueries, which is cheaper to
-      -- start and to re-check after a wait; it decides 99 admissions in 100 of a steady key.
-      if from_row then
-        update smsao.rate_limit_keys k
-           set ring = k.ring || pg_catalog.clock_timestamp(),
-               admitted = k.admitted + 1,
-               retain_window = greatest(k.retain_window, win),
-               window_ends = greatest(k.window_ends,
-                                      pg_catalog.clock_timestamp() + greatest(k.retain_window, win))
-         where k.caller_key = key and k.operation_type = op
-           and k.ring_size > 100 and k.ring_size >= max_attempts
-           and pg_catalog.cardinality(k.ring) < 100
-           and (k.admitted < max_attempts
-                or case when pg_catalog.cardinality(k.ring) >= max_attempts
-                        then coalesce(k.ring[pg_catalog.cardinality(k.ring) - max_attempts + 1], '-infinity')
-                        when k.due_chunk = (k.admitted - max_attempts) / 100
-                        then k.due[((k.admitted - max_attempts) % 100 + 1)::integer] end
-                   <= pg_catalog.clock_timestamp() - win);
-      else
-        -- After a look: the same, reading the deciding chunk from the hits table when the row
-        -- has no copy of it, and keeping that copy. It is read with the statement's snapshot:
-        -- after a wait for the row lock it may not see the chunk moved there meanwhile (its
-        -- slot still holds an older chunk number), and then it does not admit (the look
-        -- below, with a new snapshot, sends the call round again).
-        update smsao.rate_limit_keys k
-           set ring = k.ring || pg_catalog.clock_timestamp(),
-               admitted = k.admitted + 1,
-               -- The deciding attempt's chunk, kept on the row: read from the hits table once
-               -- per 100 admissions, when the deciding attempt enters the next chunk.
-               due_chunk = case when k.admitted < max_attempts or pg_catalog.cardinality(k.ring) >= max_attempts
-                                then k.due_chunk else (k.admitted - max_attempts) / 100 end,
-               due = case when k.admitted < max_attempts or pg_catalog.cardinality(k.ring) >= max_attempts
-                               or k.due_chunk = (k.admitted - max_attempts) / 100
-                          then k.due
-                          else (select h.stamps from smsao.rate_limit_hits h
-                                 where h.caller_key = key and h.operation_type = op
-                                   and h.slot = (((k.admitted - max_attempts) / 100)
-                                                 % ((k.ring_size + 99) / 100 + 1))::integer
-                                   and h.chunk = (k.admitted - max_attempts) / 100) end,
-               retain_window = greatest(k.retain_window, win),
-               window_ends = greatest(k.window_ends,
-                                      pg_catalog.clock_timestamp() + greatest(k.retain_window, win))
-         where k.caller_key = key and k.operation_type = op
-           and k.ring_size > 100 and k.ring_size >= max_attempts
-           and pg_catalog.cardinality(k.ring) < 100
-           and (k.admitted < max_attempts
-                or case when pg_catalog.cardinality(k.ring) >= max_attempts
-                        then coalesce(k.ring[pg_catalog.cardinality(k.ring) - max_attempts + 1], '-infinity')
-                        when k.due_chunk = (k.admitted - max_attempts) / 100
-                        then k.due[((k.admitted - max_attempts) % 100 + 1)::integer]
-                        else (select h.stamps[((k.admitted - max_attempts) % 100 + 1)::integer]
-                                from smsao.rate_limit_hits h
-                               where h.caller_key = key and h.operation_type = op
-                                 and h.slot = (((k.admitted - max_attempts) / 100)
-                                               % ((k.ring_size + 99) / 100 + 1))::integer
-                                 and h.chunk = (k.admitted - max_attempts) / 100) end
-                   <= pg_catalog.clock_timestamp() - win);
-      end if;
+      -- rounded up), and the row a copy of the chunk of the deciding attempt (due). The
+      -- UPDATE decides from the row alone (below the limit, or the deciding attempt in the
+      -- array or in the copy): a statement without subqueries, cheap to start and to re-check
+      -- after a wait. When the array is full or the copy is not the deciding chunk (one
+      -- admission in 100 of a steady key), it matches nothing, and the look below has
+      -- smsao.prepare_rate_limit_row put the row right first.
+      update smsao.rate_limit_keys k
+         set ring = k.ring || pg_catalog.clock_timestamp(),
+             admitted = k.admitted + 1,
+             retain_window = greatest(k.retain_window, win),
+             window_ends = greatest(k.window_ends,
+                                    pg_catalog.clock_timestamp() + greatest(k.retain_window, win))
+       where k.caller_key = key and k.operation_type = op
+         and k.ring_size > 100 and k.ring_size >= max_attempts
+         and pg_catalog.cardinality(k.ring) < 100
+         and (k.admitted < max_attempts
+              or case when pg_catalog.cardinality(k.ring) >= max_attempts
+                      then coalesce(k.ring[pg_catalog.cardinality(k.ring) - max_attempts + 1], '-infinity')
+                      when k.due_chunk = (k.admitted - max_attempts) / 100
+                      then k.due[((k.admitted - max_attempts) % 100 + 1)::integer] end
+                 <= pg_catalog.clock_timestamp() - win);
     end if;
     if found then
       return true;
     end if;
 
     -- 2. Not admitted: why? Committed state, no lock.
-    select k.admitted, k.ring_size, k.ring_size <= 100, pg_catalog.cardinality(k.ring), k.denied_at,
+    select k.admitted, k.ring_size, k.ring_size <= 100, k.denied_at,
            case when k.admitted < max_attempts or k.ring_size < max_attempts then null
                 when k.ring_size <= 100
                 then coalesce(k.ring[(k.admitted - max_attempts) % k.ring_size + 1], '-infinity')
@@ -208,7 +167,7 @@ begin
                          and h.slot = (((k.admitted - max_attempts) / 100)
                                        % ((k.ring_size + 99) / 100 + 1))::integer
                          and h.chunk = (k.admitted - max_attempts) / 100) end
-      into seen, kept, on_row, newest, denied, deciding
+      into seen, kept, on_row, denied, deciding
       from smsao.rate_limit_keys k where k.caller_key = key and k.operation_type = op;
     if seen is null then
       -- A new key: its first attempt, in the array on the row whatever the limit.
@@ -225,7 +184,6 @@ begin
     if max_attempts > kept then
       perform smsao.grow_rate_limit_ring(key, op, max_attempts);
       inline := max_attempts <= 100;
-      from_row := false;
       continue;
     end if;
     if deciding > pg_catalog.clock_timestamp() - win then
@@ -234,11 +192,11 @@ begin
       end if;
       return false;
     end if;
-    if not on_row and newest >= 100 then
-      perform smsao.flush_rate_limit_ring(key, op);   -- admissible, but the array is full
+    if not on_row then
+      -- Admissible, but the array may be full or the copy on the row not the deciding chunk.
+      perform smsao.prepare_rate_limit_row(key, op, max_attempts);
     end if;
     inline := on_row;   -- admissible now (the window slid, or the key changed): again
-    from_row := false;
   end loop;
   raise exception 'rate limit state of % changed under the call five times: retry', op
     using errcode = '40001';
@@ -320,11 +278,13 @@ end
 $$;
 revoke all on function smsao.grow_rate_limit_ring(text, text, integer) from public, anon, authenticated, service_role;
 
--- A large ring's array on the key row is full (100 attempts, the last one a multiple of
--- 100): they move to the hits table as one chunk row, under the key row's lock, and the
--- array starts again empty. Chunk c goes to slot c % (ring_size / 100 + 2), rounded up,
--- over the chunk that many older, which the ring no longer spans.
-create or replace function smsao.flush_rate_limit_ring(key text, op text) returns void
+-- A large ring's key row made ready for an admission at max_attempts, under its lock: a full
+-- array (100 attempts, the last one a multiple of 100) moves to the hits table as one chunk
+-- row and starts again empty (chunk c goes to slot c % (ring_size / 100 + 2), rounded up,
+-- over the chunk that many older, which the ring no longer spans), and the row gets a copy
+-- of the chunk that holds the attempt deciding the next call. Read here, after the lock,
+-- the hits table is as the row says: nothing is moved by another call meanwhile.
+create or replace function smsao.prepare_rate_limit_row(key text, op text, max_attempts integer) returns void
   language plpgsql
   set search_path = ''
 as $$
@@ -332,21 +292,34 @@ declare
   n      bigint;
   size   integer;
   stamps timestamptz[];
+  copied bigint;
+  copy   timestamptz[];
+  decide bigint;                           -- the chunk of the next call's deciding attempt
 begin
-  select k.admitted, k.ring_size, k.ring into n, size, stamps
+  select k.admitted, k.ring_size, k.ring, k.due_chunk, k.due into n, size, stamps, copied, copy
     from smsao.rate_limit_keys k where k.caller_key = key and k.operation_type = op
   for update;
-  if not found or size <= 100 or pg_catalog.cardinality(stamps) < 100 then
-    return;   -- pruned, or moved by another call meanwhile
+  if not found or size <= 100 then
+    return;   -- pruned meanwhile
   end if;
-  insert into smsao.rate_limit_hits as h (caller_key, operation_type, slot, chunk, stamps)
-  values (key, op, ((n / 100 - 1) % ((size + 99) / 100 + 1))::integer, n / 100 - 1, stamps)
-  on conflict on constraint rate_limit_hits_pkey do update set chunk = excluded.chunk, stamps = excluded.stamps;
-  update smsao.rate_limit_keys k set ring = '{}'
+  if pg_catalog.cardinality(stamps) >= 100 then
+    insert into smsao.rate_limit_hits as h (caller_key, operation_type, slot, chunk, stamps)
+    values (key, op, ((n / 100 - 1) % ((size + 99) / 100 + 1))::integer, n / 100 - 1, stamps)
+    on conflict on constraint rate_limit_hits_pkey do update set chunk = excluded.chunk, stamps = excluded.stamps;
+    stamps := '{}';
+  end if;
+  decide := (n - max_attempts) / 100;
+  if n >= max_attempts and pg_catalog.cardinality(stamps) < max_attempts and copied is distinct from decide then
+    select h.stamps into copy from smsao.rate_limit_hits h
+     where h.caller_key = key and h.operation_type = op
+       and h.slot = (decide % ((size + 99) / 100 + 1))::integer and h.chunk = decide;
+    copied := decide;
+  end if;
+  update smsao.rate_limit_keys k set ring = stamps, due_chunk = copied, due = copy
    where k.caller_key = key and k.operation_type = op;
 end
 $$;
-revoke all on function smsao.flush_rate_limit_ring(text, text) from public, anon, authenticated, service_role;
+revoke all on function smsao.prepare_rate_limit_row(text, text, integer) from public, anon, authenticated, service_role;
 
 -- A refusal: counted nowhere in the key's state, and written to function_call_audit only
 -- when it is the key's first refusal within its window, so a flood of refused calls

@@ -3,7 +3,7 @@
 -- s % ring_size, as far back as the ring spans), and its array null, as 0013_scale_speed's
 -- limiter reads them (restore.sql brings that limiter back). The attempt rows go in under
 -- negative slots, with an empty stamps array, while the chunk rows still hold theirs.
-drop function smsao.flush_rate_limit_ring(text, text);
+drop function smsao.prepare_rate_limit_row(text, text, integer);
 alter table smsao.rate_limit_keys alter column ring drop not null, alter column ring drop default,
   drop constraint rate_limit_keys_ring_check, drop column due_chunk, drop column due;
 alter table smsao.rate_limit_hits rename column chunk to seq;
